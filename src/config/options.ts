@@ -1,0 +1,230 @@
+/**
+ * The option registry: every configurable option with its type, default, range, description and
+ * whether a running daemon must be restarted to pick it up. Values are validated when set and
+ * when the configuration file is loaded. Raw values (from the file or the command line) are
+ * turned into resolved {@link Options} in one place, here.
+ *
+ * @module
+ */
+import { ConfigError } from '../errors/index.js';
+import type { BackoffPolicy } from '../util/backoff.js';
+
+/** A JSON-compatible option value. */
+export type OptionValue = number | string | boolean | string[] | { [key: string]: number };
+
+/** How an option's value is checked and parsed. */
+export type OptionType =
+  | { kind: 'number'; min?: number; max?: number; integer?: boolean; unit?: string }
+  | { kind: 'enum'; choices: readonly string[] }
+  | { kind: 'string-list' }
+  | { kind: 'backoff' };
+
+/** One entry of the registry. */
+export interface OptionSpec {
+  name: string;
+  type: OptionType;
+  default: OptionValue;
+  description: string;
+  /** True when a running daemon only picks a change up after a restart. */
+  restartRequired: boolean;
+}
+
+const specs: OptionSpec[] = [
+  {
+    name: 'daemon.timeout',
+    type: { kind: 'number', min: 0.05, max: 3600, unit: 'seconds' },
+    default: 2,
+    description: 'Seconds the client waits for the daemon to answer before raising DaemonTimeoutException.',
+    restartRequired: false,
+  },
+  {
+    name: 'daemon.default_workers',
+    type: { kind: 'number', integer: true, min: 1, max: 256 },
+    default: 1,
+    description: 'Number of workers the daemon starts when no number is given.',
+    restartRequired: true,
+  },
+  {
+    name: 'daemon.worker_process_slots',
+    type: { kind: 'number', integer: true, min: 1, max: 100000 },
+    default: 200,
+    description: 'Maximum number of processes one worker runs at once (also its broker prefetch).',
+    restartRequired: true,
+  },
+  {
+    name: 'daemon.worker_restart_backoff',
+    type: { kind: 'backoff' },
+    default: { initial: 0.5, max: 30, factor: 2 },
+    description:
+      'Delay before reviving a crashed worker, as {"initial": s, "max": s, "factor": f}; a worker that dies ' +
+      'within 10 s of its start 5 times in a row is reported as crash-looping.',
+    restartRequired: true,
+  },
+  {
+    name: 'daemon.shutdown_grace',
+    type: { kind: 'number', min: 0, max: 3600, unit: 'seconds' },
+    default: 30,
+    description:
+      'Seconds a stopping worker lets running processes finish before releasing them to other workers.',
+    restartRequired: true,
+  },
+  {
+    name: 'daemon.lease_seconds',
+    type: { kind: 'number', min: 2, max: 3600, unit: 'seconds' },
+    default: 30,
+    description:
+      'Lease a worker holds on a running process; renewed every third of it. A dead machine\'s processes ' +
+      'are re-dispatched after it expires.',
+    restartRequired: true,
+  },
+  {
+    name: 'logging.level',
+    type: { kind: 'enum', choices: ['debug', 'info', 'warn', 'error'] },
+    default: 'info',
+    description: 'Minimum level of log records written by the daemon and its workers.',
+    restartRequired: true,
+  },
+  {
+    name: 'processes.modules',
+    type: { kind: 'string-list' },
+    default: [],
+    description:
+      'Modules (absolute paths or package names) that define process types; loaded by workers and submitters.',
+    restartRequired: true,
+  },
+];
+
+/** All options, by name. */
+export const OPTION_SPECS: ReadonlyMap<string, OptionSpec> = new Map(specs.map((s) => [s.name, s]));
+
+/** Resolved option values of a profile, with their types. */
+export interface Options {
+  'daemon.timeout': number;
+  'daemon.default_workers': number;
+  'daemon.worker_process_slots': number;
+  'daemon.worker_restart_backoff': BackoffPolicy;
+  'daemon.shutdown_grace': number;
+  'daemon.lease_seconds': number;
+  'logging.level': 'debug' | 'info' | 'warn' | 'error';
+  'processes.modules': string[];
+}
+
+/** Returns the spec of `name` or throws a ConfigError listing the known options. */
+export function getOptionSpec(name: string): OptionSpec {
+  const spec = OPTION_SPECS.get(name);
+  if (!spec) {
+    throw new ConfigError(`unknown option '${name}'; known options: ${[...OPTION_SPECS.keys()].join(', ')}`);
+  }
+  return spec;
+}
+
+function describeType(t: OptionType): string {
+  switch (t.kind) {
+    case 'number': {
+      const what = t.integer ? 'an integer' : 'a number';
+      const range =
+        t.min !== undefined && t.max !== undefined ? ` from ${t.min} to ${t.max}` : t.min !== undefined ? ` >= ${t.min}` : '';
+      return `${what}${range}${t.unit ? ` (${t.unit})` : ''}`;
+    }
+    case 'enum':
+      return `one of ${t.choices.join(', ')}`;
+    case 'string-list':
+      return 'a list of strings';
+    case 'backoff':
+      return 'an object {"initial": seconds > 0, "max": seconds >= initial, "factor": >= 1}';
+  }
+}
+
+/**
+ * Validates a value already parsed from JSON (the config file) and returns it.
+ * @param where - where the value came from, for the error message.
+ */
+export function validateOptionValue(name: string, value: unknown, where: string): OptionValue {
+  const spec = getOptionSpec(name);
+  const t = spec.type;
+  const fail = (): never => {
+    throw new ConfigError(`${where}: option '${name}' must be ${describeType(t)}, got ${JSON.stringify(value)}`);
+  };
+  switch (t.kind) {
+    case 'number': {
+      if (typeof value !== 'number' || !Number.isFinite(value)) return fail();
+      if (t.integer && !Number.isInteger(value)) return fail();
+      if (t.min !== undefined && value < t.min) return fail();
+      if (t.max !== undefined && value > t.max) return fail();
+      return value;
+    }
+    case 'enum':
+      if (typeof value !== 'string' || !t.choices.includes(value)) return fail();
+      return value;
+    case 'string-list':
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) return fail();
+      return [...(value as string[])];
+    case 'backoff': {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail();
+      const v = value as Record<string, unknown>;
+      const keys = Object.keys(v).sort().join(',');
+      if (keys !== 'factor,initial,max') return fail();
+      const { initial, max, factor } = v;
+      if (typeof initial !== 'number' || typeof max !== 'number' || typeof factor !== 'number') return fail();
+      if (!(initial > 0) || !(max >= initial) || !(factor >= 1) || max > 3600) return fail();
+      return { initial, max, factor };
+    }
+  }
+}
+
+/**
+ * Parses a value typed on the command line (`drover config set KEY VALUE`) and validates it.
+ * Lists accept JSON (`["a","b"]`) or comma-separated text; the backoff takes JSON.
+ */
+export function parseOptionValue(name: string, text: string): OptionValue {
+  const spec = getOptionSpec(name);
+  const where = 'command line';
+  switch (spec.type.kind) {
+    case 'number': {
+      const n = text.trim() === '' ? Number.NaN : Number(text);
+      if (!Number.isFinite(n)) {
+        throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}'`);
+      }
+      return validateOptionValue(name, n, where);
+    }
+    case 'enum':
+      return validateOptionValue(name, text, where);
+    case 'string-list': {
+      if (text.trim().startsWith('[')) {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}' (invalid JSON)`);
+        }
+        return validateOptionValue(name, parsed, where);
+      }
+      return validateOptionValue(
+        name,
+        text.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+        where,
+      );
+    }
+    case 'backoff': {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}' (invalid JSON)`);
+      }
+      return validateOptionValue(name, parsed, where);
+    }
+  }
+}
+
+/** Merges defaults, global values and profile overrides into resolved options. */
+export function resolveOptions(
+  global: Readonly<Record<string, OptionValue>>,
+  profile: Readonly<Record<string, OptionValue>>,
+): Options {
+  const out: Record<string, OptionValue> = {};
+  for (const spec of OPTION_SPECS.values()) {
+    out[spec.name] = profile[spec.name] ?? global[spec.name] ?? spec.default;
+  }
+  return out as unknown as Options;
+}

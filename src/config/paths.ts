@@ -1,0 +1,57 @@
+/**
+ * Where Drover keeps its files. With `DROVER_HOME` set (tests always set it) everything lives
+ * under it; otherwise the XDG base directories are used.
+ *
+ * @module
+ */
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+
+type Env = NodeJS.ProcessEnv;
+
+function home(env: Env): string {
+  return env.HOME && env.HOME !== '' ? env.HOME : os.homedir();
+}
+
+/** Absolute path of the configuration file. */
+export function configFilePath(env: Env = process.env): string {
+  if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'config.json');
+  const base = env.XDG_CONFIG_HOME || path.join(home(env), '.config');
+  return path.resolve(base, 'drover', 'config.json');
+}
+
+/** Directory holding a profile's data (the SQLite store). */
+export function dataDir(profile: string, env: Env = process.env): string {
+  if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'data', profile);
+  const base = env.XDG_DATA_HOME || path.join(home(env), '.local', 'share');
+  return path.resolve(base, 'drover', profile);
+}
+
+/** Directory holding a profile's logs. */
+export function logDir(profile: string, env: Env = process.env): string {
+  if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'log', profile);
+  const base = env.XDG_STATE_HOME || path.join(home(env), '.local', 'state');
+  return path.resolve(base, 'drover', profile);
+}
+
+/** Longest socket path we allow (macOS limits sun_path to 104 bytes, Linux to 108). */
+const MAX_SOCKET_PATH = 100;
+
+/**
+ * Private runtime directory of a profile (socket, PID and lock files). When the natural place
+ * would make the socket path too long for a Unix socket, a short hashed directory under the
+ * temp dir is used instead.
+ */
+export function runtimeDir(profile: string, env: Env = process.env): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  const tmpBase = path.join(env.TMPDIR || os.tmpdir(), `drover-${uid}`);
+  let base: string;
+  if (env.DROVER_HOME) base = path.resolve(env.DROVER_HOME, 'run');
+  else if (env.XDG_RUNTIME_DIR) base = path.resolve(env.XDG_RUNTIME_DIR, 'drover');
+  else base = tmpBase;
+  const dir = path.join(base, profile);
+  if (Buffer.byteLength(path.join(dir, 'daemon.sock')) <= MAX_SOCKET_PATH) return dir;
+  const hash = crypto.createHash('sha256').update(dir).digest('hex').slice(0, 16);
+  return path.join(tmpBase, hash);
+}

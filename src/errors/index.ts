@@ -1,0 +1,103 @@
+/**
+ * Errors of Drover. Every error is a class with a stable `code` string (match on `code` or
+ * `instanceof`, never on message text) and an optional `cause`.
+ *
+ * @module
+ */
+
+/** Options accepted by every Drover error. */
+export interface DroverErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class of all errors Drover throws on purpose. */
+export class DroverError extends Error {
+  /** A stable, machine-readable identifier of the kind of error. */
+  readonly code: string = 'DROVER_ERROR';
+
+  constructor(message: string, options: DroverErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+  }
+}
+
+/** The configuration file or an option value is invalid. Nothing was changed. */
+export class ConfigError extends DroverError {
+  override readonly code: string = 'CONFIG_INVALID';
+}
+
+/** A profile name is not allowed, or the profile does not exist. */
+export class ProfileError extends DroverError {
+  override readonly code: string = 'PROFILE_INVALID';
+}
+
+/** The named profile does not exist. */
+export class ProfileNotFoundError extends ProfileError {
+  override readonly code: string = 'PROFILE_NOT_FOUND';
+}
+
+/** Input given by a user (flags, process inputs, a process type) is invalid. */
+export class InputError extends DroverError {
+  override readonly code: string = 'INPUT_INVALID';
+}
+
+/** A message that crossed a boundary (socket, IPC, broker) does not match the protocol. */
+export class ProtocolError extends DroverError {
+  override readonly code: string = 'PROTOCOL_INVALID';
+}
+
+/** The process store failed or is unreachable. */
+export class StoreError extends DroverError {
+  override readonly code: string = 'STORE_ERROR';
+}
+
+/** The store's schema was written by a newer version of Drover. */
+export class StoreVersionError extends StoreError {
+  override readonly code: string = 'STORE_VERSION';
+}
+
+/** The broker failed or is unreachable. */
+export class BrokerError extends DroverError {
+  override readonly code: string = 'BROKER_ERROR';
+}
+
+/** No process with the given id exists. */
+export class ProcessNotFoundError extends DroverError {
+  override readonly code: string = 'PROCESS_NOT_FOUND';
+}
+
+/** A process type is not registered with the worker or the submitter. */
+export class UnknownProcessTypeError extends InputError {
+  override readonly code: string = 'PROCESS_TYPE_UNKNOWN';
+}
+
+/** A replayed process took a different path than its journal records. */
+export class NonDeterminismError extends DroverError {
+  override readonly code: string = 'NON_DETERMINISTIC_REPLAY';
+}
+
+/** Raised when a call to the daemon fails. Base class of the daemon errors. */
+export class DaemonException extends DroverError {
+  override readonly code: string = 'DAEMON_ERROR';
+}
+
+/** The daemon of the profile is not running; raised at once, without waiting for a timeout. */
+export class DaemonNotRunningException extends DaemonException {
+  override readonly code: string = 'DAEMON_NOT_RUNNING';
+}
+
+/** The daemon did not answer within the timeout. */
+export class DaemonTimeoutException extends DaemonException {
+  override readonly code: string = 'DAEMON_TIMEOUT';
+}
+
+/** The service manager (systemd, launchd) failed or is not available. */
+export class ServiceError extends DroverError {
+  override readonly code: string = 'SERVICE_ERROR';
+}
+
+/** Returns the message of any thrown value. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,102 @@
+/**
+ * Bodies of broker messages. Every body is JSON with a version `v` and a string tag `kind`, and
+ * is validated when received: a malformed body is reported as a {@link ProtocolError}, never
+ * trusted.
+ *
+ * @module
+ */
+import { ProtocolError } from '../errors/index.js';
+import { isJsonObject } from './json.js';
+import { PROCESS_STATES, type ProcessState } from './process.js';
+
+/** Version of the broker message bodies. */
+export const BROKER_PROTOCOL_VERSION = 1;
+
+/** "Continue process N": published to the task queue. */
+export interface ContinueTask {
+  v: 1;
+  kind: 'continue';
+  processId: number;
+}
+
+/** A control request published on the control exchange for the worker running a process. */
+export interface ControlMessage {
+  v: 1;
+  kind: 'control';
+  action: 'kill' | 'pause' | 'play';
+  processId: number;
+  message?: string;
+}
+
+/** Broadcast on every state change. */
+export interface StateBroadcast {
+  v: 1;
+  kind: 'state';
+  processId: number;
+  type: string;
+  state: ProcessState;
+  paused: boolean;
+  parentId: number | null;
+  exitStatus: number | null;
+  time: number;
+}
+
+/** Any broker message body. */
+export type BrokerMessage = ContinueTask | ControlMessage | StateBroadcast;
+
+function positiveInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+}
+
+/** Parses and validates a broker message body. */
+export function parseBrokerMessage(body: Buffer | string): BrokerMessage {
+  const text = typeof body === 'string' ? body : body.toString('utf8');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new ProtocolError(`message body is not JSON: ${JSON.stringify(text.slice(0, 80))}`);
+  }
+  if (!isJsonObject(raw)) throw new ProtocolError('message body is not a JSON object');
+  if (raw.v !== BROKER_PROTOCOL_VERSION) {
+    throw new ProtocolError(`unsupported message version ${JSON.stringify(raw.v)} (expected ${BROKER_PROTOCOL_VERSION})`);
+  }
+  switch (raw.kind) {
+    case 'continue':
+      if (!positiveInt(raw.processId)) throw new ProtocolError('continue task: processId must be a positive integer');
+      return { v: 1, kind: 'continue', processId: raw.processId };
+    case 'control': {
+      if (!positiveInt(raw.processId)) throw new ProtocolError('control message: processId must be a positive integer');
+      if (raw.action !== 'kill' && raw.action !== 'pause' && raw.action !== 'play') {
+        throw new ProtocolError(`control message: unknown action ${JSON.stringify(raw.action)}`);
+      }
+      const msg: ControlMessage = { v: 1, kind: 'control', action: raw.action, processId: raw.processId };
+      if (typeof raw.message === 'string') msg.message = raw.message;
+      return msg;
+    }
+    case 'state': {
+      if (!positiveInt(raw.processId)) throw new ProtocolError('state broadcast: processId must be a positive integer');
+      if (typeof raw.state !== 'string' || !(PROCESS_STATES as readonly string[]).includes(raw.state)) {
+        throw new ProtocolError(`state broadcast: unknown state ${JSON.stringify(raw.state)}`);
+      }
+      return {
+        v: 1,
+        kind: 'state',
+        processId: raw.processId,
+        type: typeof raw.type === 'string' ? raw.type : '',
+        state: raw.state as ProcessState,
+        paused: raw.paused === true,
+        parentId: positiveInt(raw.parentId) ? raw.parentId : null,
+        exitStatus: typeof raw.exitStatus === 'number' ? raw.exitStatus : null,
+        time: typeof raw.time === 'number' ? raw.time : Date.now(),
+      };
+    }
+    default:
+      throw new ProtocolError(`unknown message kind ${JSON.stringify(raw.kind)}`);
+  }
+}
+
+/** Encodes a broker message body. */
+export function encodeBrokerMessage(msg: BrokerMessage): Buffer {
+  return Buffer.from(JSON.stringify(msg));
+}

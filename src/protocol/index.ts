@@ -1,0 +1,4 @@
+export * from './json.js';
+export * from './process.js';
+export * from './broker.js';
+export * from './ipc.js';

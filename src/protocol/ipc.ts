@@ -1,0 +1,65 @@
+/**
+ * Messages between the daemon and its workers over the Node IPC channel of `child_process.fork`.
+ *
+ * A worker is started as `fork(<dist>/src/worker/main.js, [], { env: { DROVER_WORKER_ID, ... } })`
+ * with the profile name in `DROVER_PROFILE` (and `DROVER_HOME` passed through). It exits by itself
+ * when the IPC channel closes (the daemon died), so no worker outlives its daemon.
+ *
+ * @module
+ */
+import { ProtocolError } from '../errors/index.js';
+import { isJsonObject } from './json.js';
+
+/** Daemon → worker. */
+export type DaemonToWorker =
+  /** Stop taking work, let running processes finish within `graceSeconds`, release the rest, exit 0. */
+  | { kind: 'drain'; graceSeconds: number }
+  /** Re-publish every process whose dispatch is pending now (e.g. after another worker died). */
+  | { kind: 'sweep' }
+  /** Ask for a `stats` message. */
+  | { kind: 'stats?' };
+
+/** Worker → daemon. */
+export type WorkerToDaemon =
+  /** Connected to the store and broker and consuming. */
+  | { kind: 'ready'; workerId: string }
+  /** Sent on change and on request. */
+  | { kind: 'stats'; workerId: string; running: number; processIds: number[]; slots: number }
+  /** The worker cannot start or continue (bad module, unreachable broker): it will exit non-zero. */
+  | { kind: 'fatal'; workerId: string; message: string };
+
+/** Validates a message received by a worker. */
+export function parseDaemonToWorker(raw: unknown): DaemonToWorker {
+  if (!isJsonObject(raw)) throw new ProtocolError('IPC message is not an object');
+  switch (raw.kind) {
+    case 'drain':
+      return { kind: 'drain', graceSeconds: typeof raw.graceSeconds === 'number' ? raw.graceSeconds : 30 };
+    case 'sweep':
+      return { kind: 'sweep' };
+    case 'stats?':
+      return { kind: 'stats?' };
+    default:
+      throw new ProtocolError(`unknown IPC message kind ${JSON.stringify(raw.kind)}`);
+  }
+}
+
+/** Validates a message received by the daemon. */
+export function parseWorkerToDaemon(raw: unknown): WorkerToDaemon {
+  if (!isJsonObject(raw) || typeof raw.workerId !== 'string') throw new ProtocolError('IPC message is not valid');
+  switch (raw.kind) {
+    case 'ready':
+      return { kind: 'ready', workerId: raw.workerId };
+    case 'stats':
+      return {
+        kind: 'stats',
+        workerId: raw.workerId,
+        running: typeof raw.running === 'number' ? raw.running : 0,
+        processIds: Array.isArray(raw.processIds) ? raw.processIds.filter((x): x is number => typeof x === 'number') : [],
+        slots: typeof raw.slots === 'number' ? raw.slots : 0,
+      };
+    case 'fatal':
+      return { kind: 'fatal', workerId: raw.workerId, message: typeof raw.message === 'string' ? raw.message : '' };
+    default:
+      throw new ProtocolError(`unknown IPC message kind ${JSON.stringify(raw.kind)}`);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The process store: the source of truth for every process. The broker only carries "continue
+ * process N" tasks; whatever the broker loses, the store still knows.
+ *
+ * Outbox: a process row carries a `dispatch pending` flag. It is set in the same transaction that
+ * creates the process (or releases its lease, or wakes it) and cleared once its continue task has
+ * been confirmed by the broker, so a crash between commit and publish loses nothing: pending rows
+ * are re-published at worker start and periodically.
+ *
+ * Lease: a worker runs a process only after {@link ProcessStore.claim} succeeded, an atomic
+ * conditional update that sets `leaseOwner` and `leaseExpiresAt`. The lease is renewed while the
+ * process runs and cleared when it ends, checkpoints or is released.
+ *
+ * All methods are safe to call from several processes (and, for PostgreSQL, machines) at once.
+ *
+ * @module
+ */
+import type {
+  JournalEntry,
+  JsonValue,
+  ProcessOutcome,
+  ProcessRecord,
+  ProcessState,
+  ReportLine,
+} from '../protocol/index.js';
+
+/** A process to create. */
+export interface NewProcess {
+  type: string;
+  inputs: JsonValue;
+  label?: string | null;
+  parentId?: number | null;
+}
+
+/** Result of a claim attempt. */
+export type ClaimResult =
+  | { claimed: true; process: ProcessRecord; journal: JournalEntry[] }
+  | {
+      claimed: false;
+      /** Why not: no such process, already terminal, another live lease, paused, or waiting on children. */
+      reason: 'not-found' | 'terminal' | 'leased' | 'paused' | 'waiting';
+    };
+
+/** Result of completing a process. */
+export interface CompleteResult {
+  /** False when the caller no longer held the lease (nothing was written). */
+  ok: boolean;
+  /** The parent that this completion woke up (its last awaited child ended); dispatch it. */
+  wokenParentId: number | null;
+}
+
+/** Result of a checkpoint before waiting on children. */
+export interface WaitResult {
+  /**
+   * True when the process is now `waiting` (lease released, slot free); it will be marked for
+   * dispatch when the last of the children terminates. False when all children had already
+   * terminated: the caller goes on running.
+   */
+  waiting: boolean;
+}
+
+/** Filter of {@link ProcessStore.listProcesses}. */
+export interface ProcessFilter {
+  /** Only these states (default: all). */
+  states?: readonly ProcessState[];
+  type?: string;
+  parentId?: number;
+  /** Only processes created within this many days. */
+  pastDays?: number;
+  /** Newest first; at most this many (default: no limit). */
+  limit?: number;
+}
+
+/** Outcome of a kill request handled in the store. */
+export type KillResult =
+  /** The process was not running anywhere and is now `killed`. */
+  | 'killed'
+  /** A live worker holds it; `killRequested` is set and the worker must be told. */
+  | 'running'
+  | 'terminal'
+  | 'not-found';
+
+/** The interface every store adapter implements (see the conformance suite in test/store/). */
+export interface ProcessStore {
+  /** `sqlite` or `postgres`. */
+  readonly backend: 'sqlite' | 'postgres';
+  /** Schema version after migrations. */
+  schemaVersion(): Promise<number>;
+  /** Version string of the database server or library. */
+  serverVersion(): Promise<string>;
+
+  /** Creates processes in state `created`, dispatch pending, in one transaction; returns their ids in order. */
+  createProcesses(specs: readonly NewProcess[]): Promise<number[]>;
+  /**
+   * Creates a child of `parentId` and journals the submission at `seq` in one transaction, only
+   * while `owner` holds the parent's lease. Returns the child id, or the id journaled earlier at
+   * that seq (a replay never creates a second child).
+   */
+  submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number>;
+  /** Clears the dispatch-pending flag of processes whose continue task the broker confirmed. */
+  markDispatched(ids: readonly number[]): Promise<void>;
+  /**
+   * Ids of processes whose dispatch is pending and was requested at least `olderThanMs` ago,
+   * oldest first. Also turns expired leases of non-terminal processes into pending dispatches.
+   */
+  pendingDispatches(olderThanMs: number, limit: number): Promise<number[]>;
+
+  /** Atomically claims each process for `owner` for `leaseMs`; see {@link ClaimResult}. */
+  claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]>;
+  /** Extends the leases `owner` holds on `ids`; returns the ids it still holds. */
+  renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]>;
+  /**
+   * Releases leases held by `owner` (all of them when `ids` is omitted) and marks those processes
+   * for dispatch; returns the released ids. Used by a draining worker and by the daemon when one
+   * of its workers died.
+   */
+  releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]>;
+
+  /** Records the outcome of a run; conditional on `owner` holding the lease. */
+  complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult>;
+  /** Completes several processes in one transaction (one result per item, in order). */
+  completeMany(items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>): Promise<CompleteResult[]>;
+  /** Appends a journal entry; conditional on `owner` holding the lease (throws StoreError otherwise). */
+  appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void>;
+  /** The journal of a process, in seq order. */
+  getJournal(id: number): Promise<JournalEntry[]>;
+  /** Checkpoints `id` to wait for `childIds`; see {@link WaitResult}. */
+  waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult>;
+
+  /** Sets or clears the paused flag of non-terminal processes; returns ids changed. */
+  setPaused(ids: readonly number[], paused: boolean): Promise<number[]>;
+  /** Kills a process that no live worker holds, or flags a running one; see {@link KillResult}. */
+  requestKill(id: number, message: string | null): Promise<KillResult>;
+
+  /** One process, or null. */
+  getProcess(id: number): Promise<ProcessRecord | null>;
+  /** Processes matching the filter, newest first. */
+  listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]>;
+  /** Number of processes in each state. */
+  countByState(): Promise<Record<ProcessState, number>>;
+  /** Appends a line to a process's report log. */
+  addReport(id: number, message: string): Promise<void>;
+  /** The report log of a process. */
+  getReports(id: number): Promise<ReportLine[]>;
+
+  /** Closes the connection; safe to call twice. */
+  close(): Promise<void>;
+}

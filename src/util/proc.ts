@@ -1,0 +1,38 @@
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+/**
+ * An opaque identifier of when process `pid` started, or `null` when no such process exists.
+ * Two different processes that reuse a PID have different start identities, so a PID file that
+ * stores both is never fooled by PID reuse. On Linux this is field 22 of /proc/PID/stat (clock
+ * ticks since boot); elsewhere the `ps` start time.
+ */
+export function processStartIdentity(pid: number): string | null {
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (process.platform === 'linux') {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return null;
+    }
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // rest[0] is field 3 (state); field 22 is rest[19].
+    if (rest[0] === 'Z' || rest[0] === 'X') return null; // a zombie is dead for our purposes
+    return rest[19] ?? null;
+  }
+  try {
+    const out = execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8' }).trim();
+    return out === '' ? null : out;
+  } catch {
+    return null;
+  }
+}
+
+/** True when a process with this PID exists and, when `startIdentity` is given, started at that moment. */
+export function isProcessAlive(pid: number, startIdentity?: string): boolean {
+  const id = processStartIdentity(pid);
+  if (id === null) return false;
+  return startIdentity === undefined || id === startIdentity;
+}

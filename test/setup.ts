@@ -1,0 +1,2 @@
+// Root hooks for every test file.
+process.env.DROVER_TEST = '1';
