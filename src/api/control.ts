@@ -1,0 +1,282 @@
+/**
+ * Process control (kill, pause, play) and waiting on processes.
+ *
+ * Control requests go to the store first, which is the truth: a process that no live worker
+ * holds (created, waiting, paused, released) is changed right there; for a process that a worker
+ * is running, the request is also broadcast on the profile's control exchange and the worker
+ * running it acts (kill aborts `ctx.signal` and kills `core.shell` commands; pause takes effect at
+ * the next step boundary). The reply says what happened to each id.
+ *
+ * Waiting uses the state broadcasts with a store check after subscribing (and a slow store poll
+ * as a safety net), so a state change that happens before the subscription is never missed.
+ *
+ * @module
+ */
+import { InputError } from '../errors/index.js';
+import { isTerminal, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
+import { sleep } from '../util/index.js';
+import type { ProcessClient } from './processes.js';
+
+/** What happened to one id of a control request. */
+export type ControlOutcome = 'done' | 'already terminated' | 'not found' | 'unreachable' | 'timed out';
+
+/** One line of a control reply. */
+export interface ControlReply {
+  id: number;
+  outcome: ControlOutcome;
+  /** State after the request (null when not found). */
+  state: string | null;
+  paused: boolean;
+}
+
+/** Options of control requests. */
+export interface ControlOptions {
+  /** Seconds to wait for a running process to react (default: the profile's daemon.timeout). */
+  timeoutSeconds?: number;
+  message?: string;
+}
+
+function checkIds(ids: readonly number[]): void {
+  for (const id of ids) {
+    if (!Number.isSafeInteger(id) || id <= 0) throw new InputError(`invalid process id ${JSON.stringify(id)}`);
+  }
+}
+
+/**
+ * Waits until every process in `ids` has terminated and returns their records in order.
+ * @throws InputError when `timeoutSeconds` passes first (saying which are still active).
+ */
+export async function waitForProcesses(
+  client: ProcessClient,
+  ids: readonly number[],
+  opts: { timeoutSeconds?: number; until?: (p: ProcessRecord) => boolean; onState?: (m: StateBroadcast) => void } = {},
+): Promise<ProcessRecord[]> {
+  checkIds(ids);
+  const until = opts.until ?? ((p: ProcessRecord) => isTerminal(p.state));
+  const pending = new Set(ids);
+  const records = new Map<number, ProcessRecord>();
+  let wake: () => void = () => undefined;
+  const check = async (id: number): Promise<void> => {
+    const p = await client.getProcess(id);
+    if (until(p)) {
+      records.set(id, p);
+      pending.delete(id);
+    }
+  };
+  const broker = await client.broker();
+  const patterns = ids.length <= 50 ? ids.map((id) => `state.${id}`) : ['state.#'];
+  const unsubscribe = broker
+    ? await broker.subscribeEvents(patterns, (m) => {
+        opts.onState?.(m);
+        if (pending.has(m.processId)) {
+          void check(m.processId).then(() => wake());
+        }
+      })
+    : null;
+  const deadline = opts.timeoutSeconds !== undefined ? Date.now() + opts.timeoutSeconds * 1000 : Infinity;
+  try {
+    for (const id of ids) await check(id);
+    let lastPoll = Date.now();
+    while (pending.size > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new InputError(
+          `timed out after ${opts.timeoutSeconds} s waiting for process(es) ${[...pending].join(', ')}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, Math.min(left, unsubscribe ? 2000 : 250)).unref();
+      });
+      if (Date.now() - lastPoll >= (unsubscribe ? 2000 : 250)) {
+        lastPoll = Date.now();
+        for (const id of [...pending]) await check(id);
+      }
+    }
+  } finally {
+    await unsubscribe?.();
+  }
+  return ids.map((id) => records.get(id)!);
+}
+
+async function descendants(client: ProcessClient, id: number): Promise<number[]> {
+  const out: number[] = [];
+  const queue = [id];
+  while (queue.length > 0) {
+    const parent = queue.shift()!;
+    const children = await client.listProcesses({ parentId: parent, states: ['created', 'running', 'waiting'] });
+    for (const c of children) {
+      out.push(c.id);
+      queue.push(c.id);
+    }
+  }
+  return out;
+}
+
+/**
+ * Kills processes (and the active descendants of each). Works on created, running, waiting and
+ * paused processes.
+ */
+export async function killProcesses(
+  client: ProcessClient,
+  ids: readonly number[],
+  opts: ControlOptions = {},
+): Promise<ControlReply[]> {
+  checkIds(ids);
+  const timeout = opts.timeoutSeconds ?? client.profile.options['daemon.timeout'];
+  const message = opts.message ?? 'killed on request';
+  const replies: ControlReply[] = [];
+  for (const id of ids) {
+    const p = await client.store.getProcess(id);
+    if (!p) {
+      replies.push({ id, outcome: 'not found', state: null, paused: false });
+      continue;
+    }
+    if (isTerminal(p.state)) {
+      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
+      continue;
+    }
+    const kids = await descendants(client, id);
+    const targets = [id, ...kids];
+    const running: number[] = [];
+    const woken: number[] = [];
+    for (const t of targets) {
+      const r = await client.store.requestKillDetailed(t, message);
+      if (r.result === 'running') running.push(t);
+      else if (r.result === 'killed') announce(client, await client.store.getProcess(t));
+      if (r.wokenParentId !== null) woken.push(r.wokenParentId);
+    }
+    if (woken.length > 0) {
+      // Killing the last awaited child of a waiting workflow wakes it: dispatch it now (else the sweep will).
+      const b = await client.broker();
+      const markedBy = Date.now();
+      await b?.publishContinue(woken);
+      if (b) await client.store.markDispatched(woken, markedBy);
+    }
+    let outcome: ControlOutcome = 'done';
+    if (running.length > 0) {
+      const broker = await client.broker();
+      if (!broker) outcome = 'unreachable';
+      else {
+        for (const t of running)
+          await broker.publishControl({ v: 1, kind: 'control', action: 'kill', processId: t, message });
+        try {
+          await waitForProcesses(client, running, { timeoutSeconds: timeout });
+        } catch {
+          outcome = 'timed out';
+        }
+      }
+    }
+    const after = await client.getProcess(id);
+    replies.push({ id, outcome, state: after.state, paused: after.paused });
+  }
+  return replies;
+}
+
+function announce(client: ProcessClient, p: ProcessRecord | null): void {
+  if (!p) return;
+  void client.broker().then((b) =>
+    b?.publishState({
+      v: 1,
+      kind: 'state',
+      processId: p.id,
+      type: p.type,
+      state: p.state,
+      paused: p.paused,
+      parentId: p.parentId,
+      exitStatus: p.exitStatus,
+      time: Date.now(),
+    }),
+  );
+}
+
+/**
+ * Pauses processes: queued ones will not start, a running one stops at its next step boundary
+ * (its slot is freed) and resumes from its journal when played.
+ */
+export async function pauseProcesses(
+  client: ProcessClient,
+  ids: readonly number[],
+  opts: ControlOptions = {},
+): Promise<ControlReply[]> {
+  checkIds(ids);
+  const timeout = opts.timeoutSeconds ?? client.profile.options['daemon.timeout'];
+  const replies: ControlReply[] = [];
+  for (const id of ids) {
+    const p = await client.store.getProcess(id);
+    if (!p) {
+      replies.push({ id, outcome: 'not found', state: null, paused: false });
+      continue;
+    }
+    if (isTerminal(p.state)) {
+      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
+      continue;
+    }
+    await client.store.setPaused([id], true);
+    let outcome: ControlOutcome = 'done';
+    const live = p.leaseOwner !== null && (p.leaseExpiresAt ?? 0) > Date.now();
+    if (live) {
+      const broker = await client.broker();
+      if (!broker) outcome = 'unreachable';
+      else {
+        await broker.publishControl({ v: 1, kind: 'control', action: 'pause', processId: id });
+        try {
+          await waitForProcesses(client, [id], {
+            timeoutSeconds: timeout,
+            until: (r) => isTerminal(r.state) || r.leaseOwner === null,
+          });
+        } catch {
+          outcome = 'timed out';
+        }
+      }
+    }
+    const after = await client.getProcess(id);
+    announce(client, after);
+    replies.push({ id, outcome, state: after.state, paused: after.paused });
+  }
+  return replies;
+}
+
+/** Resumes paused processes. */
+export async function playProcesses(
+  client: ProcessClient,
+  ids: readonly number[],
+  _opts: ControlOptions = {},
+): Promise<ControlReply[]> {
+  checkIds(ids);
+  const replies: ControlReply[] = [];
+  for (const id of ids) {
+    const p = await client.store.getProcess(id);
+    if (!p) {
+      replies.push({ id, outcome: 'not found', state: null, paused: false });
+      continue;
+    }
+    if (isTerminal(p.state)) {
+      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
+      continue;
+    }
+    const changed = await client.store.setPaused([id], false);
+    let outcome: ControlOutcome = 'done';
+    const broker = await client.broker();
+    if (!broker) outcome = 'unreachable';
+    else {
+      // A pause that has not yet taken effect is cancelled in the worker; a paused process that
+      // was released is re-published now (the sweep would do it too, later).
+      await broker.publishControl({ v: 1, kind: 'control', action: 'play', processId: id });
+      if (changed.length > 0) {
+        const markedBy = Date.now();
+        await broker.publishContinue([id]);
+        await client.store.markDispatched([id], markedBy);
+      }
+    }
+    const after = await client.getProcess(id);
+    announce(client, after);
+    replies.push({ id, outcome, state: after.state, paused: after.paused });
+  }
+  return replies;
+}
+
+/** Waits a little for broadcasts in flight before a short-lived client closes. */
+export async function settle(ms = 50): Promise<void> {
+  await sleep(ms);
+}

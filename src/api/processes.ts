@@ -1,0 +1,183 @@
+/**
+ * The process API: submit processes, read them, and (see control.ts) control them. Used by the
+ * library's users, the CLI and the tests.
+ *
+ * Submission follows the outbox rule: the process is committed to the store first, then its
+ * continue task is published on a confirm channel, then its dispatch flag is cleared. A crash (or
+ * an unreachable broker) after the commit loses nothing: workers re-publish pending dispatches.
+ *
+ * @module
+ */
+import { resolveProfile, type Profile } from '../config/index.js';
+import { InputError, ProcessNotFoundError, errorMessage } from '../errors/index.js';
+import { silentLogger, type Logger } from '../logging/index.js';
+import { isJsonValue, type JsonValue, type ProcessRecord, type ReportLine } from '../protocol/index.js';
+import { openStore } from '../store/index.js';
+import type { ProcessFilter, ProcessStore } from '../store/types.js';
+import { BrokerConnection } from '../broker/index.js';
+import { ProcessRegistry } from '../engine/index.js';
+
+/** Where a call acts: a profile name or a resolved profile (default: the default profile). */
+export interface ProfileOption {
+  profile?: string | Profile;
+}
+
+/** Options of a submission. */
+export interface SubmitOptions extends ProfileOption {
+  label?: string;
+}
+
+function toProfile(p: string | Profile | undefined): Profile {
+  return typeof p === 'object' ? p : resolveProfile(p);
+}
+
+/**
+ * A connection to a profile's store (and, when needed, its broker) for several calls. Close it
+ * when done; `close()` is safe to call twice.
+ */
+export class ProcessClient {
+  private brokerConn: Promise<BrokerConnection | null> | null = null;
+  private registryP: Promise<ProcessRegistry> | null = null;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly profile: Profile,
+    readonly store: ProcessStore,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Opens the profile's store. */
+  static async open(profile?: string | Profile, opts: { logger?: Logger } = {}): Promise<ProcessClient> {
+    const p = toProfile(profile);
+    const store = await openStore(p.storage, { logger: opts.logger });
+    return new ProcessClient(p, store, opts.logger ?? silentLogger);
+  }
+
+  /** The registry of process types this profile knows (built-ins plus `processes.modules`). */
+  registry(): Promise<ProcessRegistry> {
+    this.registryP ??= ProcessRegistry.load(this.profile.options['processes.modules']);
+    return this.registryP;
+  }
+
+  /** The broker connection, or null when the broker cannot be reached (a warning is logged). */
+  broker(): Promise<BrokerConnection | null> {
+    this.brokerConn ??= BrokerConnection.open(this.profile.broker, this.profile.uuid, {
+      logger: this.logger,
+      connectionName: `drover client pid ${process.pid}`,
+      connectTimeoutMs: Math.max(1000, this.profile.options['daemon.timeout'] * 1000),
+    }).catch((err: unknown) => {
+      this.logger.warn(`broker unreachable: ${errorMessage(err)}`);
+      return null;
+    });
+    return this.brokerConn;
+  }
+
+  /** Submits one process; returns its id. */
+  async submit(type: string, inputs: JsonValue, opts: { label?: string } = {}): Promise<number> {
+    const [id] = await this.submitMany(type, [inputs], opts);
+    return id!;
+  }
+
+  /**
+   * Submits processes of one type in one transaction and one confirmed publish; returns their ids.
+   * Unknown types and invalid inputs are rejected before anything is written.
+   */
+  async submitMany(type: string, inputsList: readonly JsonValue[], opts: { label?: string } = {}): Promise<number[]> {
+    const registry = await this.registry();
+    inputsList.forEach((inputs, i) => {
+      if (!isJsonValue(inputs)) throw new InputError(`inputs #${i} of '${type}' are not valid JSON values`);
+      registry.validateSubmission(type, inputs);
+    });
+    if (opts.label !== undefined && typeof opts.label !== 'string') throw new InputError('label must be a string');
+    const broker = this.broker(); // connect while the store commits
+    const ids = await this.store.createProcesses(
+      inputsList.map((inputs) => ({ type, inputs, label: opts.label ?? null, parentId: null })),
+    );
+    const markedBy = Date.now();
+    if (process.env.DROVER_FAULT === 'crash-after-commit') {
+      // Fault injection for the outbox test: die between the store commit and the publish.
+      process.kill(process.pid, 'SIGKILL');
+    }
+    const conn = await broker;
+    if (conn === null) {
+      this.logger.warn(`${ids.length} process(es) stored; they will be dispatched when a worker reaches the broker`);
+      return ids;
+    }
+    for (const id of ids) {
+      conn.publishState({
+        v: 1,
+        kind: 'state',
+        processId: id,
+        type,
+        state: 'created',
+        paused: false,
+        parentId: null,
+        exitStatus: null,
+        time: Date.now(),
+      });
+    }
+    try {
+      await conn.publishContinue(ids);
+      await this.store.markDispatched(ids, markedBy);
+    } catch (err) {
+      this.logger.warn(`publishing failed (${errorMessage(err)}); the processes are stored and will be re-dispatched`);
+    }
+    return ids;
+  }
+
+  /** One process; throws {@link ProcessNotFoundError} when there is none. */
+  async getProcess(id: number): Promise<ProcessRecord> {
+    const p = await this.store.getProcess(id);
+    if (!p) throw new ProcessNotFoundError(`no process with id ${id} in profile '${this.profile.name}'`);
+    return p;
+  }
+
+  /** Processes matching `filter`, newest first. */
+  listProcesses(filter: ProcessFilter = {}): Promise<ProcessRecord[]> {
+    return this.store.listProcesses(filter);
+  }
+
+  /** The report log of a process. */
+  async getReports(id: number): Promise<ReportLine[]> {
+    await this.getProcess(id);
+    return this.store.getReports(id);
+  }
+
+  /** Closes store and broker connections. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const b = this.brokerConn ? await this.brokerConn : null;
+      await b?.close();
+      await this.store.close();
+    })();
+    return this.closing;
+  }
+}
+
+async function withClient<T>(profile: string | Profile | undefined, fn: (c: ProcessClient) => Promise<T>): Promise<T> {
+  const c = await ProcessClient.open(profile);
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+/** Submits a process to a profile (default: the default profile); returns its id. */
+export function submit(type: string, inputs: JsonValue, opts: SubmitOptions = {}): Promise<number> {
+  return withClient(opts.profile, (c) => c.submit(type, inputs, { label: opts.label }));
+}
+
+/** Submits several processes of one type; returns their ids. */
+export function submitMany(
+  type: string,
+  inputsList: readonly JsonValue[],
+  opts: SubmitOptions = {},
+): Promise<number[]> {
+  return withClient(opts.profile, (c) => c.submitMany(type, inputsList, { label: opts.label }));
+}
+
+/** Reads one process. */
+export function getProcess(id: number, opts: ProfileOption = {}): Promise<ProcessRecord> {
+  return withClient(opts.profile, (c) => c.getProcess(id));
+}

@@ -1,0 +1,1 @@
+export { runWorker, newWorkerId } from '../worker/main.js';

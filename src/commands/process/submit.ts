@@ -1,0 +1,79 @@
+import { Args, Flags } from '@oclif/core';
+import { DroverCommand } from '../../cli/base-command.js';
+import { parseKeyValues } from '../../cli/format.js';
+import { InputError } from '../../errors/index.js';
+import type { JsonValue } from '../../protocol/index.js';
+
+/** Result of `drover process submit --json`. */
+export interface SubmitResult {
+  id: number;
+  type: string;
+  state?: string;
+  exitStatus?: number | null;
+  outputs?: JsonValue | null;
+}
+
+export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
+  static override summary = 'Submit a process to the daemon of a profile.';
+  static override description =
+    'The process is stored first and then dispatched to the workers through RabbitMQ; it runs when a worker ' +
+    '(`drover daemon start` or `drover daemon worker`) takes it. Inputs are JSON, given whole with --inputs ' +
+    'or key by key with -i key=value (a value that parses as JSON is taken as JSON, else as a string).';
+  static override examples = [
+    `<%= config.bin %> process submit core.arithmetic.add -i x=1 -i y=2`,
+    `<%= config.bin %> process submit core.sleep --inputs '{"seconds": 5}' --label nap --wait`,
+    `<%= config.bin %> process submit core.shell --inputs '{"command": ["echo", "hi"]}' --json`,
+  ];
+  static override args = {
+    type: Args.string({ required: true, description: 'Process type, e.g. core.arithmetic.add.' }),
+  };
+  static override flags = {
+    inputs: Flags.string({ description: 'Inputs as one JSON value.', exclusive: ['input'] }),
+    input: Flags.string({ char: 'i', multiple: true, description: 'An input as key=value (repeatable).' }),
+    label: Flags.string({ description: 'A label to find the process by.' }),
+    wait: Flags.boolean({ description: 'Wait until the process terminates and print its outcome.' }),
+    timeout: Flags.integer({ description: 'With --wait: give up after this many seconds (exit 1).' }),
+  };
+
+  async run(): Promise<SubmitResult> {
+    const { args } = await this.parse(ProcessSubmit);
+    const f = this.flags;
+    let inputs: JsonValue = {};
+    if (f.inputs !== undefined) {
+      try {
+        inputs = JSON.parse(f.inputs) as JsonValue;
+      } catch (err) {
+        throw new InputError(`--inputs is not valid JSON: ${(err as Error).message}`);
+      }
+    } else if (f.input) {
+      try {
+        inputs = parseKeyValues(f.input) as JsonValue;
+      } catch (err) {
+        throw new InputError((err as Error).message);
+      }
+    }
+    const profile = this.resolveProfile();
+    const { ProcessClient } = await import('../../api/processes.js');
+    const client = await ProcessClient.open(profile);
+    try {
+      const id = await client.submit(args.type, inputs, { label: f.label });
+      if (!f.wait) {
+        this.say(`Submitted ${args.type} as process ${id}.`);
+        return { id, type: args.type };
+      }
+      this.say(`Submitted ${args.type} as process ${id}; waiting for it to terminate...`);
+      const { waitForProcesses } = await import('../../api/control.js');
+      const [p] = await waitForProcesses(client, [id], { timeoutSeconds: f.timeout });
+      this.say(
+        `Process ${id} ${p!.state}` +
+          (p!.exitStatus !== null ? ` [${p!.exitStatus}]` : '') +
+          (p!.exitMessage ? `: ${p!.exitMessage}` : ''),
+      );
+      if (p!.outputs !== null) this.say(JSON.stringify(p!.outputs, null, 2));
+      if (p!.exception) this.say(p!.exception);
+      return { id, type: args.type, state: p!.state, exitStatus: p!.exitStatus, outputs: p!.outputs };
+    } finally {
+      await client.close();
+    }
+  }
+}

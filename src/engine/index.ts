@@ -1,0 +1,4 @@
+export * from './definition.js';
+export * from './registry.js';
+export * from './builtins.js';
+export * from './runner.js';

@@ -1,0 +1,118 @@
+/**
+ * The registry of process types: built-ins plus the modules listed in the profile option
+ * `processes.modules`. Workers and submitters load the same registry, so an unknown type is
+ * rejected at submit instead of failing later in a worker.
+ *
+ * A module may export definitions made with `defineProcess` as named exports, as its default
+ * export, or as an array in its default export.
+ *
+ * @module
+ */
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { InputError, UnknownProcessTypeError, errorMessage } from '../errors/index.js';
+import type { JsonValue } from '../protocol/index.js';
+import type { ProcessDefinition } from './definition.js';
+import { BUILTIN_PROCESSES } from './builtins.js';
+
+function isDefinition(v: unknown): v is ProcessDefinition {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as { name?: unknown }).name === 'string' &&
+    typeof (v as { run?: unknown }).run === 'function'
+  );
+}
+
+/** Process types by name. */
+export class ProcessRegistry {
+  private readonly defs = new Map<string, ProcessDefinition>();
+
+  /** A registry holding the built-in types (`core.*`). */
+  static withBuiltins(): ProcessRegistry {
+    const r = new ProcessRegistry();
+    for (const d of BUILTIN_PROCESSES) r.register(d);
+    return r;
+  }
+
+  /** Built-ins plus the types of `modules` (paths or package names). */
+  static async load(modules: readonly string[]): Promise<ProcessRegistry> {
+    const r = ProcessRegistry.withBuiltins();
+    for (const m of modules) await r.loadModule(m);
+    return r;
+  }
+
+  /** Registers a definition; a second definition of the same name is an error. */
+  register(def: ProcessDefinition): void {
+    if (this.defs.has(def.name) && this.defs.get(def.name) !== def) {
+      throw new InputError(`process type '${def.name}' is defined twice`);
+    }
+    this.defs.set(def.name, def);
+  }
+
+  /** Imports a module and registers every definition it exports. */
+  async loadModule(spec: string): Promise<number> {
+    let url: string;
+    if (path.isAbsolute(spec)) {
+      url = pathToFileURL(spec).href;
+    } else if (spec.startsWith('.')) {
+      throw new InputError(
+        `processes.modules entry '${spec}' is a relative path; use an absolute path or a package name`,
+      );
+    } else {
+      try {
+        url = pathToFileURL(createRequire(path.join(process.cwd(), 'noop.js')).resolve(spec)).href;
+      } catch {
+        url = spec; // resolved from Drover's own node_modules, or fails below with a clear message
+      }
+    }
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(url)) as Record<string, unknown>;
+    } catch (err) {
+      throw new InputError(`cannot load process module '${spec}': ${errorMessage(err)}`, { cause: err });
+    }
+    let n = 0;
+    const candidates: unknown[] = [];
+    for (const [key, value] of Object.entries(mod)) {
+      if (key === 'default' && Array.isArray(value)) candidates.push(...(value as unknown[]));
+      else candidates.push(value);
+    }
+    for (const c of candidates) {
+      if (isDefinition(c)) {
+        this.register(c);
+        n++;
+      }
+    }
+    if (n === 0) throw new InputError(`process module '${spec}' exports no process definitions`);
+    return n;
+  }
+
+  /** The definition of `name`, or throws {@link UnknownProcessTypeError}. */
+  get(name: string): ProcessDefinition {
+    const d = this.defs.get(name);
+    if (!d) {
+      throw new UnknownProcessTypeError(
+        `unknown process type '${name}'; known types: ${[...this.defs.keys()].sort().join(', ')}`,
+      );
+    }
+    return d;
+  }
+
+  has(name: string): boolean {
+    return this.defs.has(name);
+  }
+
+  /** All definitions, sorted by name. */
+  list(): ProcessDefinition[] {
+    return [...this.defs.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Checks type and inputs of a submission; throws InputError saying what is wrong. */
+  validateSubmission(type: string, inputs: JsonValue): void {
+    const def = this.get(type);
+    const problem = def.validateInputs?.(inputs) ?? null;
+    if (problem !== null) throw new InputError(`invalid inputs for '${type}': ${problem}`);
+  }
+}

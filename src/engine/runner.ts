@@ -1,0 +1,241 @@
+/**
+ * Runs one claimed process: builds its {@link RunContext}, replays the journal, and turns the end
+ * of `run` into an outcome for the store, or into a suspension.
+ *
+ * A run ends in one of these ways:
+ * - `outcome`: `run` returned (finished, with exit status 0 or an {@link ExitCode}), threw
+ *   (excepted), or was killed (killed).
+ * - `suspended: waiting`: `ctx.waitFor` checkpointed the process as waiting; its slot is free and
+ *   it is replayed when the last awaited child ends.
+ * - `suspended: paused`: a pause took effect at a step boundary; the lease was released and the
+ *   process resumes (replays) when played.
+ * - `suspended: lease-lost`: the worker no longer holds the lease (e.g. it was partitioned from
+ *   the store long enough for the lease to expire); someone else owns the process now, so
+ *   nothing is written.
+ * A suspended `run` is abandoned at an `await` that never resolves; it holds nothing.
+ *
+ * @module
+ */
+import { DroverError, InputError, NonDeterminismError, errorMessage } from '../errors/index.js';
+import type { JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
+import { isJsonValue, isTerminal } from '../protocol/index.js';
+import type { ProcessStore } from '../store/types.js';
+import { deferred } from '../util/index.js';
+import type { Logger } from '../logging/index.js';
+import { isExitCode, type ChildResult, type ProcessDefinition, type RunContext } from './definition.js';
+import type { ProcessRegistry } from './registry.js';
+
+/** Raised into `ctx.signal` when a process is killed. */
+export class ProcessKilledError extends DroverError {
+  override readonly code: string = 'PROCESS_KILLED';
+}
+
+/** What the runner needs from the worker around it. */
+export interface RunnerHost {
+  store: ProcessStore;
+  registry: ProcessRegistry;
+  /** Lease owner id of this worker. */
+  owner: string;
+  /** Publishes continue tasks (children just submitted) and clears their dispatch flag. */
+  dispatch(ids: number[]): Promise<void>;
+  /** Announces a state change (best effort). */
+  announce(record: Pick<ProcessRecord, 'id' | 'type' | 'state' | 'paused' | 'parentId' | 'exitStatus'>): void;
+  logger: Logger;
+}
+
+/** How a run ended. */
+export type RunEnd =
+  { kind: 'outcome'; outcome: ProcessOutcome } | { kind: 'suspended'; reason: 'waiting' | 'paused' | 'lease-lost' };
+
+/** Control over a run in progress, held by the worker. */
+export interface RunHandle {
+  readonly processId: number;
+  /** Settles when the run ends; never rejects. */
+  readonly done: Promise<RunEnd>;
+  /** Kills the process: aborts `ctx.signal`; the outcome will be `killed`. */
+  kill(message?: string): void;
+  /** Requests a pause at the next step boundary. */
+  pause(): void;
+  /** Cancels a pending pause request. */
+  play(): void;
+  /** The worker lost the lease: abort and write nothing. */
+  leaseLost(): void;
+}
+
+class Suspend {
+  constructor(readonly reason: 'waiting' | 'paused' | 'lease-lost') {}
+}
+
+/** Starts running a claimed process. */
+export function startRun(
+  def: ProcessDefinition,
+  record: ProcessRecord,
+  journal: readonly JournalEntry[],
+  host: RunnerHost,
+): RunHandle {
+  const id = record.id;
+  const abort = new AbortController();
+  const suspended = deferred<Suspend>();
+  let killMessage: string | null = record.killRequested ? 'killed on request' : null;
+  let pauseRequested = record.paused;
+  let lost = false;
+  let seq = 0;
+  const reports: Promise<void>[] = [];
+  const byseq = new Map<number, JournalEntry>(journal.map((e) => [e.seq, e]));
+  const log = host.logger;
+
+  const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
+
+  const suspend = <T>(reason: Suspend['reason']): Promise<T> => {
+    suspended.resolve(new Suspend(reason));
+    return never<T>();
+  };
+
+  /** Checks kill and pause requests at a step boundary. */
+  const boundary = async (): Promise<void> => {
+    if (lost) await suspend('lease-lost');
+    if (killMessage !== null) throw new ProcessKilledError(killMessage);
+    if (pauseRequested) {
+      await host.store.releaseLeases(host.owner, [id]);
+      host.announce({ ...record, state: 'running', paused: true });
+      await suspend('paused');
+    }
+  };
+
+  const journaled = (kind: JournalEntry['kind'], name: string): { entry: JournalEntry | undefined; seq: number } => {
+    const my = seq++;
+    const entry = byseq.get(my);
+    if (entry && (entry.kind !== kind || entry.name !== name)) {
+      throw new NonDeterminismError(
+        `non-deterministic replay of process ${id} at step #${my}: the journal has ${entry.kind} '${entry.name}' ` +
+          `but run now called ${kind} '${name}'`,
+      );
+    }
+    return { entry, seq: my };
+  };
+
+  const ctx: RunContext = {
+    processId: id,
+    signal: abort.signal,
+    async step<T extends JsonValue>(name: string, fn: () => T | Promise<T>): Promise<T> {
+      if (typeof name !== 'string' || name === '') throw new InputError('ctx.step needs a non-empty name');
+      const { entry, seq: my } = journaled('step', name);
+      if (entry) return entry.result as T;
+      await boundary();
+      const result = await fn();
+      const value = result === undefined ? null : result;
+      if (!isJsonValue(value)) throw new InputError(`step '${name}' returned a value that is not JSON`);
+      await host.store.appendJournal(id, host.owner, { seq: my, kind: 'step', name, result: value });
+      return value as T;
+    },
+    async submit(type: string, inputs: JsonValue, options: { label?: string } = {}): Promise<number> {
+      const { entry, seq: my } = journaled('submit', type);
+      if (entry) return entry.result as number;
+      await boundary();
+      if (!isJsonValue(inputs)) throw new InputError(`inputs of child '${type}' are not JSON`);
+      host.registry.validateSubmission(type, inputs);
+      const childId = await host.store.submitChild(id, host.owner, my, {
+        type,
+        inputs,
+        label: options.label ?? null,
+        parentId: id,
+      });
+      host.announce({ id: childId, type, state: 'created', paused: false, parentId: id, exitStatus: null });
+      await host.dispatch([childId]);
+      return childId;
+    },
+    async waitFor(ids: readonly number[]): Promise<ChildResult[]> {
+      const wanted = [...ids];
+      const fetch = async (): Promise<{ done: boolean; results: ChildResult[] }> => {
+        const results: ChildResult[] = [];
+        let done = true;
+        for (const cid of wanted) {
+          const c = await host.store.getProcess(cid);
+          if (!c) throw new InputError(`ctx.waitFor: process ${cid} does not exist`);
+          if (c.parentId !== id) throw new InputError(`ctx.waitFor: process ${cid} is not a child of process ${id}`);
+          if (!isTerminal(c.state)) {
+            done = false;
+            continue;
+          }
+          results.push({
+            id: cid,
+            state: c.state as ChildResult['state'],
+            exitStatus: c.exitStatus,
+            exitMessage: c.exitMessage,
+            outputs: c.outputs,
+          });
+        }
+        return { done, results };
+      };
+      let r = await fetch();
+      if (r.done) return r.results;
+      if (lost) return suspend('lease-lost');
+      if (killMessage !== null) throw new ProcessKilledError(killMessage);
+      const w = await host.store.waitForChildren(id, host.owner, wanted);
+      if (w.waiting) {
+        host.announce({ ...record, state: 'waiting', paused: false });
+        return suspend('waiting');
+      }
+      r = await fetch();
+      return r.results;
+    },
+    report(message: string): void {
+      reports.push(
+        host.store.addReport(id, String(message)).catch((err: unknown) => {
+          log.warn(`process ${id}: report line lost: ${errorMessage(err)}`);
+        }),
+      );
+    },
+  };
+
+  const runPromise = (async (): Promise<RunEnd> => {
+    try {
+      const raw = await def.run(ctx, record.inputs);
+      await Promise.all(reports);
+      if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
+      if (isExitCode(raw)) {
+        if (!isJsonValue(raw.outputs)) throw new InputError('the outputs of the ExitCode are not JSON');
+        return {
+          kind: 'outcome',
+          outcome: { state: 'finished', outputs: raw.outputs, exitStatus: raw.status, exitMessage: raw.message },
+        };
+      }
+      const outputs = raw === undefined ? null : raw;
+      if (!isJsonValue(outputs)) throw new InputError(`process '${def.name}' returned outputs that are not JSON`);
+      return { kind: 'outcome', outcome: { state: 'finished', outputs, exitStatus: 0, exitMessage: null } };
+    } catch (err) {
+      await Promise.all(reports);
+      if (lost) return { kind: 'suspended', reason: 'lease-lost' };
+      if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
+      const e = err instanceof Error ? err : new Error(String(err));
+      const text = e.stack && e.stack.includes(e.message) ? e.stack : `${e.name}: ${e.message}\n${e.stack ?? ''}`;
+      return { kind: 'outcome', outcome: { state: 'excepted', exception: text } };
+    }
+  })();
+
+  const done = Promise.race([
+    runPromise,
+    suspended.promise.then((s): RunEnd => ({ kind: 'suspended', reason: s.reason })),
+  ]);
+
+  return {
+    processId: id,
+    done,
+    kill(message = 'killed on request') {
+      if (killMessage !== null) return;
+      killMessage = message;
+      abort.abort(new ProcessKilledError(message));
+    },
+    pause() {
+      pauseRequested = true;
+    },
+    play() {
+      pauseRequested = false;
+    },
+    leaseLost() {
+      if (lost) return;
+      lost = true;
+      abort.abort(new ProcessKilledError('lease lost'));
+    },
+  };
+}

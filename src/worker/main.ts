@@ -1,0 +1,151 @@
+/**
+ * Entry point of a worker process, forked by the daemon (see src/protocol/ipc.ts for the IPC
+ * messages), and the implementation of `drover daemon worker` (a worker in the foreground).
+ *
+ * A forked worker exits by itself when its IPC channel closes (the daemon died): it stops taking
+ * work, gives running processes a short grace, releases the rest and exits, so no worker outlives
+ * its daemon as an orphan consuming work.
+ *
+ * @module
+ */
+import os from 'node:os';
+import crypto from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import { resolveProfile, type Profile } from '../config/index.js';
+import { createLogger, streamSink, stdoutIsJournal, type Logger } from '../logging/index.js';
+import { errorMessage } from '../errors/index.js';
+import { BrokerConnection } from '../broker/index.js';
+import { openStore } from '../store/index.js';
+import type { ProcessStore } from '../store/types.js';
+import { ProcessRegistry } from '../engine/index.js';
+import { parseDaemonToWorker, type WorkerToDaemon } from '../protocol/index.js';
+import { Worker, type WorkerStats } from './worker.js';
+
+/** Grace given to running processes when the daemon vanished. */
+const ORPHAN_GRACE_SECONDS = 2;
+
+/** Options of {@link runWorker}. */
+export interface RunWorkerOptions {
+  profile?: string;
+  workerId?: string;
+  logger?: Logger;
+  /** Called once the worker consumes. */
+  onReady?: (worker: Worker) => void;
+}
+
+/** A fresh worker id: host, pid and a random suffix. */
+export function newWorkerId(): string {
+  return `${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/** Connects to the store and broker of `profile` and starts a worker. */
+export async function startWorker(
+  profile: Profile,
+  workerId: string,
+  logger: Logger,
+  onStats?: (stats: WorkerStats) => void,
+): Promise<Worker> {
+  const registry = await ProcessRegistry.load(profile.options['processes.modules']);
+  let store: ProcessStore | null = null;
+  let broker: BrokerConnection | null = null;
+  try {
+    const s = await openStore(profile.storage, { logger });
+    store = s;
+    broker = await BrokerConnection.open(profile.broker, profile.uuid, {
+      logger,
+      connectionName: `drover worker ${workerId}`,
+      connectTimeoutMs: Math.max(5000, profile.options['daemon.timeout'] * 1000),
+    });
+    return await Worker.start({ profile, workerId, store: s, broker, registry, logger, onStats });
+  } catch (err) {
+    await broker?.close();
+    await store?.close();
+    throw err;
+  }
+}
+
+/**
+ * Runs a worker until SIGTERM/SIGINT (or, when forked by the daemon, a `drain` message or the
+ * loss of the IPC channel), then drains it. Resolves with the exit code.
+ */
+export async function runWorker(opts: RunWorkerOptions = {}): Promise<number> {
+  const forked = typeof process.send === 'function';
+  const workerId = opts.workerId ?? process.env.DROVER_WORKER_ID ?? newWorkerId();
+  const send = (m: WorkerToDaemon): void => {
+    if (forked && process.connected) process.send!(m);
+  };
+  let profile: Profile;
+  let logger: Logger;
+  try {
+    profile = resolveProfile(opts.profile ?? process.env.DROVER_PROFILE);
+  } catch (err) {
+    send({ kind: 'fatal', workerId, message: errorMessage(err) });
+    console.error(`worker ${workerId}: ${errorMessage(err)}`);
+    return 2;
+  }
+  logger =
+    opts.logger ??
+    createLogger({ level: profile.options['logging.level'], sinks: [streamSink(process.stdout, stdoutIsJournal())] });
+  logger = logger.child(forked ? '' : 'worker');
+  let worker: Worker;
+  try {
+    worker = await startWorker(profile, workerId, logger, (s) => send({ kind: 'stats', ...s }));
+  } catch (err) {
+    logger.error(`worker failed to start: ${errorMessage(err)}`);
+    send({ kind: 'fatal', workerId, message: errorMessage(err) });
+    return 2;
+  }
+  const grace = profile.options['daemon.shutdown_grace'];
+  logger.info(
+    `worker ${workerId} consuming profile '${profile.name}' with ${worker.slots} slots (broker ${profile.broker.displayUrl})`,
+  );
+  send({ kind: 'ready', workerId });
+  opts.onReady?.(worker);
+
+  return new Promise<number>((resolve) => {
+    let draining = false;
+    const drain = (seconds: number, why: string): void => {
+      if (draining) return;
+      draining = true;
+      logger.info(`${why}: draining (grace ${seconds} s)`);
+      void worker
+        .drain(seconds)
+        .then(({ finished, released }) => {
+          logger.info(`worker ${workerId} stopped (${finished} finished during drain, ${released.length} released)`);
+          resolve(0);
+        })
+        .catch((err: unknown) => {
+          logger.error(`drain failed: ${errorMessage(err)}`);
+          resolve(1);
+        });
+    };
+    process.on('SIGTERM', () => drain(grace, 'SIGTERM'));
+    process.on('SIGINT', () => drain(grace, 'SIGINT'));
+    if (forked) {
+      process.on('disconnect', () => drain(ORPHAN_GRACE_SECONDS, 'daemon gone'));
+      process.on('message', (raw: unknown) => {
+        let m;
+        try {
+          m = parseDaemonToWorker(raw);
+        } catch (err) {
+          logger.warn(`ignored malformed IPC message: ${errorMessage(err)}`);
+          return;
+        }
+        if (m.kind === 'drain') drain(m.graceSeconds, 'drain requested');
+        else if (m.kind === 'sweep') void worker.sweep(0);
+        else send({ kind: 'stats', ...worker.stats() });
+      });
+    }
+  });
+}
+
+// Run when executed directly (forked by the daemon), not when imported.
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  runWorker().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
