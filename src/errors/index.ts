@@ -101,3 +101,11 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/**
+ * The caller no longer holds the lease on a process it tried to change (its lease expired and was
+ * taken over, or was released): it must stop running the process. Nothing was written.
+ */
+export class LeaseLostError extends StoreError {
+  override readonly code: string = 'STORE_LEASE_LOST';
+}

@@ -80,6 +80,13 @@ export type KillResult =
   | 'terminal'
   | 'not-found';
 
+/** Result of {@link ProcessStore.requestKillDetailed}. */
+export interface KillOutcome {
+  result: KillResult;
+  /** The parent that this kill woke up (only when `result` is `killed`); dispatch it. */
+  wokenParentId: number | null;
+}
+
 /** The interface every store adapter implements (see the conformance suite in test/store/). */
 export interface ProcessStore {
   /** `sqlite` or `postgres`. */
@@ -97,8 +104,16 @@ export interface ProcessStore {
    * that seq (a replay never creates a second child).
    */
   submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number>;
-  /** Clears the dispatch-pending flag of processes whose continue task the broker confirmed. */
-  markDispatched(ids: readonly number[]): Promise<void>;
+  /**
+   * Clears the dispatch-pending flag of processes whose continue task the broker confirmed.
+   *
+   * `requestedUpTo` (optional, ms since the epoch): clear only requests made at or before this time.
+   * Pass a time taken after the rows were marked (e.g. when `createProcesses` or `pendingDispatches`
+   * returned) so a late confirmation cannot clear a newer request made in between (a worker that
+   * claimed the process and released it again while the confirm was in flight). Without it, every
+   * pending request of `ids` is cleared.
+   */
+  markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void>;
   /**
    * Ids of processes whose dispatch is pending and was requested at least `olderThanMs` ago,
    * oldest first. Also turns expired leases of non-terminal processes into pending dispatches.
@@ -131,6 +146,11 @@ export interface ProcessStore {
   setPaused(ids: readonly number[], paused: boolean): Promise<number[]>;
   /** Kills a process that no live worker holds, or flags a running one; see {@link KillResult}. */
   requestKill(id: number, message: string | null): Promise<KillResult>;
+  /**
+   * {@link ProcessStore.requestKill}, also telling which parent the kill woke (its last awaited
+   * child ended), so the caller can dispatch that parent at once.
+   */
+  requestKillDetailed(id: number, message: string | null): Promise<KillOutcome>;
 
   /** One process, or null. */
   getProcess(id: number): Promise<ProcessRecord | null>;

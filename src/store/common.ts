@@ -1,0 +1,206 @@
+/**
+ * Argument checks and small helpers shared by the store adapters. Every public store method checks
+ * its arguments here first, so bad input is refused with an {@link InputError} that names the method
+ * and the argument, before anything is written.
+ *
+ * @module
+ */
+import { InputError } from '../errors/index.js';
+import {
+  PROCESS_STATES,
+  isJsonValue,
+  type JournalEntry,
+  type ProcessOutcome,
+  type ProcessState,
+} from '../protocol/index.js';
+import type { NewProcess, ProcessFilter } from './types.js';
+
+/** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
+export const DAY_MS = 86_400_000;
+
+/** A zero count for every state, in {@link PROCESS_STATES} order. */
+export function emptyCounts(): Record<ProcessState, number> {
+  const out = {} as Record<ProcessState, number>;
+  for (const s of PROCESS_STATES) out[s] = 0;
+  return out;
+}
+
+/** Checks that `id` is a positive safe integer (a process id). */
+export function checkId(id: unknown, where: string): number {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) {
+    throw new InputError(`${where}: process id must be a positive integer, got ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+/** Checks a list of process ids; returns it deduplicated, in first-seen order. */
+export function checkIds(ids: unknown, where: string): number[] {
+  if (!Array.isArray(ids)) throw new InputError(`${where}: ids must be an array of process ids`);
+  const seen = new Set<number>();
+  for (const id of ids) seen.add(checkId(id, where));
+  return [...seen];
+}
+
+/** Checks a lease owner (a worker id). */
+export function checkOwner(owner: unknown, where: string): string {
+  if (typeof owner !== 'string' || owner === '') {
+    throw new InputError(`${where}: owner must be a non-empty string, got ${JSON.stringify(owner)}`);
+  }
+  return owner;
+}
+
+/** Checks a duration in milliseconds (a lease length or an age). */
+export function checkMs(ms: unknown, where: string, name: string): number {
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+    throw new InputError(`${where}: ${name} must be a non-negative number of milliseconds, got ${JSON.stringify(ms)}`);
+  }
+  return Math.round(ms);
+}
+
+/** Checks a row limit. */
+export function checkLimit(limit: unknown, where: string): number {
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new InputError(`${where}: limit must be a positive integer, got ${JSON.stringify(limit)}`);
+  }
+  return limit;
+}
+
+/** A checked {@link NewProcess} with its JSON already serialized. */
+export interface CheckedNewProcess {
+  type: string;
+  label: string | null;
+  parentId: number | null;
+  /** `inputs` as JSON text. */
+  inputsJson: string;
+}
+
+/** Checks a process to create and serializes its inputs. */
+export function checkNewProcess(spec: unknown, where: string): CheckedNewProcess {
+  if (typeof spec !== 'object' || spec === null) throw new InputError(`${where}: a process spec must be an object`);
+  const s = spec as Partial<NewProcess>;
+  if (typeof s.type !== 'string' || s.type === '') {
+    throw new InputError(`${where}: process type must be a non-empty string, got ${JSON.stringify(s.type)}`);
+  }
+  if (s.label !== undefined && s.label !== null && typeof s.label !== 'string') {
+    throw new InputError(`${where}: label of a '${s.type}' process must be a string or null`);
+  }
+  const parentId = s.parentId === undefined || s.parentId === null ? null : checkId(s.parentId, `${where}: parentId`);
+  if (!isJsonValue(s.inputs)) {
+    throw new InputError(`${where}: inputs of a '${s.type}' process are not a JSON value`);
+  }
+  return { type: s.type, label: s.label ?? null, parentId, inputsJson: JSON.stringify(s.inputs) };
+}
+
+/** The columns an outcome writes. */
+export interface OutcomeColumns {
+  state: 'finished' | 'excepted' | 'killed';
+  /** JSON text, or null. */
+  outputsJson: string | null;
+  exitStatus: number | null;
+  exitMessage: string | null;
+  exception: string | null;
+}
+
+/** Checks an outcome and turns it into column values. */
+export function checkOutcome(outcome: unknown, where: string): OutcomeColumns {
+  if (typeof outcome !== 'object' || outcome === null) throw new InputError(`${where}: outcome must be an object`);
+  const o = outcome as ProcessOutcome;
+  const msg = (v: unknown, name: string): string | null => {
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'string') throw new InputError(`${where}: ${name} must be a string or null`);
+    return v;
+  };
+  switch (o.state) {
+    case 'finished': {
+      if (typeof o.exitStatus !== 'number' || !Number.isSafeInteger(o.exitStatus)) {
+        throw new InputError(`${where}: exitStatus must be an integer, got ${JSON.stringify(o.exitStatus)}`);
+      }
+      const outputs = o.outputs === undefined ? null : o.outputs;
+      if (!isJsonValue(outputs)) throw new InputError(`${where}: outputs are not a JSON value`);
+      return {
+        state: 'finished',
+        outputsJson: outputs === null ? null : JSON.stringify(outputs),
+        exitStatus: o.exitStatus,
+        exitMessage: msg(o.exitMessage, 'exitMessage'),
+        exception: null,
+      };
+    }
+    case 'excepted':
+      if (typeof o.exception !== 'string') throw new InputError(`${where}: exception must be a string`);
+      return { state: 'excepted', outputsJson: null, exitStatus: null, exitMessage: null, exception: o.exception };
+    case 'killed':
+      return {
+        state: 'killed',
+        outputsJson: null,
+        exitStatus: null,
+        exitMessage: msg(o.exitMessage, 'exitMessage'),
+        exception: null,
+      };
+    default:
+      throw new InputError(
+        `${where}: outcome state must be finished, excepted or killed, got ${JSON.stringify((o as { state?: unknown }).state)}`,
+      );
+  }
+}
+
+/** Checks a journal entry; returns it with its result serialized. */
+export function checkJournalEntry(entry: unknown, where: string): JournalEntry & { resultJson: string } {
+  if (typeof entry !== 'object' || entry === null) throw new InputError(`${where}: journal entry must be an object`);
+  const e = entry as JournalEntry;
+  if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 0) {
+    throw new InputError(`${where}: journal seq must be a non-negative integer, got ${JSON.stringify(e.seq)}`);
+  }
+  if (e.kind !== 'step' && e.kind !== 'submit') {
+    throw new InputError(`${where}: journal kind must be 'step' or 'submit', got ${JSON.stringify(e.kind)}`);
+  }
+  if (typeof e.name !== 'string') throw new InputError(`${where}: journal name must be a string`);
+  const result = e.result === undefined ? null : e.result;
+  if (!isJsonValue(result)) throw new InputError(`${where}: journal result at seq ${e.seq} is not a JSON value`);
+  return { seq: e.seq, kind: e.kind, name: e.name, result, resultJson: JSON.stringify(result) };
+}
+
+/** Checks a message (kill message) that may be null. */
+export function checkMessage(message: unknown, where: string): string | null {
+  if (message === undefined || message === null) return null;
+  if (typeof message !== 'string') throw new InputError(`${where}: message must be a string or null`);
+  return message;
+}
+
+/** A checked {@link ProcessFilter}. */
+export interface CheckedFilter {
+  states: ProcessState[] | null;
+  type: string | null;
+  parentId: number | null;
+  pastDays: number | null;
+  limit: number | null;
+}
+
+/** Checks a {@link ProcessFilter}. */
+export function checkFilter(filter: unknown, where: string): CheckedFilter {
+  if (filter === undefined || filter === null) {
+    return { states: null, type: null, parentId: null, pastDays: null, limit: null };
+  }
+  if (typeof filter !== 'object') throw new InputError(`${where}: filter must be an object`);
+  const f = filter as ProcessFilter;
+  let states: ProcessState[] | null = null;
+  if (f.states !== undefined) {
+    if (!Array.isArray(f.states)) throw new InputError(`${where}: states must be an array`);
+    for (const s of f.states) {
+      if (!(PROCESS_STATES as readonly unknown[]).includes(s)) {
+        throw new InputError(`${where}: unknown state ${JSON.stringify(s)}; states are ${PROCESS_STATES.join(', ')}`);
+      }
+    }
+    states = [...f.states];
+  }
+  if (f.type !== undefined && typeof f.type !== 'string') throw new InputError(`${where}: type must be a string`);
+  const parentId = f.parentId === undefined ? null : checkId(f.parentId, `${where}: parentId`);
+  let pastDays: number | null = null;
+  if (f.pastDays !== undefined) {
+    if (typeof f.pastDays !== 'number' || !Number.isFinite(f.pastDays) || f.pastDays <= 0) {
+      throw new InputError(`${where}: pastDays must be a positive number, got ${JSON.stringify(f.pastDays)}`);
+    }
+    pastDays = f.pastDays;
+  }
+  const limit = f.limit === undefined ? null : checkLimit(f.limit, where);
+  return { states, type: f.type ?? null, parentId, pastDays, limit };
+}

@@ -1,0 +1,767 @@
+/**
+ * The PostgreSQL process store, on a `pg` Pool.
+ *
+ * Transactions run at READ COMMITTED, so every race is settled by row locks, never by a snapshot:
+ * - A claim is one conditional `UPDATE … WHERE <lease free or expired> RETURNING`. Two workers
+ *   claiming the same row: the second blocks on the row lock, then re-checks the WHERE clause on the
+ *   committed row, finds a live lease and updates nothing. Exactly one wins.
+ * - Lost wake-up. A parent checkpointing ({@link PostgresStore.waitForChildren}) counts its children
+ *   that have not terminated; a child terminating ({@link PostgresStore.complete},
+ *   {@link PostgresStore.requestKill}) decrements the parent's count if the parent awaits it. Both
+ *   lock the PARENT row first (`SELECT … FOR NO KEY UPDATE`), so they are serialized, and because each
+ *   statement of a READ COMMITTED transaction takes a fresh snapshot, the one that gets the lock
+ *   second sees the other's committed effect: the parent counts the child as terminated, or the
+ *   child finds the parent waiting and wakes it. Without the lock both could miss each other and
+ *   the parent would wait forever.
+ * - Deadlocks: every transaction that locks several process rows locks them in ascending id order
+ *   (a child's id is always greater than its parent's), and a transaction that still dies of a
+ *   deadlock or serialization failure is retried (it has no effect outside the database).
+ * - Time is the database server's clock (`statement_timestamp()` in ms), so leases compare right
+ *   when workers on several machines share one database.
+ * `FOR NO KEY UPDATE` (not `FOR UPDATE`) lets children be inserted (their foreign key takes
+ * `FOR KEY SHARE` on the parent) while the parent row is locked.
+ *
+ * Semantics are otherwise those of the SQLite adapter and docs/store.md.
+ *
+ * @module
+ */
+import crypto from 'node:crypto';
+import pg from 'pg';
+import {
+  DroverError,
+  InputError,
+  LeaseLostError,
+  NonDeterminismError,
+  ProcessNotFoundError,
+  StoreError,
+  errorMessage,
+} from '../../errors/index.js';
+import type { Logger } from '../../logging/index.js';
+import {
+  isTerminal,
+  type JournalEntry,
+  type JsonValue,
+  type ProcessOutcome,
+  type ProcessRecord,
+  type ProcessState,
+  type ReportLine,
+} from '../../protocol/index.js';
+import {
+  DAY_MS,
+  checkFilter,
+  checkId,
+  checkIds,
+  checkJournalEntry,
+  checkLimit,
+  checkMessage,
+  checkMs,
+  checkNewProcess,
+  checkOutcome,
+  checkOwner,
+  emptyCounts,
+  type CheckedNewProcess,
+  type OutcomeColumns,
+} from '../common.js';
+import type {
+  ClaimResult,
+  CompleteResult,
+  KillOutcome,
+  KillResult,
+  NewProcess,
+  ProcessFilter,
+  ProcessStore,
+  WaitResult,
+} from '../types.js';
+import { migratePostgres } from './migrations.js';
+
+/** Options of {@link openPostgresStore}. */
+export interface PostgresStoreOptions {
+  logger?: Logger;
+  /** Most connections the pool opens (default 10). */
+  maxConnections?: number;
+  /** How long to wait for a connection (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+/** The database clock in ms since the epoch, fixed for the duration of one statement. */
+const NOW = '(extract(epoch from statement_timestamp()) * 1000)::bigint';
+
+const COLS =
+  'id, uuid, type, label, state, paused, kill_requested, inputs, outputs, exit_status, exit_message, exception, ' +
+  'parent_id, worker_id, lease_owner, lease_expires_at, runs, ctime, mtime';
+
+const ACTIVE = "('created', 'running', 'waiting')";
+
+/** int8 (bigint, count(*)) as a JS number: ids, times and counts all fit in 2^53. */
+const INT8_OID = 20;
+const typeParsers: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === INT8_OID && format !== 'binary'
+      ? (v: string) => Number(v)
+      : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(
+          oid,
+          format,
+        )) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+interface ProcessRow {
+  id: number;
+  uuid: string;
+  type: string;
+  label: string | null;
+  state: ProcessState;
+  paused: boolean;
+  kill_requested: boolean;
+  inputs: JsonValue;
+  outputs: JsonValue | null;
+  exit_status: number | null;
+  exit_message: string | null;
+  exception: string | null;
+  parent_id: number | null;
+  worker_id: string | null;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  runs: number;
+  ctime: number;
+  mtime: number;
+}
+
+interface LeaseRow {
+  id: number;
+  state: ProcessState;
+  paused: boolean;
+  waiting_on: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  parent_id: number | null;
+  now: number;
+}
+
+interface JournalRow {
+  process_id: number;
+  seq: number;
+  kind: 'step' | 'submit';
+  name: string;
+  result: JsonValue;
+}
+
+function toRecord(r: ProcessRow): ProcessRecord {
+  return {
+    id: r.id,
+    uuid: r.uuid,
+    type: r.type,
+    label: r.label,
+    state: r.state,
+    paused: r.paused,
+    killRequested: r.kill_requested,
+    inputs: r.inputs,
+    outputs: r.outputs,
+    exitStatus: r.exit_status,
+    exitMessage: r.exit_message,
+    exception: r.exception,
+    parentId: r.parent_id,
+    workerId: r.worker_id,
+    leaseOwner: r.lease_owner,
+    leaseExpiresAt: r.lease_expires_at,
+    runs: r.runs,
+    ctime: r.ctime,
+    mtime: r.mtime,
+  };
+}
+
+function toEntry(r: JournalRow): JournalEntry {
+  return { seq: r.seq, kind: r.kind, name: r.name, result: r.result };
+}
+
+function pgCode(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? code : '';
+}
+
+function isLive(r: LeaseRow): boolean {
+  return r.lease_owner !== null && r.lease_expires_at !== null && r.lease_expires_at > r.now;
+}
+
+/** The URL without its password, for messages. */
+export function displayPostgresUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable PostgreSQL URL)';
+  }
+}
+
+/** Named (server-side prepared) statements of the hot paths. */
+const Q = {
+  claim: `UPDATE processes SET state = 'running', lease_owner = $2, lease_expires_at = ${NOW} + $3,
+      worker_id = $2, runs = runs + 1, dispatch_requested_at = NULL, mtime = ${NOW}
+    WHERE id = ANY($1::bigint[]) AND state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
+      AND (lease_owner IS NULL OR lease_expires_at <= ${NOW})
+    RETURNING ${COLS}`,
+  leaseRows: `SELECT id, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, ${NOW} AS now
+    FROM processes WHERE id = ANY($1::bigint[])`,
+  journals: `SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = ANY($1::bigint[])
+    ORDER BY process_id, seq`,
+  lockWithParents: `SELECT id, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, ${NOW} AS now
+    FROM processes
+    WHERE id = ANY($1::bigint[]) OR id IN (SELECT parent_id FROM processes WHERE id = ANY($1::bigint[]))
+    ORDER BY id FOR NO KEY UPDATE`,
+  complete: `UPDATE processes SET state = $3, outputs = $4::jsonb, exit_status = $5, exit_message = $6,
+      exception = $7, lease_owner = NULL, lease_expires_at = NULL, kill_requested = false, paused = false,
+      dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+    WHERE id = $1 AND lease_owner = $2
+    RETURNING parent_id`,
+  wakeParent: `WITH d AS (DELETE FROM process_awaits WHERE parent_id = $1 AND child_id = $2 RETURNING 1)
+    UPDATE processes SET waiting_on = waiting_on - 1,
+      dispatch_requested_at = CASE WHEN waiting_on = 1 THEN ${NOW} ELSE dispatch_requested_at END, mtime = ${NOW}
+    WHERE id = $1 AND state = 'waiting' AND waiting_on > 0 AND EXISTS (SELECT 1 FROM d)
+    RETURNING waiting_on`,
+  create: `INSERT INTO processes (uuid, type, label, state, inputs, parent_id, dispatch_requested_at, ctime, mtime)
+    SELECT t.uuid, t.type, t.label, 'created', t.inputs::jsonb, t.parent_id, ${NOW}, ${NOW}, ${NOW}
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY
+      AS t(uuid, type, label, inputs, parent_id, ord)
+    ORDER BY t.ord
+    RETURNING id, uuid`,
+  markDispatched: `UPDATE processes SET dispatch_requested_at = NULL
+    WHERE id = ANY($1::bigint[]) AND dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= $2`,
+  expireLeases: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
+      dispatch_requested_at = least(lease_expires_at, ${NOW} - $1), mtime = ${NOW}
+    WHERE lease_owner IS NOT NULL AND lease_expires_at <= ${NOW} AND state IN ${ACTIVE}`,
+  pending: `SELECT id FROM processes
+    WHERE dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ${NOW} - $1 AND NOT paused
+    ORDER BY dispatch_requested_at, id LIMIT $2`,
+  renew: `UPDATE processes SET lease_expires_at = ${NOW} + $3, mtime = ${NOW}
+    WHERE id = ANY($1::bigint[]) AND lease_owner = $2 RETURNING id`,
+  release: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
+      mtime = ${NOW}
+    WHERE id = ANY($1::bigint[]) AND lease_owner = $2 RETURNING id`,
+  releaseAll: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
+      mtime = ${NOW}
+    WHERE lease_owner = $1 RETURNING id`,
+  appendJournal: `WITH p AS (SELECT id FROM processes WHERE id = $1 AND lease_owner = $2 FOR SHARE)
+    INSERT INTO journal (process_id, seq, kind, name, result) SELECT p.id, $3, $4, $5, $6::jsonb FROM p`,
+  journal: 'SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = $1 ORDER BY seq',
+  get: `SELECT ${COLS} FROM processes WHERE id = $1`,
+};
+
+/**
+ * Opens the PostgreSQL store at `url` and brings its schema up to date.
+ *
+ * @throws StoreError when the server cannot be reached or refuses the connection (the message names
+ *   the URL, without its password).
+ * @throws StoreVersionError when the schema is newer than this code.
+ */
+export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+  const where = displayPostgresUrl(url);
+  const log = options.logger?.child('store');
+  let pool: pg.Pool;
+  try {
+    pool = new pg.Pool({
+      connectionString: url,
+      max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      application_name: 'drover',
+      types: typeParsers,
+    });
+  } catch (err) {
+    throw new StoreError(`cannot open PostgreSQL store ${where}: ${errorMessage(err)}`, { cause: err });
+  }
+  // An idle connection that the server drops must not crash the process; the pool replaces it.
+  pool.on('error', (err) => log?.warn(`PostgreSQL store ${where}: idle connection failed: ${errorMessage(err)}`));
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw new StoreError(`cannot connect to PostgreSQL store ${where}: ${errorMessage(err)}`, { cause: err });
+  }
+  try {
+    const version = await migratePostgres(client, where, (m) =>
+      log?.info(`applied migration ${m.version}: ${m.description}`),
+    );
+    client.release();
+    return new PostgresStore(pool, where, version);
+  } catch (err) {
+    client.release(true);
+    await pool.end().catch(() => undefined);
+    if (err instanceof DroverError) throw err;
+    throw new StoreError(`cannot open PostgreSQL store ${where}: migration failed: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/** The PostgreSQL adapter of {@link ProcessStore}; create it with {@link openPostgresStore}. */
+export class PostgresStore implements ProcessStore {
+  readonly backend = 'postgres' as const;
+  private closing: Promise<void> | null = null;
+
+  /** @internal use {@link openPostgresStore}. */
+  constructor(
+    private readonly pool: pg.Pool,
+    /** The database URL without its password. */
+    readonly where: string,
+    private readonly version: number,
+  ) {}
+
+  private wrap(op: string, err: unknown): Error {
+    if (err instanceof DroverError) return err;
+    return new StoreError(`PostgreSQL store ${this.where}: ${op} failed: ${errorMessage(err)}`, { cause: err });
+  }
+
+  private checkOpen(op: string): void {
+    if (this.closing !== null) throw new StoreError(`PostgreSQL store ${this.where}: ${op} called after close()`);
+  }
+
+  /** One statement outside an explicit transaction (named: prepared once per connection). */
+  private async q<R extends pg.QueryResultRow>(op: string, name: string | null, text: string, values: unknown[]) {
+    this.checkOpen(op);
+    try {
+      return await this.pool.query<R>(name === null ? { text, values } : { name, text, values });
+    } catch (err) {
+      throw this.wrap(op, err);
+    }
+  }
+
+  /**
+   * Runs `fn` in a transaction on one connection. A deadlock or serialization failure (which
+   * PostgreSQL resolves by aborting one side) is retried a few times.
+   */
+  private async tx<T>(op: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    this.checkOpen(op);
+    for (let attempt = 1; ; attempt++) {
+      let client: pg.PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (err) {
+        throw this.wrap(op, err);
+      }
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const r = await fn(client);
+        await client.query('COMMIT');
+        return r;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        const code = pgCode(err);
+        if ((code === '40P01' || code === '40001') && attempt < 5) continue;
+        throw this.wrap(op, err);
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    return this.version;
+  }
+
+  async serverVersion(): Promise<string> {
+    const r = await this.q<{ server_version: string }>('serverVersion', null, 'SHOW server_version', []);
+    return `PostgreSQL ${r.rows[0]!.server_version}`;
+  }
+
+  async createProcesses(specs: readonly NewProcess[]): Promise<number[]> {
+    if (!Array.isArray(specs)) throw new InputError('createProcesses: specs must be an array');
+    const checked = specs.map((s, i) => checkNewProcess(s, `createProcesses: spec #${i}`));
+    if (checked.length === 0) return [];
+    this.checkOpen('createProcesses');
+    try {
+      return await this.insertProcesses(this.pool, checked);
+    } catch (err) {
+      throw this.wrap('createProcesses', err);
+    }
+  }
+
+  private async insertProcesses(c: pg.Pool | pg.PoolClient, specs: CheckedNewProcess[]): Promise<number[]> {
+    const uuids = specs.map(() => crypto.randomUUID());
+    let r: pg.QueryResult<{ id: number; uuid: string }>;
+    try {
+      r = await c.query<{ id: number; uuid: string }>({
+        name: 'create',
+        text: Q.create,
+        values: [
+          uuids,
+          specs.map((s) => s.type),
+          specs.map((s) => s.label),
+          specs.map((s) => s.inputsJson),
+          specs.map((s) => s.parentId),
+        ],
+      });
+    } catch (err) {
+      if (pgCode(err) === '23503') {
+        const parents = [...new Set(specs.map((s) => s.parentId).filter((p) => p !== null))];
+        throw new ProcessNotFoundError(`createProcesses: a parent process does not exist (of ${parents.join(', ')})`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+    const byUuid = new Map(r.rows.map((row) => [row.uuid, row.id]));
+    return uuids.map((u) => byUuid.get(u)!);
+  }
+
+  async submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number> {
+    const where = `submitChild(${parentId})`;
+    checkId(parentId, where);
+    checkOwner(owner, where);
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new InputError(`${where}: seq must be a non-negative integer`);
+    const checked = checkNewProcess(spec, where);
+    if (checked.parentId !== null && checked.parentId !== parentId) {
+      throw new InputError(`${where}: spec.parentId ${checked.parentId} differs from the parent ${parentId}`);
+    }
+    checked.parentId = parentId;
+    return this.tx('submitChild', async (c) => {
+      const p = await c.query<{ lease_owner: string | null }>(
+        'SELECT lease_owner FROM processes WHERE id = $1 FOR NO KEY UPDATE',
+        [parentId],
+      );
+      if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
+      if (p.rows[0]!.lease_owner !== owner) {
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${parentId}`);
+      }
+      const j = await c.query<JournalRow>(
+        'SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = $1 AND seq = $2',
+        [parentId, seq],
+      );
+      const existing = j.rows[0];
+      if (existing !== undefined) {
+        if (existing.kind !== 'submit') {
+          throw new NonDeterminismError(
+            `${where}: the journal has ${existing.kind} '${existing.name}' at seq ${seq}, not a submission`,
+          );
+        }
+        return existing.result as number;
+      }
+      const [childId] = await this.insertProcesses(c, [checked]);
+      await c.query('INSERT INTO journal (process_id, seq, kind, name, result) VALUES ($1, $2, $3, $4, $5::jsonb)', [
+        parentId,
+        seq,
+        'submit',
+        checked.type,
+        JSON.stringify(childId),
+      ]);
+      return childId!;
+    });
+  }
+
+  async markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void> {
+    const list = checkIds(ids, 'markDispatched');
+    const upTo =
+      requestedUpTo === undefined ? Number.MAX_SAFE_INTEGER : checkMs(requestedUpTo, 'markDispatched', 'requestedUpTo');
+    if (list.length === 0) return;
+    await this.q('markDispatched', 'markDispatched', Q.markDispatched, [list, upTo]);
+  }
+
+  async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
+    const age = checkMs(olderThanMs, 'pendingDispatches', 'olderThanMs');
+    const max = checkLimit(limit, 'pendingDispatches');
+    await this.q('pendingDispatches', 'expireLeases', Q.expireLeases, [age]);
+    const r = await this.q<{ id: number }>('pendingDispatches', 'pending', Q.pending, [age, max]);
+    return r.rows.map((row) => row.id);
+  }
+
+  async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
+    if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
+    for (const id of ids) checkId(id, 'claim');
+    checkOwner(owner, 'claim');
+    const ms = checkMs(leaseMs, 'claim', 'leaseMs');
+    if (ids.length === 0) return [];
+    const unique = [...new Set(ids)].sort((a, b) => a - b);
+    return this.tx('claim', async (c) => {
+      const won = await c.query<ProcessRow>({ name: 'claim', text: Q.claim, values: [unique, owner, ms] });
+      const claimed = new Map(won.rows.map((r) => [r.id, r]));
+      const lost = unique.filter((id) => !claimed.has(id));
+      const reasons = new Map<number, LeaseRow>();
+      if (lost.length > 0) {
+        const r = await c.query<LeaseRow>({ name: 'leaseRows', text: Q.leaseRows, values: [lost] });
+        for (const row of r.rows) reasons.set(row.id, row);
+      }
+      const journals = new Map<number, JournalEntry[]>();
+      if (claimed.size > 0) {
+        const j = await c.query<JournalRow>({ name: 'journals', text: Q.journals, values: [[...claimed.keys()]] });
+        for (const row of j.rows) {
+          let list = journals.get(row.process_id);
+          if (list === undefined) journals.set(row.process_id, (list = []));
+          list.push(toEntry(row));
+        }
+      }
+      const given = new Set<number>();
+      return ids.map((id): ClaimResult => {
+        const row = claimed.get(id);
+        if (row !== undefined && !given.has(id)) {
+          given.add(id);
+          return { claimed: true, process: toRecord(row), journal: journals.get(id) ?? [] };
+        }
+        if (row !== undefined) return { claimed: false, reason: 'leased' };
+        const r = reasons.get(id);
+        if (r === undefined) return { claimed: false, reason: 'not-found' };
+        if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
+        if (isLive(r)) return { claimed: false, reason: 'leased' };
+        if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
+        return { claimed: false, reason: 'paused' };
+      });
+    });
+  }
+
+  async renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]> {
+    checkOwner(owner, 'renewLeases');
+    const list = checkIds(ids, 'renewLeases');
+    const ms = checkMs(leaseMs, 'renewLeases', 'leaseMs');
+    if (list.length === 0) return [];
+    const r = await this.q<{ id: number }>('renewLeases', 'renew', Q.renew, [list, owner, ms]);
+    const held = new Set(r.rows.map((row) => row.id));
+    return list.filter((id) => held.has(id));
+  }
+
+  async releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]> {
+    checkOwner(owner, 'releaseLeases');
+    if (ids === undefined) {
+      const r = await this.q<{ id: number }>('releaseLeases', 'releaseAll', Q.releaseAll, [owner]);
+      return r.rows.map((row) => row.id).sort((a, b) => a - b);
+    }
+    const list = checkIds(ids, 'releaseLeases');
+    if (list.length === 0) return [];
+    const r = await this.q<{ id: number }>('releaseLeases', 'release', Q.release, [list, owner]);
+    const released = new Set(r.rows.map((row) => row.id));
+    return list.filter((id) => released.has(id));
+  }
+
+  async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
+    const [r] = await this.completeMany([{ id, owner, outcome }]);
+    return r!;
+  }
+
+  async completeMany(
+    items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
+  ): Promise<CompleteResult[]> {
+    if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
+    const checked = items.map((it) => ({
+      id: checkId(it.id, 'complete'),
+      owner: checkOwner(it.owner, `complete(${it.id})`),
+      o: checkOutcome(it.outcome, `complete(${it.id})`),
+    }));
+    if (checked.length === 0) return [];
+    return this.tx('complete', async (c) => {
+      // Parents first (they have the lower ids), then the children, all in id order.
+      await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [checked.map((it) => it.id)] });
+      const out: CompleteResult[] = [];
+      for (const it of checked) out.push(await this.completeOne(c, it.id, it.owner, it.o));
+      return out;
+    });
+  }
+
+  private async completeOne(c: pg.PoolClient, id: number, owner: string, o: OutcomeColumns): Promise<CompleteResult> {
+    const r = await c.query<{ parent_id: number | null }>({
+      name: 'complete',
+      text: Q.complete,
+      values: [id, owner, o.state, o.outputsJson, o.exitStatus, o.exitMessage, o.exception],
+    });
+    const row = r.rows[0];
+    if (row === undefined) return { ok: false, wokenParentId: null };
+    return { ok: true, wokenParentId: row.parent_id === null ? null : await this.wakeParent(c, row.parent_id, id) };
+  }
+
+  /** A child of `parentId` terminated (parent row locked): count it off; returns the parent if woken. */
+  private async wakeParent(c: pg.PoolClient, parentId: number, childId: number): Promise<number | null> {
+    const r = await c.query<{ waiting_on: number }>({
+      name: 'wakeParent',
+      text: Q.wakeParent,
+      values: [parentId, childId],
+    });
+    return r.rows[0]?.waiting_on === 0 ? parentId : null;
+  }
+
+  async appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void> {
+    const where = `appendJournal(${id})`;
+    checkId(id, where);
+    checkOwner(owner, where);
+    const e = checkJournalEntry(entry, where);
+    this.checkOpen('appendJournal');
+    let r: pg.QueryResult;
+    try {
+      r = await this.pool.query({
+        name: 'appendJournal',
+        text: Q.appendJournal,
+        values: [id, owner, e.seq, e.kind, e.name, e.resultJson],
+      });
+    } catch (err) {
+      if (pgCode(err) === '23505') {
+        throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
+      }
+      throw this.wrap('appendJournal', err);
+    }
+    if (r.rowCount === 0) {
+      const p = await this.q('appendJournal', null, 'SELECT 1 FROM processes WHERE id = $1', [id]);
+      if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+    }
+  }
+
+  async getJournal(id: number): Promise<JournalEntry[]> {
+    checkId(id, 'getJournal');
+    const r = await this.q<JournalRow>('getJournal', 'journal', Q.journal, [id]);
+    return r.rows.map(toEntry);
+  }
+
+  async waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult> {
+    const where = `waitForChildren(${id})`;
+    checkId(id, where);
+    checkOwner(owner, where);
+    const list = checkIds(childIds, where);
+    return this.tx('waitForChildren', async (c) => {
+      // Lock the parent before counting: see the module header (lost wake-up).
+      const p = await c.query<{ lease_owner: string | null }>(
+        'SELECT lease_owner FROM processes WHERE id = $1 FOR NO KEY UPDATE',
+        [id],
+      );
+      if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
+      if (p.rows[0]!.lease_owner !== owner) throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+      if (list.length === 0) return { waiting: false };
+      const found = await c.query<{ id: number; state: ProcessState }>(
+        'SELECT id, state FROM processes WHERE parent_id = $1 AND id = ANY($2::bigint[])',
+        [id, list],
+      );
+      if (found.rows.length !== list.length) {
+        const have = new Set(found.rows.map((r) => r.id));
+        const bad = list.filter((cid) => !have.has(cid));
+        throw new InputError(`${where}: process(es) ${bad.join(', ')} are not children of process ${id}`);
+      }
+      const open = found.rows.filter((r) => !isTerminal(r.state)).map((r) => r.id);
+      if (open.length === 0) return { waiting: false };
+      await c.query('DELETE FROM process_awaits WHERE parent_id = $1', [id]);
+      await c.query('INSERT INTO process_awaits (parent_id, child_id) SELECT $1, unnest($2::bigint[])', [id, open]);
+      await c.query(
+        `UPDATE processes SET state = 'waiting', waiting_on = $2, lease_owner = NULL, lease_expires_at = NULL,
+           dispatch_requested_at = NULL, mtime = ${NOW}
+         WHERE id = $1`,
+        [id, open.length],
+      );
+      return { waiting: true };
+    });
+  }
+
+  async setPaused(ids: readonly number[], paused: boolean): Promise<number[]> {
+    const list = checkIds(ids, 'setPaused');
+    if (typeof paused !== 'boolean') throw new InputError('setPaused: paused must be a boolean');
+    if (list.length === 0) return [];
+    const sql = paused
+      ? `UPDATE processes SET paused = true, mtime = ${NOW}
+         WHERE id = ANY($1::bigint[]) AND NOT paused AND state IN ${ACTIVE} RETURNING id`
+      : `UPDATE processes SET paused = false, mtime = ${NOW},
+           dispatch_requested_at = CASE
+             WHEN (lease_owner IS NULL OR lease_expires_at <= ${NOW}) AND waiting_on = 0
+             THEN coalesce(dispatch_requested_at, ${NOW}) ELSE dispatch_requested_at END
+         WHERE id = ANY($1::bigint[]) AND paused AND state IN ${ACTIVE} RETURNING id`;
+    const r = await this.q<{ id: number }>('setPaused', null, sql, [list]);
+    const changed = new Set(r.rows.map((row) => row.id));
+    return list.filter((id) => changed.has(id));
+  }
+
+  async requestKill(id: number, message: string | null): Promise<KillResult> {
+    return (await this.requestKillDetailed(id, message)).result;
+  }
+
+  async requestKillDetailed(id: number, message: string | null): Promise<KillOutcome> {
+    checkId(id, 'requestKill');
+    const msg = checkMessage(message, `requestKill(${id})`);
+    return this.tx('requestKill', async (c): Promise<KillOutcome> => {
+      // Parent (if any) then the process itself, in id order: killing ends a child like complete().
+      const locked = await c.query<LeaseRow>({ name: 'lockWithParents', text: Q.lockWithParents, values: [[id]] });
+      const row = locked.rows.find((r) => r.id === id);
+      if (row === undefined) return { result: 'not-found', wokenParentId: null };
+      if (isTerminal(row.state)) return { result: 'terminal', wokenParentId: null };
+      if (isLive(row)) {
+        await c.query(`UPDATE processes SET kill_requested = true, mtime = ${NOW} WHERE id = $1`, [id]);
+        return { result: 'running', wokenParentId: null };
+      }
+      await c.query(
+        `UPDATE processes SET state = 'killed', exit_message = $2, lease_owner = NULL, lease_expires_at = NULL,
+           kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+         WHERE id = $1`,
+        [id, msg],
+      );
+      await c.query('DELETE FROM process_awaits WHERE parent_id = $1', [id]);
+      const woken = row.parent_id === null ? null : await this.wakeParent(c, row.parent_id, id);
+      return { result: 'killed', wokenParentId: woken };
+    });
+  }
+
+  async getProcess(id: number): Promise<ProcessRecord | null> {
+    checkId(id, 'getProcess');
+    const r = await this.q<ProcessRow>('getProcess', 'get', Q.get, [id]);
+    const row = r.rows[0];
+    return row === undefined ? null : toRecord(row);
+  }
+
+  async listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]> {
+    const f = checkFilter(filter, 'listProcesses');
+    const conds: string[] = [];
+    const params: unknown[] = [];
+    const param = (v: unknown): string => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    if (f.states !== null) conds.push(`state = ANY(${param(f.states)}::text[])`);
+    if (f.type !== null) conds.push(`type = ${param(f.type)}`);
+    if (f.parentId !== null) conds.push(`parent_id = ${param(f.parentId)}`);
+    if (f.pastDays !== null) conds.push(`ctime >= ${NOW} - ${param(Math.round(f.pastDays * DAY_MS))}::bigint`);
+    let sql = `SELECT ${COLS} FROM processes`;
+    if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
+    sql += ' ORDER BY id DESC';
+    if (f.limit !== null) sql += ` LIMIT ${param(f.limit)}`;
+    const r = await this.q<ProcessRow>('listProcesses', null, sql, params);
+    return r.rows.map(toRecord);
+  }
+
+  async countByState(): Promise<Record<ProcessState, number>> {
+    const r = await this.q<{ state: ProcessState; n: number }>(
+      'countByState',
+      null,
+      'SELECT state, count(*) AS n FROM processes GROUP BY state',
+      [],
+    );
+    const out = emptyCounts();
+    for (const row of r.rows) out[row.state] = row.n;
+    return out;
+  }
+
+  async addReport(id: number, message: string): Promise<void> {
+    checkId(id, 'addReport');
+    if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
+    this.checkOpen('addReport');
+    try {
+      await this.pool.query({
+        name: 'addReport',
+        text: `INSERT INTO reports (process_id, time, message) VALUES ($1, ${NOW}, $2)`,
+        values: [id, message],
+      });
+    } catch (err) {
+      if (pgCode(err) === '23503') {
+        throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
+      }
+      throw this.wrap('addReport', err);
+    }
+  }
+
+  async getReports(id: number): Promise<ReportLine[]> {
+    checkId(id, 'getReports');
+    const r = await this.q<ReportLine>(
+      'getReports',
+      'reports',
+      'SELECT time, message FROM reports WHERE process_id = $1 ORDER BY id',
+      [id],
+    );
+    return r.rows.map((row) => ({ time: row.time, message: row.message }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closing === null) this.closing = this.pool.end().catch(() => undefined);
+    return this.closing;
+  }
+}

@@ -1,0 +1,732 @@
+/**
+ * The SQLite process store, on better-sqlite3.
+ *
+ * One file is shared by several OS processes at once (the CLI submitting, two or more workers, the
+ * daemon). So:
+ * - WAL journal (readers never block the writer), `synchronous=NORMAL` (a commit is durable at the
+ *   next checkpoint; a power cut may lose the last commits but never corrupts), a busy timeout (a
+ *   writer waits for the write lock instead of failing), foreign keys on.
+ * - Every method that writes runs in one `BEGIN IMMEDIATE` transaction: the write lock is taken at
+ *   BEGIN, so a transaction never has to upgrade a read snapshot to a write (which SQLite refuses
+ *   with SQLITE_BUSY at once, without waiting). Inside one OS process better-sqlite3 is synchronous,
+ *   so a method's transaction is never interleaved with another call.
+ * - Statements are prepared once; batch calls run one transaction for the whole batch.
+ *
+ * Semantics are those of {@link ProcessStore} and docs/store.md; the points where SQL decides:
+ * - A live lease is `lease_owner IS NOT NULL AND lease_expires_at > now`. An expired lease still
+ *   names its owner until {@link SqliteStore.pendingDispatches} or a claim takes it over; until then
+ *   the owner may still renew it, complete, journal or wait.
+ * - Dispatch pending is `dispatch_requested_at IS NOT NULL`: set at creation, release, wake-up,
+ *   un-pause and lease expiry; cleared by a claim, by {@link SqliteStore.markDispatched} and when the
+ *   process ends or starts waiting.
+ * - `waiting_on` counts the rows of `process_awaits` of a waiting process: the children it waits for
+ *   that had not terminated. A child's termination deletes its row and decrements the count; the
+ *   one that brings it to 0 marks the parent pending and reports it as woken.
+ * - Times are `Date.now()` of the calling process (all processes share the machine's clock).
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import Database from 'better-sqlite3';
+import {
+  DroverError,
+  InputError,
+  LeaseLostError,
+  NonDeterminismError,
+  ProcessNotFoundError,
+  StoreError,
+  errorMessage,
+} from '../../errors/index.js';
+import type { Logger } from '../../logging/index.js';
+import {
+  isTerminal,
+  type JournalEntry,
+  type JsonValue,
+  type ProcessOutcome,
+  type ProcessRecord,
+  type ProcessState,
+  type ReportLine,
+} from '../../protocol/index.js';
+import {
+  DAY_MS,
+  checkFilter,
+  checkId,
+  checkIds,
+  checkJournalEntry,
+  checkLimit,
+  checkMessage,
+  checkMs,
+  checkNewProcess,
+  checkOutcome,
+  checkOwner,
+  emptyCounts,
+  type CheckedNewProcess,
+  type OutcomeColumns,
+} from '../common.js';
+import type {
+  ClaimResult,
+  CompleteResult,
+  KillOutcome,
+  KillResult,
+  NewProcess,
+  ProcessFilter,
+  ProcessStore,
+  WaitResult,
+} from '../types.js';
+import { migrateSqlite } from './migrations.js';
+
+/** Options of {@link openSqliteStore}. */
+export interface SqliteStoreOptions {
+  logger?: Logger;
+  /** How long a writer waits for another process's write lock before failing (default 10 s). */
+  busyTimeoutMs?: number;
+}
+
+/** Default busy timeout: generous, since transactions are short and a failure costs more than a wait. */
+const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
+
+/** Columns of a {@link ProcessRecord}, in SELECT and RETURNING lists. */
+const COLS =
+  'id, uuid, type, label, state, paused, kill_requested, inputs, outputs, exit_status, exit_message, exception, ' +
+  'parent_id, worker_id, lease_owner, lease_expires_at, runs, ctime, mtime';
+
+const ACTIVE = "('created', 'running', 'waiting')";
+
+interface ProcessRow {
+  id: number;
+  uuid: string;
+  type: string;
+  label: string | null;
+  state: ProcessState;
+  paused: number;
+  kill_requested: number;
+  inputs: string;
+  outputs: string | null;
+  exit_status: number | null;
+  exit_message: string | null;
+  exception: string | null;
+  parent_id: number | null;
+  worker_id: string | null;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  runs: number;
+  ctime: number;
+  mtime: number;
+}
+
+interface JournalRow {
+  seq: number;
+  kind: 'step' | 'submit';
+  name: string;
+  result: string;
+}
+
+interface LeaseRow {
+  state: ProcessState;
+  paused: number;
+  waiting_on: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  parent_id: number | null;
+}
+
+function toRecord(r: ProcessRow): ProcessRecord {
+  return {
+    id: r.id,
+    uuid: r.uuid,
+    type: r.type,
+    label: r.label,
+    state: r.state,
+    paused: r.paused !== 0,
+    killRequested: r.kill_requested !== 0,
+    inputs: JSON.parse(r.inputs) as JsonValue,
+    outputs: r.outputs === null ? null : (JSON.parse(r.outputs) as JsonValue),
+    exitStatus: r.exit_status,
+    exitMessage: r.exit_message,
+    exception: r.exception,
+    parentId: r.parent_id,
+    workerId: r.worker_id,
+    leaseOwner: r.lease_owner,
+    leaseExpiresAt: r.lease_expires_at,
+    runs: r.runs,
+    ctime: r.ctime,
+    mtime: r.mtime,
+  };
+}
+
+function toEntry(r: JournalRow): JournalEntry {
+  return { seq: r.seq, kind: r.kind, name: r.name, result: JSON.parse(r.result) as JsonValue };
+}
+
+function sqliteCode(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? code : '';
+}
+
+function isLive(row: { lease_owner: string | null; lease_expires_at: number | null }, now: number): boolean {
+  return row.lease_owner !== null && row.lease_expires_at !== null && row.lease_expires_at > now;
+}
+
+/**
+ * Opens (creating if missing) the SQLite store at `file` and brings its schema up to date. The
+ * parent directory is created 0700 and the file 0600 when missing.
+ *
+ * @throws StoreError when the file cannot be opened or is not a database.
+ * @throws StoreVersionError when its schema is newer than this code.
+ */
+export function openSqliteStore(file: string, options: SqliteStoreOptions = {}): SqliteStore {
+  const memory = file === ':memory:';
+  const target = memory ? file : path.resolve(file);
+  let db: Database.Database | undefined;
+  try {
+    if (!memory) {
+      const dir = path.dirname(target);
+      // Only a directory we create is made private: an existing one (say /tmp) is not ours to chmod.
+      if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      try {
+        fs.closeSync(fs.openSync(target, 'wx', 0o600));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
+    db = new Database(target, { timeout: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    const log = options.logger?.child('store');
+    const version = migrateSqlite(db, target, (m) => log?.info(`applied migration ${m.version}: ${m.description}`));
+    return new SqliteStore(db, target, version, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS);
+  } catch (err) {
+    db?.close();
+    if (err instanceof DroverError) throw err;
+    throw new StoreError(`cannot open SQLite store ${target}: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+/** The SQLite adapter of {@link ProcessStore}; create it with {@link openSqliteStore}. */
+export class SqliteStore implements ProcessStore {
+  readonly backend = 'sqlite' as const;
+  private closed = false;
+
+  private readonly s;
+  private readonly tx;
+
+  /** @internal use {@link openSqliteStore}. */
+  constructor(
+    private readonly db: Database.Database,
+    /** Absolute path of the database file. */
+    readonly file: string,
+    private readonly version: number,
+    private readonly busyTimeoutMs: number,
+  ) {
+    const p = (sql: string) => db.prepare(sql);
+    this.s = {
+      insert: p(
+        `INSERT INTO processes (uuid, type, label, state, inputs, parent_id, dispatch_requested_at, ctime, mtime)
+         VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?)`,
+      ),
+      exists: p('SELECT 1 AS x FROM processes WHERE id = ?'),
+      markDispatched: p(
+        `UPDATE processes SET dispatch_requested_at = NULL
+         WHERE id = ? AND dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ?`,
+      ),
+      expireLeases: p(
+        `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
+           dispatch_requested_at = min(lease_expires_at, @cutoff), mtime = @now
+         WHERE lease_owner IS NOT NULL AND lease_expires_at <= @now AND state IN ${ACTIVE}`,
+      ),
+      pending: p(
+        `SELECT id FROM processes
+         WHERE dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ? AND paused = 0
+         ORDER BY dispatch_requested_at, id LIMIT ?`,
+      ),
+      claim: p(
+        `UPDATE processes SET state = 'running', lease_owner = @owner, lease_expires_at = @expires,
+           worker_id = @owner, runs = runs + 1, dispatch_requested_at = NULL, mtime = @now
+         WHERE id = @id AND state IN ${ACTIVE} AND paused = 0 AND waiting_on = 0
+           AND (lease_owner IS NULL OR lease_expires_at <= @now)
+         RETURNING ${COLS}`,
+      ),
+      leaseRow: p(
+        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id FROM processes WHERE id = ?',
+      ),
+      journal: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? ORDER BY seq'),
+      journalAt: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? AND seq = ?'),
+      renew: p(
+        `UPDATE processes SET lease_expires_at = @expires, mtime = @now
+         WHERE id = @id AND lease_owner = @owner RETURNING id`,
+      ),
+      release: p(
+        `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = @now, mtime = @now
+         WHERE id = @id AND lease_owner = @owner RETURNING id`,
+      ),
+      releaseAll: p(
+        `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = @now, mtime = @now
+         WHERE lease_owner = @owner RETURNING id`,
+      ),
+      complete: p(
+        `UPDATE processes SET state = @state, outputs = @outputs, exit_status = @exitStatus,
+           exit_message = @exitMessage, exception = @exception, lease_owner = NULL, lease_expires_at = NULL,
+           kill_requested = 0, paused = 0, dispatch_requested_at = NULL, waiting_on = 0, mtime = @now
+         WHERE id = @id AND lease_owner = @owner
+         RETURNING parent_id`,
+      ),
+      deleteAwait: p('DELETE FROM process_awaits WHERE parent_id = ? AND child_id = ?'),
+      deleteAwaitsOf: p('DELETE FROM process_awaits WHERE parent_id = ?'),
+      insertAwait: p('INSERT INTO process_awaits (parent_id, child_id) VALUES (?, ?)'),
+      decrementParent: p(
+        `UPDATE processes SET waiting_on = waiting_on - 1,
+           dispatch_requested_at = CASE WHEN waiting_on = 1 THEN @now ELSE dispatch_requested_at END, mtime = @now
+         WHERE id = @id AND state = 'waiting' AND waiting_on > 0
+         RETURNING waiting_on`,
+      ),
+      appendJournal: p(
+        `INSERT INTO journal (process_id, seq, kind, name, result)
+         SELECT @id, @seq, @kind, @name, @result
+         WHERE EXISTS (SELECT 1 FROM processes WHERE id = @id AND lease_owner = @owner)`,
+      ),
+      insertJournal: p('INSERT INTO journal (process_id, seq, kind, name, result) VALUES (?, ?, ?, ?, ?)'),
+      children: p(
+        `SELECT id, state FROM processes
+         WHERE parent_id = ? AND id IN (SELECT value FROM json_each(?))`,
+      ),
+      startWaiting: p(
+        `UPDATE processes SET state = 'waiting', waiting_on = @count, lease_owner = NULL, lease_expires_at = NULL,
+           dispatch_requested_at = NULL, mtime = @now
+         WHERE id = @id`,
+      ),
+      pause: p(
+        `UPDATE processes SET paused = 1, mtime = ? WHERE id = ? AND paused = 0 AND state IN ${ACTIVE} RETURNING id`,
+      ),
+      unpause: p(
+        `UPDATE processes SET paused = 0, mtime = @now,
+           dispatch_requested_at = CASE
+             WHEN (lease_owner IS NULL OR lease_expires_at <= @now) AND waiting_on = 0
+             THEN coalesce(dispatch_requested_at, @now) ELSE dispatch_requested_at END
+         WHERE id = @id AND paused = 1 AND state IN ${ACTIVE} RETURNING id`,
+      ),
+      flagKill: p('UPDATE processes SET kill_requested = 1, mtime = ? WHERE id = ?'),
+      kill: p(
+        `UPDATE processes SET state = 'killed', exit_message = ?, lease_owner = NULL, lease_expires_at = NULL,
+           kill_requested = 0, paused = 0, dispatch_requested_at = NULL, waiting_on = 0, mtime = ?
+         WHERE id = ?`,
+      ),
+      get: p(`SELECT ${COLS} FROM processes WHERE id = ?`),
+      counts: p('SELECT state, count(*) AS n FROM processes GROUP BY state'),
+      addReport: p('INSERT INTO reports (process_id, time, message) VALUES (?, ?, ?)'),
+      reports: p('SELECT time, message FROM reports WHERE process_id = ? ORDER BY id'),
+      sqliteVersion: p('SELECT sqlite_version() AS v'),
+    };
+    this.tx = {
+      create: db.transaction((specs: CheckedNewProcess[]) => this.createTx(specs)),
+      markDispatched: db.transaction((ids: number[], upTo: number) => {
+        for (const id of ids) this.s.markDispatched.run(id, upTo);
+      }),
+      pending: db.transaction((olderThanMs: number, limit: number) => {
+        const now = Date.now();
+        const cutoff = now - olderThanMs;
+        this.s.expireLeases.run({ now, cutoff });
+        return (this.s.pending.all(cutoff, limit) as { id: number }[]).map((r) => r.id);
+      }),
+      claim: db.transaction((ids: number[], owner: string, leaseMs: number) => this.claimTx(ids, owner, leaseMs)),
+      renew: db.transaction((owner: string, ids: number[], leaseMs: number) => {
+        const now = Date.now();
+        const out: number[] = [];
+        for (const id of ids) {
+          if (this.s.renew.get({ id, owner, expires: now + leaseMs, now }) !== undefined) out.push(id);
+        }
+        return out;
+      }),
+      release: db.transaction((owner: string, ids: number[] | null) => {
+        const now = Date.now();
+        if (ids === null) {
+          return (this.s.releaseAll.all({ owner, now }) as { id: number }[]).map((r) => r.id).sort((a, b) => a - b);
+        }
+        const out: number[] = [];
+        for (const id of ids) if (this.s.release.get({ id, owner, now }) !== undefined) out.push(id);
+        return out;
+      }),
+      complete: db.transaction((items: { id: number; owner: string; o: OutcomeColumns }[]) =>
+        items.map((it) => this.completeOne(it.id, it.owner, it.o)),
+      ),
+      submitChild: db.transaction((parentId: number, owner: string, seq: number, spec: CheckedNewProcess) =>
+        this.submitChildTx(parentId, owner, seq, spec),
+      ),
+      wait: db.transaction((id: number, owner: string, childIds: number[]) => this.waitTx(id, owner, childIds)),
+      setPaused: db.transaction((ids: number[], paused: boolean) => {
+        const now = Date.now();
+        const out: number[] = [];
+        for (const id of ids) {
+          const row = paused ? this.s.pause.get(now, id) : this.s.unpause.get({ id, now });
+          if (row !== undefined) out.push(id);
+        }
+        return out;
+      }),
+      kill: db.transaction((id: number, message: string | null) => this.killTx(id, message)),
+    };
+  }
+
+  private guard<T>(op: string, fn: () => T): T {
+    if (this.closed) throw new StoreError(`SQLite store ${this.file}: ${op} called after close()`);
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof DroverError) throw err;
+      const code = sqliteCode(err);
+      if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+        throw new StoreError(
+          `SQLite store ${this.file}: ${op} failed: the database stayed locked by another process for more than ` +
+            `${this.busyTimeoutMs} ms`,
+          { cause: err },
+        );
+      }
+      throw new StoreError(`SQLite store ${this.file}: ${op} failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    return this.version;
+  }
+
+  async serverVersion(): Promise<string> {
+    return this.guard('serverVersion', () => `SQLite ${(this.s.sqliteVersion.get() as { v: string }).v}`);
+  }
+
+  async createProcesses(specs: readonly NewProcess[]): Promise<number[]> {
+    if (!Array.isArray(specs)) throw new InputError('createProcesses: specs must be an array');
+    const checked = specs.map((s, i) => checkNewProcess(s, `createProcesses: spec #${i}`));
+    if (checked.length === 0) return [];
+    return this.guard('createProcesses', () => this.tx.create.immediate(checked));
+  }
+
+  private createTx(specs: CheckedNewProcess[]): number[] {
+    const now = Date.now();
+    const ids = new Array<number>(specs.length);
+    for (let i = 0; i < specs.length; i++) {
+      const s = specs[i]!;
+      try {
+        const info = this.s.insert.run(crypto.randomUUID(), s.type, s.label, s.inputsJson, s.parentId, now, now, now);
+        ids[i] = Number(info.lastInsertRowid);
+      } catch (err) {
+        if (sqliteCode(err) === 'SQLITE_CONSTRAINT_FOREIGNKEY') {
+          throw new ProcessNotFoundError(`createProcesses: parent process ${s.parentId} does not exist`, {
+            cause: err,
+          });
+        }
+        throw err;
+      }
+    }
+    return ids;
+  }
+
+  async submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number> {
+    const where = `submitChild(${parentId})`;
+    checkId(parentId, where);
+    checkOwner(owner, where);
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new InputError(`${where}: seq must be a non-negative integer`);
+    const checked = checkNewProcess(spec, where);
+    if (checked.parentId !== null && checked.parentId !== parentId) {
+      throw new InputError(`${where}: spec.parentId ${checked.parentId} differs from the parent ${parentId}`);
+    }
+    checked.parentId = parentId;
+    return this.guard('submitChild', () => this.tx.submitChild.immediate(parentId, owner, seq, checked));
+  }
+
+  private submitChildTx(parentId: number, owner: string, seq: number, spec: CheckedNewProcess): number {
+    const parent = this.s.leaseRow.get(parentId) as LeaseRow | undefined;
+    if (parent === undefined) throw new ProcessNotFoundError(`submitChild: process ${parentId} does not exist`);
+    if (parent.lease_owner !== owner) {
+      throw new LeaseLostError(`submitChild: ${owner} does not hold the lease on process ${parentId}`);
+    }
+    const existing = this.s.journalAt.get(parentId, seq) as JournalRow | undefined;
+    if (existing !== undefined) {
+      if (existing.kind !== 'submit') {
+        throw new NonDeterminismError(
+          `submitChild: the journal of process ${parentId} has ${existing.kind} '${existing.name}' at seq ${seq}, ` +
+            `not a submission`,
+        );
+      }
+      return JSON.parse(existing.result) as number;
+    }
+    const [childId] = this.createTx([spec]);
+    this.s.insertJournal.run(parentId, seq, 'submit', spec.type, JSON.stringify(childId));
+    return childId!;
+  }
+
+  async markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void> {
+    const list = checkIds(ids, 'markDispatched');
+    const upTo =
+      requestedUpTo === undefined ? Number.MAX_SAFE_INTEGER : checkMs(requestedUpTo, 'markDispatched', 'requestedUpTo');
+    if (list.length === 0) return;
+    this.guard('markDispatched', () => this.tx.markDispatched.immediate(list, upTo));
+  }
+
+  async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
+    const age = checkMs(olderThanMs, 'pendingDispatches', 'olderThanMs');
+    const max = checkLimit(limit, 'pendingDispatches');
+    return this.guard('pendingDispatches', () => this.tx.pending.immediate(age, max));
+  }
+
+  async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
+    if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
+    for (const id of ids) checkId(id, 'claim');
+    checkOwner(owner, 'claim');
+    const ms = checkMs(leaseMs, 'claim', 'leaseMs');
+    if (ids.length === 0) return [];
+    return this.guard('claim', () => this.tx.claim.immediate([...ids], owner, ms));
+  }
+
+  private claimTx(ids: number[], owner: string, leaseMs: number): ClaimResult[] {
+    const now = Date.now();
+    const expires = now + leaseMs;
+    return ids.map((id): ClaimResult => {
+      const row = this.s.claim.get({ id, owner, expires, now }) as ProcessRow | undefined;
+      if (row !== undefined) {
+        const journal = (this.s.journal.all(id) as JournalRow[]).map(toEntry);
+        return { claimed: true, process: toRecord(row), journal };
+      }
+      const r = this.s.leaseRow.get(id) as LeaseRow | undefined;
+      if (r === undefined) return { claimed: false, reason: 'not-found' };
+      if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
+      if (isLive(r, now)) return { claimed: false, reason: 'leased' };
+      if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
+      return { claimed: false, reason: 'paused' };
+    });
+  }
+
+  async renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]> {
+    checkOwner(owner, 'renewLeases');
+    const list = checkIds(ids, 'renewLeases');
+    const ms = checkMs(leaseMs, 'renewLeases', 'leaseMs');
+    if (list.length === 0) return [];
+    return this.guard('renewLeases', () => this.tx.renew.immediate(owner, list, ms));
+  }
+
+  async releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]> {
+    checkOwner(owner, 'releaseLeases');
+    const list = ids === undefined ? null : checkIds(ids, 'releaseLeases');
+    if (list !== null && list.length === 0) return [];
+    return this.guard('releaseLeases', () => this.tx.release.immediate(owner, list));
+  }
+
+  async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
+    const [r] = await this.completeMany([{ id, owner, outcome }]);
+    return r!;
+  }
+
+  async completeMany(
+    items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
+  ): Promise<CompleteResult[]> {
+    if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
+    const checked = items.map((it) => ({
+      id: checkId(it.id, 'complete'),
+      owner: checkOwner(it.owner, `complete(${it.id})`),
+      o: checkOutcome(it.outcome, `complete(${it.id})`),
+    }));
+    if (checked.length === 0) return [];
+    return this.guard('complete', () => this.tx.complete.immediate(checked));
+  }
+
+  private completeOne(id: number, owner: string, o: OutcomeColumns): CompleteResult {
+    const row = this.s.complete.get({
+      id,
+      owner,
+      state: o.state,
+      outputs: o.outputsJson,
+      exitStatus: o.exitStatus,
+      exitMessage: o.exitMessage,
+      exception: o.exception,
+      now: Date.now(),
+    }) as { parent_id: number | null } | undefined;
+    if (row === undefined) return { ok: false, wokenParentId: null };
+    return { ok: true, wokenParentId: row.parent_id === null ? null : this.wakeParent(row.parent_id, id) };
+  }
+
+  /** A child of `parentId` terminated: count it off if the parent awaits it; returns the parent if woken. */
+  private wakeParent(parentId: number, childId: number): number | null {
+    if (this.s.deleteAwait.run(parentId, childId).changes === 0) return null;
+    const r = this.s.decrementParent.get({ id: parentId, now: Date.now() }) as { waiting_on: number } | undefined;
+    return r !== undefined && r.waiting_on === 0 ? parentId : null;
+  }
+
+  async appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void> {
+    const where = `appendJournal(${id})`;
+    checkId(id, where);
+    checkOwner(owner, where);
+    const e = checkJournalEntry(entry, where);
+    this.guard('appendJournal', () =>
+      this.db
+        .transaction(() => {
+          let changes: number;
+          try {
+            changes = this.s.appendJournal.run({
+              id,
+              owner,
+              seq: e.seq,
+              kind: e.kind,
+              name: e.name,
+              result: e.resultJson,
+            }).changes;
+          } catch (err) {
+            if (sqliteCode(err).startsWith('SQLITE_CONSTRAINT')) {
+              throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
+            }
+            throw err;
+          }
+          if (changes === 0) {
+            if (this.s.exists.get(id) === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
+            throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+          }
+        })
+        .immediate(),
+    );
+  }
+
+  async getJournal(id: number): Promise<JournalEntry[]> {
+    checkId(id, 'getJournal');
+    return this.guard('getJournal', () => (this.s.journal.all(id) as JournalRow[]).map(toEntry));
+  }
+
+  async waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult> {
+    const where = `waitForChildren(${id})`;
+    checkId(id, where);
+    checkOwner(owner, where);
+    const list = checkIds(childIds, where);
+    return this.guard('waitForChildren', () => this.tx.wait.immediate(id, owner, list));
+  }
+
+  private waitTx(id: number, owner: string, childIds: number[]): WaitResult {
+    const where = `waitForChildren(${id})`;
+    const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
+    if (row === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
+    if (row.lease_owner !== owner) throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    if (childIds.length === 0) return { waiting: false };
+    const found = this.s.children.all(id, JSON.stringify(childIds)) as { id: number; state: ProcessState }[];
+    if (found.length !== childIds.length) {
+      const have = new Set(found.map((c) => c.id));
+      const bad = childIds.filter((c) => !have.has(c));
+      throw new InputError(`${where}: process(es) ${bad.join(', ')} are not children of process ${id}`);
+    }
+    const open = found.filter((c) => !isTerminal(c.state)).map((c) => c.id);
+    if (open.length === 0) return { waiting: false };
+    this.s.deleteAwaitsOf.run(id);
+    for (const c of open) this.s.insertAwait.run(id, c);
+    this.s.startWaiting.run({ id, count: open.length, now: Date.now() });
+    return { waiting: true };
+  }
+
+  async setPaused(ids: readonly number[], paused: boolean): Promise<number[]> {
+    const list = checkIds(ids, 'setPaused');
+    if (typeof paused !== 'boolean') throw new InputError('setPaused: paused must be a boolean');
+    if (list.length === 0) return [];
+    return this.guard('setPaused', () => this.tx.setPaused.immediate(list, paused));
+  }
+
+  async requestKill(id: number, message: string | null): Promise<KillResult> {
+    return (await this.requestKillDetailed(id, message)).result;
+  }
+
+  async requestKillDetailed(id: number, message: string | null): Promise<KillOutcome> {
+    checkId(id, 'requestKill');
+    const msg = checkMessage(message, `requestKill(${id})`);
+    return this.guard('requestKill', () => this.tx.kill.immediate(id, msg));
+  }
+
+  private killTx(id: number, message: string | null): KillOutcome {
+    const now = Date.now();
+    const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
+    if (row === undefined) return { result: 'not-found', wokenParentId: null };
+    if (isTerminal(row.state)) return { result: 'terminal', wokenParentId: null };
+    if (isLive(row, now)) {
+      this.s.flagKill.run(now, id);
+      return { result: 'running', wokenParentId: null };
+    }
+    this.s.kill.run(message, now, id);
+    this.s.deleteAwaitsOf.run(id);
+    const woken = row.parent_id === null ? null : this.wakeParent(row.parent_id, id);
+    return { result: 'killed', wokenParentId: woken };
+  }
+
+  async getProcess(id: number): Promise<ProcessRecord | null> {
+    checkId(id, 'getProcess');
+    return this.guard('getProcess', () => {
+      const row = this.s.get.get(id) as ProcessRow | undefined;
+      return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  private readonly listStatements = new Map<string, Database.Statement>();
+
+  async listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]> {
+    const f = checkFilter(filter, 'listProcesses');
+    const conds: string[] = [];
+    const params: unknown[] = [];
+    if (f.states !== null) {
+      conds.push('state IN (SELECT value FROM json_each(?))');
+      params.push(JSON.stringify(f.states));
+    }
+    if (f.type !== null) {
+      conds.push('type = ?');
+      params.push(f.type);
+    }
+    if (f.parentId !== null) {
+      conds.push('parent_id = ?');
+      params.push(f.parentId);
+    }
+    if (f.pastDays !== null) {
+      conds.push('ctime >= ?');
+      params.push(Date.now() - f.pastDays * DAY_MS);
+    }
+    let sql = `SELECT ${COLS} FROM processes`;
+    if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
+    sql += ' ORDER BY id DESC';
+    if (f.limit !== null) {
+      sql += ' LIMIT ?';
+      params.push(f.limit);
+    }
+    return this.guard('listProcesses', () => {
+      let st = this.listStatements.get(sql);
+      if (st === undefined) {
+        st = this.db.prepare(sql);
+        this.listStatements.set(sql, st);
+      }
+      return (st.all(...params) as ProcessRow[]).map(toRecord);
+    });
+  }
+
+  async countByState(): Promise<Record<ProcessState, number>> {
+    return this.guard('countByState', () => {
+      const out = emptyCounts();
+      for (const r of this.s.counts.all() as { state: ProcessState; n: number }[]) out[r.state] = r.n;
+      return out;
+    });
+  }
+
+  async addReport(id: number, message: string): Promise<void> {
+    checkId(id, 'addReport');
+    if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
+    this.guard('addReport', () => {
+      try {
+        this.s.addReport.run(id, Date.now(), message);
+      } catch (err) {
+        if (sqliteCode(err) === 'SQLITE_CONSTRAINT_FOREIGNKEY') {
+          throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
+        }
+        throw err;
+      }
+    });
+  }
+
+  async getReports(id: number): Promise<ReportLine[]> {
+    checkId(id, 'getReports');
+    return this.guard('getReports', () => this.s.reports.all(id) as ReportLine[]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}

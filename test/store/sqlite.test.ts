@@ -1,0 +1,198 @@
+/**
+ * The SQLite adapter: the conformance suite on a temp file, plus what only SQLite has: file and
+ * directory modes, and several OS processes writing one file at once (busy handling, claims and
+ * wake-ups across processes).
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
+import { StoreError } from '../../src/errors/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { REPO_ROOT, cleanupTempDirs, tempDir } from '../helpers/env.js';
+import { storeConformance, type StoreHarness } from './conformance.js';
+
+function sqliteHarness(): StoreHarness {
+  const file = path.join(tempDir('drover-store-'), 'data', 'store.db');
+  return {
+    open: () => openStore({ backend: 'sqlite', path: file }),
+    async insertSchemaVersion(version) {
+      const db = new Database(file);
+      try {
+        db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(version, Date.now());
+      } finally {
+        db.close();
+      }
+    },
+    fresh: async () => sqliteHarness(),
+    teardown: async () => fs.rmSync(path.dirname(path.dirname(file)), { recursive: true, force: true }),
+  };
+}
+
+storeConformance('SQLite', async () => sqliteHarness());
+
+const STORE_MODULE = pathToFileURL(path.join(REPO_ROOT, 'dist', 'src', 'store', 'index.js')).href;
+
+/** Runs `script` (an ES module body with `openStore` in scope) in a new Node process; returns its JSON output. */
+function runNode(script: string, env: Record<string, string>): Promise<unknown> {
+  const code = `import { openStore } from ${JSON.stringify(STORE_MODULE)};\n${script}`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      if (status !== 0) return reject(new Error(`node exited with ${status}: ${err}`));
+      try {
+        resolve(JSON.parse(out));
+      } catch (e) {
+        reject(new Error(`bad output ${JSON.stringify(out)}: ${String(e)}; stderr: ${err}`));
+      }
+    });
+  });
+}
+
+/** Creates, claims (racing the other writers) and completes processes; drains what is left. */
+const WRITER = `
+const s = await openStore({ backend: 'sqlite', path: process.env.STORE_FILE });
+const owner = process.env.OWNER;
+const done = { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null };
+let won = 0;
+const round = async () => {
+  const ids = await s.pendingDispatches(0, 40);
+  const res = await s.claim(ids, owner, 30000);
+  const mine = ids.filter((_, i) => res[i].claimed);
+  const ends = await s.completeMany(mine.map((id) => ({ id, owner, outcome: done })));
+  if (ends.some((e) => !e.ok)) throw new Error('lost a lease it had just taken');
+  won += mine.length;
+  return ids.length;
+};
+for (let r = 0; r < Number(process.env.ROUNDS); r++) {
+  await s.createProcesses(Array.from({ length: 20 }, (_, i) => ({ type: 'mp', inputs: { owner, r, i } })));
+  await s.addReport(1, owner + ' round ' + r);
+  await round();
+}
+while ((await round()) > 0);
+await s.close();
+console.log(JSON.stringify({ won }));
+`;
+
+describe('SQLite store', function () {
+  after(cleanupTempDirs);
+
+  it('creates a missing parent directory 0700 and the file 0600', async function () {
+    const dir = path.join(tempDir(), 'a', 'b');
+    const file = path.join(dir, 'store.db');
+    const s = await openStore({ backend: 'sqlite', path: file });
+    try {
+      assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+      assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+      assert.equal((s as unknown as { file: string }).file, file);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses a file that is not a database, naming it', async function () {
+    const file = path.join(tempDir(), 'junk.db');
+    fs.writeFileSync(file, 'this is not a database, just some text that is long enough '.repeat(200));
+    await assert.rejects(
+      openStore({ backend: 'sqlite', path: file }),
+      (err: unknown) => err instanceof StoreError && err.message.includes(file) && /not a database/.test(err.message),
+    );
+  });
+
+  it('refuses a path it cannot create, naming it', async function () {
+    const blocker = path.join(tempDir(), 'file');
+    fs.writeFileSync(blocker, '');
+    const file = path.join(blocker, 'sub', 'store.db');
+    await assert.rejects(
+      openStore({ backend: 'sqlite', path: file }),
+      (err: unknown) => err instanceof StoreError && err.message.includes(file),
+    );
+  });
+
+  it('several OS processes write one file at once: nothing fails, every process runs exactly once', async function () {
+    this.timeout(60_000);
+    const file = path.join(tempDir(), 'shared', 'store.db');
+    // The processes also race on creating and migrating the new file.
+    const outs = (await Promise.all(
+      ['w1', 'w2', 'w3'].map((owner) => runNode(WRITER, { STORE_FILE: file, OWNER: owner, ROUNDS: '25' })),
+    )) as { won: number }[];
+    const s = await openStore({ backend: 'sqlite', path: file });
+    try {
+      const total = 3 * 25 * 20;
+      assert.equal(
+        outs.reduce((n, o) => n + o.won, 0),
+        total,
+      );
+      const counts = await s.countByState();
+      assert.deepEqual(counts, { created: 0, running: 0, waiting: 0, finished: total, excepted: 0, killed: 0 });
+      const all = await s.listProcesses({ type: 'mp' });
+      assert.ok(all.every((p) => p.runs === 1));
+      assert.equal((await s.getReports(1)).length, 75);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a child ending in one OS process while its parent checkpoints in another never loses the wake-up', async function () {
+    this.timeout(60_000);
+    const file = path.join(tempDir(), 'wake', 'store.db');
+    const s: ProcessStore = await openStore({ backend: 'sqlite', path: file });
+    try {
+      const pairs: [number, number][] = [];
+      for (let i = 0; i < 150; i++) {
+        const [parent] = await s.createProcesses([{ type: 'parent', inputs: i }]);
+        await s.claim([parent!], 'P', 60_000);
+        const child = await s.submitChild(parent!, 'P', 0, { type: 'child', inputs: i });
+        await s.claim([child], 'C', 60_000);
+        pairs.push([parent!, child]);
+      }
+      const env = { STORE_FILE: file, PAIRS: JSON.stringify(pairs), START: String(Date.now() + 1500) };
+      const prelude = `
+        const s = await openStore({ backend: 'sqlite', path: process.env.STORE_FILE });
+        const pairs = JSON.parse(process.env.PAIRS);
+        await new Promise((r) => setTimeout(r, Math.max(0, Number(process.env.START) - Date.now())));
+        const out = [];`;
+      const [waits, ends] = (await Promise.all([
+        runNode(
+          `${prelude}
+          for (const [p, c] of pairs) out.push((await s.waitForChildren(p, 'P', [c])).waiting);
+          await s.close(); console.log(JSON.stringify(out));`,
+          env,
+        ),
+        runNode(
+          `${prelude}
+          const done = { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null };
+          for (const [, c] of pairs) out.push((await s.complete(c, 'C', done)).wokenParentId);
+          await s.close(); console.log(JSON.stringify(out));`,
+          env,
+        ),
+      ])) as [boolean[], (number | null)[]];
+      const pending = new Set(await s.pendingDispatches(0, 100_000));
+      for (let i = 0; i < pairs.length; i++) {
+        const [parent] = pairs[i]!;
+        const p = (await s.getProcess(parent))!;
+        if (waits[i]) {
+          assert.equal(ends[i], parent, `pair ${i}: the child woke its waiting parent`);
+          assert.equal(p.state, 'waiting');
+          assert.ok(pending.has(parent), `pair ${i}: the woken parent is pending dispatch`);
+        } else {
+          assert.equal(ends[i], null);
+          assert.deepEqual([p.state, p.leaseOwner], ['running', 'P']);
+        }
+      }
+    } finally {
+      await s.close();
+    }
+  });
+});
