@@ -3,8 +3,13 @@
  *
  * The file is always written atomically (temp file, fsync, rename) with mode 0600, since it holds
  * broker and database passwords. A file that does not parse or validate is never overwritten:
- * loading it throws a {@link ConfigError} naming the file and what is wrong (JSON position, or the
- * key and the expected type). A file written by a newer version of Drover is refused.
+ * loading it throws a {@link ConfigError} naming the file and what is wrong (JSON line and column,
+ * or the key and the expected type). A file written by a newer version of Drover is refused.
+ * Unknown keys are rejected rather than dropped, so that saving never silently loses what a user
+ * wrote by hand (a typo such as `"brokr"` is reported, not erased).
+ *
+ * Two commands changing the file at the same time must not lose each other's change: a save
+ * checks that the file still holds what was loaded and otherwise fails without writing.
  *
  * @module
  */
@@ -15,8 +20,10 @@ import { ConfigError, ProfileError, ProfileNotFoundError } from '../errors/index
 import { writeFileAtomicSync, ensurePrivateDir } from '../util/fs.js';
 import { configFilePath, dataDir } from './paths.js';
 import { validateProfileName } from './profile-name.js';
+import { findJsonSyntaxError } from './json-position.js';
 import {
   OPTION_SPECS,
+  describeOptionType,
   getOptionSpec,
   resolveOptions,
   validateOptionValue,
@@ -32,8 +39,7 @@ export type StorageSettings = { backend: 'sqlite'; path: string } | { backend: '
 
 /** How a profile reaches RabbitMQ, as written in the file. */
 export type BrokerSettingsRaw =
-  | { url: string }
-  | { host?: string; port?: number; user?: string; password?: string; vhost?: string };
+  { url: string } | { host?: string; port?: number; user?: string; password?: string; vhost?: string };
 
 /** A profile as stored in the file. */
 export interface ProfileRecord {
@@ -77,6 +83,23 @@ export interface Profile {
 /** Default broker URL: RabbitMQ on localhost with the guest account. */
 export const DEFAULT_BROKER_URL = 'amqp://guest:guest@127.0.0.1:5672';
 
+/** Returns `url` with its password (if any) replaced by `***`; text that is not a URL is returned as is. */
+export function hideUrlPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === '') return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/** A one-line description of a storage setting for display, e.g. `sqlite:/path` (passwords hidden). */
+export function describeStorage(storage: StorageSettings): string {
+  return storage.backend === 'sqlite' ? `sqlite:${storage.path}` : hideUrlPassword(storage.url);
+}
+
 /** Resolves raw broker settings into a URL and its parts. */
 export function resolveBroker(raw: BrokerSettingsRaw): BrokerSettings {
   let url: URL;
@@ -93,15 +116,13 @@ export function resolveBroker(raw: BrokerSettingsRaw): BrokerSettings {
   }
   const port = url.port === '' ? (url.protocol === 'amqps:' ? 5671 : 5672) : Number(url.port);
   const vhost = url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : '/';
-  const display = new URL(url.toString());
-  if (display.password !== '') display.password = '***';
   return {
     url: url.toString(),
     host: url.hostname,
     port,
     user: decodeURIComponent(url.username),
     vhost,
-    displayUrl: display.toString(),
+    displayUrl: hideUrlPassword(url.toString()),
   };
 }
 
@@ -110,11 +131,15 @@ function checkBrokerUrl(text: string, where: string): void {
   try {
     url = new URL(text);
   } catch {
-    throw new ConfigError(`${where}: broker URL ${JSON.stringify(text)} is not a valid URL`);
+    throw new ConfigError(`${where}: broker URL ${JSON.stringify(hideUrlPassword(text))} is not a valid URL`);
   }
   if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:') {
-    throw new ConfigError(`${where}: broker URL must start with amqp:// or amqps://, got ${JSON.stringify(text)}`);
+    throw new ConfigError(
+      `${where}: broker URL must start with amqp:// or amqps://, got ${JSON.stringify(hideUrlPassword(text))}`,
+    );
   }
+  if (url.hostname === '')
+    throw new ConfigError(`${where}: broker URL ${JSON.stringify(hideUrlPassword(text))} has no host`);
 }
 
 function checkPostgresUrl(text: string, where: string): void {
@@ -122,10 +147,12 @@ function checkPostgresUrl(text: string, where: string): void {
   try {
     url = new URL(text);
   } catch {
-    throw new ConfigError(`${where}: PostgreSQL URL ${JSON.stringify(text)} is not a valid URL`);
+    throw new ConfigError(`${where}: PostgreSQL URL ${JSON.stringify(hideUrlPassword(text))} is not a valid URL`);
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    throw new ConfigError(`${where}: PostgreSQL URL must start with postgres://, got ${JSON.stringify(text)}`);
+    throw new ConfigError(
+      `${where}: PostgreSQL URL must start with postgres:// or postgresql://, got ${JSON.stringify(hideUrlPassword(text))}`,
+    );
   }
 }
 
@@ -133,11 +160,12 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function positionToLineColumn(text: string, pos: number): { line: number; column: number } {
-  const before = text.slice(0, pos);
-  const line = before.split('\n').length;
-  const column = pos - before.lastIndexOf('\n');
-  return { line, column };
+function rejectUnknownKeys(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) {
+      throw new ConfigError(`${where}: unknown key '${k}' (allowed: ${allowed.join(', ')})`);
+    }
+  }
 }
 
 function validateOptions(raw: unknown, where: string): Record<string, OptionValue> {
@@ -145,7 +173,9 @@ function validateOptions(raw: unknown, where: string): Record<string, OptionValu
   if (!isObject(raw)) throw new ConfigError(`${where} must be an object`);
   const out: Record<string, OptionValue> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (!OPTION_SPECS.has(k)) throw new ConfigError(`${where}: unknown option '${k}'`);
+    if (!OPTION_SPECS.has(k)) {
+      throw new ConfigError(`${where}: unknown option '${k}'; known options: ${[...OPTION_SPECS.keys()].join(', ')}`);
+    }
     out[k] = validateOptionValue(k, v, where);
   }
   return out;
@@ -156,21 +186,27 @@ function validateProfileRecord(name: string, raw: unknown, file: string): Profil
   try {
     validateProfileName(name);
   } catch (err) {
-    throw new ConfigError(`${file}: ${(err as Error).message}`);
+    throw new ConfigError(`${file}: in 'profiles': ${(err as Error).message}`);
   }
   if (!isObject(raw)) throw new ConfigError(`${where} must be an object`);
+  rejectUnknownKeys(raw, ['uuid', 'storage', 'broker', 'options'], where);
   const { uuid, storage, broker, options } = raw;
-  if (typeof uuid !== 'string' || !/^[0-9a-f-]{36}$/i.test(uuid)) {
+  if (typeof uuid !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uuid)) {
     throw new ConfigError(`${where}.uuid must be a UUID string, got ${JSON.stringify(uuid)}`);
   }
   if (!isObject(storage)) throw new ConfigError(`${where}.storage must be an object`);
   let st: StorageSettings;
   if (storage.backend === 'sqlite') {
+    rejectUnknownKeys(storage, ['backend', 'path'], `${where}.storage`);
     if (typeof storage.path !== 'string' || storage.path === '') {
       throw new ConfigError(`${where}.storage.path must be a non-empty string`);
     }
+    if (!path.isAbsolute(storage.path)) {
+      throw new ConfigError(`${where}.storage.path must be an absolute path, got ${JSON.stringify(storage.path)}`);
+    }
     st = { backend: 'sqlite', path: storage.path };
   } else if (storage.backend === 'postgres') {
+    rejectUnknownKeys(storage, ['backend', 'url'], `${where}.storage`);
     if (typeof storage.url !== 'string') throw new ConfigError(`${where}.storage.url must be a string`);
     checkPostgresUrl(storage.url, `${where}.storage.url`);
     st = { backend: 'postgres', url: storage.url };
@@ -182,16 +218,21 @@ function validateProfileRecord(name: string, raw: unknown, file: string): Profil
   if (!isObject(broker)) throw new ConfigError(`${where}.broker must be an object`);
   let br: BrokerSettingsRaw;
   if ('url' in broker) {
+    rejectUnknownKeys(broker, ['url'], `${where}.broker (a 'url' cannot be combined with host, port, ...)`);
     if (typeof broker.url !== 'string') throw new ConfigError(`${where}.broker.url must be a string`);
     checkBrokerUrl(broker.url, `${where}.broker.url`);
     br = { url: broker.url };
   } else {
+    rejectUnknownKeys(broker, ['host', 'port', 'user', 'password', 'vhost'], `${where}.broker`);
     const b: { host?: string; port?: number; user?: string; password?: string; vhost?: string } = {};
     for (const key of ['host', 'user', 'password', 'vhost'] as const) {
       const v = broker[key];
       if (v === undefined) continue;
       if (typeof v !== 'string') throw new ConfigError(`${where}.broker.${key} must be a string`);
       b[key] = v;
+    }
+    if (b.host !== undefined && !/^([A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\])$/.test(b.host)) {
+      throw new ConfigError(`${where}.broker.host is not a valid host name: ${JSON.stringify(b.host)}`);
     }
     if (broker.port !== undefined) {
       const p = broker.port;
@@ -205,25 +246,30 @@ function validateProfileRecord(name: string, raw: unknown, file: string): Profil
   return { uuid, storage: st, broker: br, options: validateOptions(options, `${where}.options`) };
 }
 
-/** Parses and validates the text of a configuration file. */
+/**
+ * Parses and validates the text of a configuration file.
+ * @throws ConfigError naming `file` and what is wrong; the message never quotes the file's content
+ *   beyond the offending key (it may hold passwords).
+ */
 export function parseConfig(text: string, file: string): ConfigData {
+  // Editors on some systems add a byte-order mark; it is not JSON but means no harm.
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = JSON.parse(body);
   } catch (err) {
-    const msg = (err as Error).message;
-    const m = /position (\d+)/.exec(msg);
-    if (m) {
-      const pos = Number(m[1]);
-      const { line, column } = positionToLineColumn(text, pos);
-      throw new ConfigError(`${file}: invalid JSON at line ${line} column ${column} (position ${pos}): ${msg}`, {
-        cause: err,
-      });
+    const problem = findJsonSyntaxError(body);
+    if (problem) {
+      throw new ConfigError(
+        `${file}: invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.reason}`,
+        { cause: err },
+      );
     }
-    throw new ConfigError(`${file}: invalid JSON: ${msg}`, { cause: err });
+    throw new ConfigError(`${file}: invalid JSON`, { cause: err });
   }
   if (!isObject(raw)) throw new ConfigError(`${file}: the top level must be a JSON object`);
   const version = raw.version;
+  if (version === undefined) throw new ConfigError(`${file}: 'version' is missing (expected ${CONFIG_VERSION})`);
   if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) {
     throw new ConfigError(`${file}: 'version' must be a positive integer, got ${JSON.stringify(version)}`);
   }
@@ -233,6 +279,7 @@ export function parseConfig(text: string, file: string): ConfigData {
         `${CONFIG_VERSION}); refusing to read or change it`,
     );
   }
+  rejectUnknownKeys(raw, ['version', 'default_profile', 'options', 'profiles'], file);
   const profilesRaw = raw.profiles ?? {};
   if (!isObject(profilesRaw)) throw new ConfigError(`${file}: 'profiles' must be an object`);
   const profiles: Record<string, ProfileRecord> = {};
@@ -241,7 +288,7 @@ export function parseConfig(text: string, file: string): ConfigData {
   if (def !== null && typeof def !== 'string') {
     throw new ConfigError(`${file}: 'default_profile' must be a string or null`);
   }
-  if (def !== null && !(def in profiles)) {
+  if (def !== null && !Object.hasOwn(profiles, def)) {
     throw new ConfigError(`${file}: 'default_profile' names profile '${def}', which is not in 'profiles'`);
   }
   return {
@@ -252,40 +299,96 @@ export function parseConfig(text: string, file: string): ConfigData {
   };
 }
 
+/** The text {@link Config.save} writes for `data`. */
+function serialize(data: ConfigData): string {
+  return JSON.stringify(data, null, 2) + '\n';
+}
+
+/** Reads a file, or returns null when it does not exist. */
+function readIfExists(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Creates `file` with `text` only if it does not exist, atomically: a complete temp file is
+ * hard-linked to the name, which fails when the name is taken. Returns false when it existed.
+ */
+function createExclusiveSync(file: string, text: string): boolean {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.new`);
+  writeFileAtomicSync(tmp, text, 0o600);
+  try {
+    fs.linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    // File systems without hard links: fall back to check-then-rename (a tiny race remains).
+    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+      if (fs.existsSync(file)) return false;
+      fs.renameSync(tmp, file);
+      return true;
+    }
+    throw err;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
 /** Arguments of {@link Config.setupProfile}. */
 export interface ProfileSetup {
   storage?: 'sqlite' | 'postgres';
   postgresUrl?: string;
+  /** SQLite file; default `<data dir>/processes.sqlite`. Relative paths are resolved against the cwd. */
   sqlitePath?: string;
   brokerUrl?: string;
   setDefault?: boolean;
 }
 
+/** One row of {@link Config.describeOptions}. */
+export interface OptionEntry {
+  name: string;
+  /** Effective value for the scope asked about. */
+  value: OptionValue;
+  /** Where the value comes from. */
+  source: 'default' | 'global' | 'profile';
+  default: OptionValue;
+  /** What values are accepted, e.g. `an integer from 1 to 256`. */
+  type: string;
+  description: string;
+  restartRequired: boolean;
+}
+
 /**
- * The configuration in memory. Changes are made on a copy and written with {@link Config.save};
- * a change that fails validation leaves both the object and the file untouched.
+ * The configuration in memory. Changes are made on a copy, validated as a whole, and written with
+ * {@link Config.save}; a change that fails validation leaves both the object and the file untouched.
  */
 export class Config {
   private constructor(
     /** Absolute path of the file. */
     readonly file: string,
     private data: ConfigData,
-    /** False when the file does not exist yet. */
-    public exists: boolean,
+    /** The file's text as loaded (null: it did not exist); a save checks it is still there. */
+    private loadedText: string | null,
   ) {}
 
   /** Loads the configuration file (or an empty configuration when there is none). */
   static load(file: string = configFilePath()): Config {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return new Config(file, { version: CONFIG_VERSION, default_profile: null, options: {}, profiles: {} }, false);
-      }
-      throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`, { cause: err });
+    const text = readIfExists(file);
+    if (text === null) {
+      return new Config(file, { version: CONFIG_VERSION, default_profile: null, options: {}, profiles: {} }, null);
     }
-    return new Config(file, parseConfig(text, file), true);
+    return new Config(file, parseConfig(text, file), text);
+  }
+
+  /** False when the file does not exist (yet). */
+  get exists(): boolean {
+    return this.loadedText !== null;
   }
 
   /** A deep copy of the file's data. */
@@ -303,17 +406,22 @@ export class Config {
     return this.data.default_profile;
   }
 
+  /** True when a profile of that name exists (the name is validated first). */
+  hasProfile(name: string): boolean {
+    validateProfileName(name);
+    return Object.hasOwn(this.data.profiles, name);
+  }
+
   /** The stored record of a profile. */
   getProfileRecord(name: string): ProfileRecord {
-    validateProfileName(name);
-    const p = this.data.profiles[name];
-    if (!p) {
+    if (!this.hasProfile(name)) {
       const known = this.profileNames;
       throw new ProfileNotFoundError(
-        `profile '${name}' does not exist in ${this.file}` + (known.length ? ` (profiles: ${known.join(', ')})` : ''),
+        `profile '${name}' does not exist in ${this.file}` +
+          (known.length ? ` (profiles: ${known.join(', ')})` : ' (it has no profiles)'),
       );
     }
-    return structuredClone(p);
+    return structuredClone(this.data.profiles[name]!);
   }
 
   /** A resolved profile. */
@@ -334,26 +442,70 @@ export class Config {
     return structuredClone(this.data.options);
   }
 
+  /**
+   * The name of the profile to act on: `name`, else `DROVER_PROFILE`, else the default profile.
+   * @throws ProfileError for an invalid name, ProfileNotFoundError when it does not exist or no
+   *   profile was named and there is no default.
+   */
+  currentProfileName(name?: string, env: NodeJS.ProcessEnv = process.env): string {
+    const wanted = name ?? (env.DROVER_PROFILE ? env.DROVER_PROFILE : undefined);
+    const target = wanted ?? this.defaultProfile;
+    if (target === null) {
+      throw new ProfileNotFoundError(
+        `no profile given and no default profile in ${this.file}; create one with 'drover profile setup NAME' ` +
+          `or choose one with 'drover profile set-default NAME'`,
+      );
+    }
+    this.getProfileRecord(target);
+    return target;
+  }
+
+  /**
+   * First use: when the file does not exist yet, adds the profile `name` (default `default`) in
+   * memory (SQLite store under the data dir, RabbitMQ on localhost) as the default, and returns
+   * the one-line notice to show. Returns null when the file exists (nothing is changed then).
+   * The caller saves.
+   */
+  createFirstProfile(name?: string, env: NodeJS.ProcessEnv = process.env): string | null {
+    if (this.exists) return null;
+    const wanted = name ?? (env.DROVER_PROFILE ? env.DROVER_PROFILE : 'default');
+    if (this.hasProfile(wanted)) return null;
+    const p = this.setupProfile(wanted, { setDefault: true }, env);
+    return (
+      `Created profile '${wanted}' in ${this.file} (store ${describeStorage(p.storage)}, ` +
+      `broker ${p.broker.displayUrl}).`
+    );
+  }
+
   private mutate(fn: (d: ConfigData) => void): void {
     const copy = structuredClone(this.data);
     fn(copy);
     // Re-validate the whole result, so no change can produce a file that would not load.
-    this.data = parseConfig(JSON.stringify(copy), this.file);
+    this.data = parseConfig(serialize(copy), this.file);
   }
 
   /** Adds a profile. The first profile becomes the default. */
   setupProfile(name: string, setup: ProfileSetup = {}, env: NodeJS.ProcessEnv = process.env): Profile {
-    validateProfileName(name);
-    if (name in this.data.profiles) throw new ProfileError(`profile '${name}' already exists in ${this.file}`);
+    if (this.hasProfile(name)) throw new ProfileError(`profile '${name}' already exists in ${this.file}`);
     const backend = setup.storage ?? (setup.postgresUrl ? 'postgres' : 'sqlite');
     let storage: StorageSettings;
     if (backend === 'postgres') {
       if (!setup.postgresUrl) throw new ConfigError('--postgres-url is required with --storage postgres');
+      if (setup.sqlitePath !== undefined) throw new ConfigError('--sqlite-path only applies with --storage sqlite');
       checkPostgresUrl(setup.postgresUrl, '--postgres-url');
       storage = { backend: 'postgres', url: setup.postgresUrl };
     } else {
       if (setup.postgresUrl) throw new ConfigError('--postgres-url only applies with --storage postgres');
-      storage = { backend: 'sqlite', path: path.resolve(setup.sqlitePath ?? path.join(dataDir(name, env), 'processes.sqlite')) };
+      if (setup.sqlitePath === '') throw new ConfigError('--sqlite-path must not be empty');
+      const file = path.resolve(setup.sqlitePath ?? path.join(dataDir(name, env), 'processes.sqlite'));
+      const other = this.profileNames.find((n) => {
+        const s = this.data.profiles[n]!.storage;
+        return s.backend === 'sqlite' && s.path === file;
+      });
+      if (other !== undefined) {
+        throw new ConfigError(`--sqlite-path: ${file} is already the store of profile '${other}'`);
+      }
+      storage = { backend: 'sqlite', path: file };
     }
     if (setup.brokerUrl !== undefined) checkBrokerUrl(setup.brokerUrl, '--broker-url');
     this.mutate((d) => {
@@ -368,12 +520,20 @@ export class Config {
     return this.getProfile(name);
   }
 
-  /** Removes a profile from the file (its data is left to the caller). */
+  /**
+   * Removes a profile from the configuration (its data is left to the caller). When it was the
+   * default and exactly one profile remains, that one becomes the default; with several left
+   * there is no default until one is chosen, so that no command silently acts on another
+   * profile's processes.
+   */
   deleteProfile(name: string): void {
     this.getProfileRecord(name);
     this.mutate((d) => {
       delete d.profiles[name];
-      if (d.default_profile === name) d.default_profile = Object.keys(d.profiles).sort()[0] ?? null;
+      if (d.default_profile === name) {
+        const rest = Object.keys(d.profiles);
+        d.default_profile = rest.length === 1 ? rest[0]! : null;
+      }
     });
   }
 
@@ -387,7 +547,7 @@ export class Config {
 
   /** Sets an option globally (`profile` undefined) or for one profile. The value is validated. */
   setOption(key: string, value: OptionValue, profile?: string): void {
-    const v = validateOptionValue(key, value, profile ? `profile '${profile}'` : 'global options');
+    const v = validateOptionValue(key, value, profile !== undefined ? `profile '${profile}'` : 'global options');
     if (profile !== undefined) this.getProfileRecord(profile);
     this.mutate((d) => {
       if (profile === undefined) d.options[key] = v;
@@ -395,29 +555,63 @@ export class Config {
     });
   }
 
-  /** Removes an option's value globally or from one profile. */
-  unsetOption(key: string, profile?: string): void {
+  /**
+   * Removes an option's value globally or from one profile.
+   * @returns false when it was not set there (nothing changed).
+   */
+  unsetOption(key: string, profile?: string): boolean {
     getOptionSpec(key);
-    if (profile !== undefined) this.getProfileRecord(profile);
+    const where = profile === undefined ? this.data.options : this.getProfileRecord(profile).options;
+    if (!Object.hasOwn(where, key)) return false;
     this.mutate((d) => {
       if (profile === undefined) delete d.options[key];
       else delete d.profiles[profile]!.options[key];
     });
+    return true;
   }
 
-  /** Where an option's effective value for a profile comes from. */
+  /** Where an option's effective value for a profile (or globally) comes from. */
   optionSource(key: string, profile?: string): 'profile' | 'global' | 'default' {
     getOptionSpec(key);
-    if (profile !== undefined && key in this.getProfileRecord(profile).options) return 'profile';
-    if (key in this.data.options) return 'global';
+    if (profile !== undefined && Object.hasOwn(this.getProfileRecord(profile).options, key)) return 'profile';
+    if (Object.hasOwn(this.data.options, key)) return 'global';
     return 'default';
   }
 
-  /** Writes the file atomically with mode 0600 (its directory 0700). */
+  /** Every option with its effective value and source, for a profile or (no profile) globally. */
+  describeOptions(profile?: string): OptionEntry[] {
+    const local = profile === undefined ? {} : this.getProfileRecord(profile).options;
+    const resolved = resolveOptions(this.data.options, local) as unknown as Record<string, OptionValue>;
+    return [...OPTION_SPECS.values()].map((spec) => ({
+      name: spec.name,
+      value: resolved[spec.name]!,
+      source: this.optionSource(spec.name, profile),
+      default: structuredClone(spec.default),
+      type: describeOptionType(spec.type),
+      description: spec.description,
+      restartRequired: spec.restartRequired,
+    }));
+  }
+
+  /**
+   * Writes the file atomically with mode 0600 (its directory 0700).
+   * @throws ConfigError when the file changed on disk since it was loaded (another command wrote
+   *   it); nothing is written then.
+   */
   save(): void {
     ensurePrivateDir(path.dirname(this.file));
-    writeFileAtomicSync(this.file, JSON.stringify(this.data, null, 2) + '\n', 0o600);
-    this.exists = true;
+    const text = serialize(this.data);
+    const conflict = (): ConfigError =>
+      new ConfigError(
+        `${this.file} was changed by another program while this command ran; nothing was written, run the command again`,
+      );
+    if (this.loadedText === null) {
+      if (!createExclusiveSync(this.file, text)) throw conflict();
+    } else {
+      if (readIfExists(this.file) !== this.loadedText) throw conflict();
+      writeFileAtomicSync(this.file, text, 0o600);
+    }
+    this.loadedText = text;
   }
 }
 
@@ -427,38 +621,34 @@ export interface ResolveProfileOptions {
   file?: string;
   env?: NodeJS.ProcessEnv;
   /**
-   * Called with a one-line notice when a default profile had to be created (first use). When
-   * omitted, no profile is created and a missing configuration is an error.
+   * Called with a one-line notice when a profile had to be created (first use: no configuration
+   * file). When omitted, nothing is created and a missing configuration is an error.
    */
   onCreate?: (message: string) => void;
 }
 
 /**
  * Resolves the profile to act on: `name`, else `DROVER_PROFILE`, else the default profile. On first
- * use (no configuration file) and when `onCreate` is given, a `default` profile is created with a
- * SQLite store under the data directory and RabbitMQ on localhost.
+ * use (no configuration file) and when `onCreate` is given, that profile (default: `default`) is
+ * created with a SQLite store under the data directory and RabbitMQ on localhost.
  */
 export function resolveProfile(name?: string, opts: ResolveProfileOptions = {}): Profile {
   const env = opts.env ?? process.env;
   const file = opts.file ?? configFilePath(env);
-  const config = Config.load(file);
-  const wanted = name ?? (env.DROVER_PROFILE ? env.DROVER_PROFILE : undefined);
-  if (wanted !== undefined) validateProfileName(wanted);
-  if (config.profileNames.length === 0 && opts.onCreate) {
-    const created = wanted ?? 'default';
-    const p = config.setupProfile(created, { setDefault: true }, env);
-    config.save();
-    opts.onCreate(
-      `Created profile '${created}' in ${file} (SQLite store ${p.storage.backend === 'sqlite' ? p.storage.path : ''}, ` +
-        `broker ${p.broker.displayUrl}).`,
-    );
-    return p;
+  if (name !== undefined) validateProfileName(name);
+  let config = Config.load(file);
+  if (opts.onCreate) {
+    const notice = config.createFirstProfile(name, env);
+    if (notice !== null) {
+      try {
+        config.save();
+        opts.onCreate(notice);
+      } catch (err) {
+        // Another command created the file at the same moment: use what it wrote.
+        if (!fs.existsSync(file)) throw err;
+        config = Config.load(file);
+      }
+    }
   }
-  const target = wanted ?? config.defaultProfile;
-  if (target === null) {
-    throw new ProfileNotFoundError(
-      `no profile given and no default profile in ${file}; create one with 'drover profile setup NAME'`,
-    );
-  }
-  return config.getProfile(target);
+  return config.getProfile(config.currentProfileName(name, env));
 }

@@ -34,7 +34,9 @@ const specs: OptionSpec[] = [
     name: 'daemon.timeout',
     type: { kind: 'number', min: 0.05, max: 3600, unit: 'seconds' },
     default: 2,
-    description: 'Seconds the client waits for the daemon to answer before raising DaemonTimeoutException.',
+    description:
+      'Seconds the client waits for the daemon to answer before raising DaemonTimeoutException; also bounds ' +
+      'each reachability check of drover status.',
     restartRequired: false,
   },
   {
@@ -64,8 +66,7 @@ const specs: OptionSpec[] = [
     name: 'daemon.shutdown_grace',
     type: { kind: 'number', min: 0, max: 3600, unit: 'seconds' },
     default: 30,
-    description:
-      'Seconds a stopping worker lets running processes finish before releasing them to other workers.',
+    description: 'Seconds a stopping worker lets running processes finish before releasing them to other workers.',
     restartRequired: true,
   },
   {
@@ -73,7 +74,7 @@ const specs: OptionSpec[] = [
     type: { kind: 'number', min: 2, max: 3600, unit: 'seconds' },
     default: 30,
     description:
-      'Lease a worker holds on a running process; renewed every third of it. A dead machine\'s processes ' +
+      "Lease a worker holds on a running process; renewed every third of it. A dead machine's processes " +
       'are re-dispatched after it expires.',
     restartRequired: true,
   },
@@ -118,12 +119,17 @@ export function getOptionSpec(name: string): OptionSpec {
   return spec;
 }
 
-function describeType(t: OptionType): string {
+/** Describes what values an option type accepts, e.g. `an integer from 1 to 256`. */
+export function describeOptionType(t: OptionType): string {
   switch (t.kind) {
     case 'number': {
       const what = t.integer ? 'an integer' : 'a number';
       const range =
-        t.min !== undefined && t.max !== undefined ? ` from ${t.min} to ${t.max}` : t.min !== undefined ? ` >= ${t.min}` : '';
+        t.min !== undefined && t.max !== undefined
+          ? ` from ${t.min} to ${t.max}`
+          : t.min !== undefined
+            ? ` >= ${t.min}`
+            : '';
       return `${what}${range}${t.unit ? ` (${t.unit})` : ''}`;
     }
     case 'enum':
@@ -131,19 +137,21 @@ function describeType(t: OptionType): string {
     case 'string-list':
       return 'a list of strings';
     case 'backoff':
-      return 'an object {"initial": seconds > 0, "max": seconds >= initial, "factor": >= 1}';
+      return 'an object {"initial": seconds > 0, "max": seconds from initial to 3600, "factor": 1 to 100}';
   }
 }
 
 /**
- * Validates a value already parsed from JSON (the config file) and returns it.
- * @param where - where the value came from, for the error message.
+ * Validates a value already parsed from JSON (the config file) and returns a copy of it.
+ * @param where - where the value came from, for the error message (may be empty).
+ * @throws ConfigError naming the option, the expected type and the value given.
  */
 export function validateOptionValue(name: string, value: unknown, where: string): OptionValue {
   const spec = getOptionSpec(name);
   const t = spec.type;
   const fail = (): never => {
-    throw new ConfigError(`${where}: option '${name}' must be ${describeType(t)}, got ${JSON.stringify(value)}`);
+    const prefix = where === '' ? '' : `${where}: `;
+    throw new ConfigError(`${prefix}option '${name}' must be ${describeOptionType(t)}, got ${JSON.stringify(value)}`);
   };
   switch (t.kind) {
     case 'number': {
@@ -166,7 +174,7 @@ export function validateOptionValue(name: string, value: unknown, where: string)
       if (keys !== 'factor,initial,max') return fail();
       const { initial, max, factor } = v;
       if (typeof initial !== 'number' || typeof max !== 'number' || typeof factor !== 'number') return fail();
-      if (!(initial > 0) || !(max >= initial) || !(factor >= 1) || max > 3600) return fail();
+      if (!(initial > 0) || !(max >= initial) || !(factor >= 1) || max > 3600 || factor > 100) return fail();
       return { initial, max, factor };
     }
   }
@@ -174,46 +182,53 @@ export function validateOptionValue(name: string, value: unknown, where: string)
 
 /**
  * Parses a value typed on the command line (`drover config set KEY VALUE`) and validates it.
- * Lists accept JSON (`["a","b"]`) or comma-separated text; the backoff takes JSON.
+ * Numbers are decimal; lists accept JSON (`["a","b"]`) or comma-separated text; the backoff
+ * takes JSON (`{"initial":0.5,"max":30,"factor":2}`).
+ * @throws ConfigError naming the option, the expected type and the text given.
  */
 export function parseOptionValue(name: string, text: string): OptionValue {
   const spec = getOptionSpec(name);
-  const where = 'command line';
+  const fail = (extra = ''): never => {
+    throw new ConfigError(
+      `option '${name}' must be ${describeOptionType(spec.type)}, got ${JSON.stringify(text)}${extra}`,
+    );
+  };
+  let value: unknown;
   switch (spec.type.kind) {
-    case 'number': {
-      const n = text.trim() === '' ? Number.NaN : Number(text);
-      if (!Number.isFinite(n)) {
-        throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}'`);
-      }
-      return validateOptionValue(name, n, where);
-    }
+    case 'number':
+      // Decimal notation only: Number() would also take '0x10', '' and ' '.
+      if (!/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(text)) return fail();
+      value = Number(text);
+      break;
     case 'enum':
-      return validateOptionValue(name, text, where);
-    case 'string-list': {
+      value = text;
+      break;
+    case 'string-list':
       if (text.trim().startsWith('[')) {
-        let parsed: unknown;
         try {
-          parsed = JSON.parse(text);
+          value = JSON.parse(text);
         } catch {
-          throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}' (invalid JSON)`);
+          return fail(' (invalid JSON)');
         }
-        return validateOptionValue(name, parsed, where);
+      } else {
+        value = text
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '');
       }
-      return validateOptionValue(
-        name,
-        text.split(',').map((s) => s.trim()).filter((s) => s !== ''),
-        where,
-      );
-    }
-    case 'backoff': {
-      let parsed: unknown;
+      break;
+    case 'backoff':
       try {
-        parsed = JSON.parse(text);
+        value = JSON.parse(text);
       } catch {
-        throw new ConfigError(`option '${name}' must be ${describeType(spec.type)}, got '${text}' (invalid JSON)`);
+        return fail(' (invalid JSON)');
       }
-      return validateOptionValue(name, parsed, where);
-    }
+      break;
+  }
+  try {
+    return validateOptionValue(name, value, '');
+  } catch {
+    return fail();
   }
 }
 
@@ -224,7 +239,14 @@ export function resolveOptions(
 ): Options {
   const out: Record<string, OptionValue> = {};
   for (const spec of OPTION_SPECS.values()) {
-    out[spec.name] = profile[spec.name] ?? global[spec.name] ?? spec.default;
+    // Own properties only, and copies: callers may change what they get without touching the
+    // registry's defaults or the configuration in memory.
+    const v = Object.hasOwn(profile, spec.name)
+      ? profile[spec.name]
+      : Object.hasOwn(global, spec.name)
+        ? global[spec.name]
+        : spec.default;
+    out[spec.name] = structuredClone(v as OptionValue);
   }
   return out as unknown as Options;
 }

@@ -7,6 +7,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { validateProfileName } from './profile-name.js';
 
 type Env = NodeJS.ProcessEnv;
 
@@ -14,24 +15,32 @@ function home(env: Env): string {
   return env.HOME && env.HOME !== '' ? env.HOME : os.homedir();
 }
 
+/** An XDG base directory from the environment; relative values are invalid per the spec and ignored. */
+function xdg(env: Env, name: string, fallback: string[]): string {
+  const v = env[name];
+  return v && path.isAbsolute(v) ? v : path.join(home(env), ...fallback);
+}
+
 /** Absolute path of the configuration file. */
 export function configFilePath(env: Env = process.env): string {
   if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'config.json');
-  const base = env.XDG_CONFIG_HOME || path.join(home(env), '.config');
+  const base = xdg(env, 'XDG_CONFIG_HOME', ['.config']);
   return path.resolve(base, 'drover', 'config.json');
 }
 
 /** Directory holding a profile's data (the SQLite store). */
 export function dataDir(profile: string, env: Env = process.env): string {
+  validateProfileName(profile); // it becomes a path component
   if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'data', profile);
-  const base = env.XDG_DATA_HOME || path.join(home(env), '.local', 'share');
+  const base = xdg(env, 'XDG_DATA_HOME', ['.local', 'share']);
   return path.resolve(base, 'drover', profile);
 }
 
 /** Directory holding a profile's logs. */
 export function logDir(profile: string, env: Env = process.env): string {
+  validateProfileName(profile); // it becomes a path component
   if (env.DROVER_HOME) return path.resolve(env.DROVER_HOME, 'log', profile);
-  const base = env.XDG_STATE_HOME || path.join(home(env), '.local', 'state');
+  const base = xdg(env, 'XDG_STATE_HOME', ['.local', 'state']);
   return path.resolve(base, 'drover', profile);
 }
 
@@ -44,11 +53,13 @@ const MAX_SOCKET_PATH = 100;
  * temp dir is used instead.
  */
 export function runtimeDir(profile: string, env: Env = process.env): string {
+  validateProfileName(profile); // it becomes a path component
   const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
   const tmpBase = path.join(env.TMPDIR || os.tmpdir(), `drover-${uid}`);
   let base: string;
   if (env.DROVER_HOME) base = path.resolve(env.DROVER_HOME, 'run');
-  else if (env.XDG_RUNTIME_DIR) base = path.resolve(env.XDG_RUNTIME_DIR, 'drover');
+  else if (env.XDG_RUNTIME_DIR && path.isAbsolute(env.XDG_RUNTIME_DIR))
+    base = path.resolve(env.XDG_RUNTIME_DIR, 'drover');
   else base = tmpBase;
   const dir = path.join(base, profile);
   if (Buffer.byteLength(path.join(dir, 'daemon.sock')) <= MAX_SOCKET_PATH) return dir;

@@ -1,3 +1,8 @@
+/**
+ * Profile names: the one rule for what a profile may be called.
+ *
+ * @module
+ */
 import { ProfileError } from '../errors/index.js';
 
 /** Longest allowed profile name. */
@@ -6,7 +11,7 @@ const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
 /**
  * Checks a profile name: letters, digits, `_`, `-` and `.`, not starting with `.` or `-`, at most
- * 64 characters, and not containing `..`. Profile names become directory names, systemd instance
+ * 64 characters, not containing `..`, and not `__proto__`. Profile names become directory names, systemd instance
  * names and D-Bus name parts, so anything else is rejected.
  * @throws ProfileError naming the offending name and the rule it breaks.
  */
@@ -28,5 +33,7 @@ export function validateProfileName(name: string): string {
     );
   }
   if (name.includes('..')) throw new ProfileError(`invalid profile name ${shown}: must not contain '..'`);
+  // Profiles are keys of a JSON object; this one would replace the object's prototype in JavaScript.
+  if (name === '__proto__') throw new ProfileError(`invalid profile name ${shown}: the name is reserved`);
   return name;
 }
