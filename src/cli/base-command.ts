@@ -1,20 +1,34 @@
 /**
  * Base class of every drover command: the global `-p/--profile` flag (also `DROVER_PROFILE`),
- * `--json` output, and error reporting. Commands stay thin: they parse flags, call the library
- * and print; heavy modules (store, broker) are imported lazily inside `run()` so that light
- * commands start fast.
+ * `--json` output, confirmation prompts, and error reporting. Commands stay thin: they parse
+ * flags, call the library and print; heavy modules (store, broker) are imported only by the
+ * commands that need them, so that light commands start fast.
+ *
+ * Errors are printed as one line `Error: <message>` on stderr (with `--json`: an
+ * `{"error": {"code", "message"}}` object on stdout). Exit codes: 0 success, 1 error, 2 usage
+ * error (unknown flag, missing argument), 3 ({@link EXIT_UNREACHABLE}) something checked is not
+ * reachable or not running.
  *
  * @module
  */
-import { Command, Flags, type Interfaces } from '@oclif/core';
-import { DroverError } from '../errors/index.js';
-import { resolveProfile, type Profile } from '../config/index.js';
+import readline from 'node:readline/promises';
+import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
+import { DroverError, errorMessage } from '../errors/index.js';
+import { Config, configFilePath, resolveProfile, type Profile } from '../config/index.js';
 
 /** Flags every drover command accepts. */
-export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof DroverCommand)['baseFlags'] & T['flags']>;
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<
+  (typeof DroverCommand)['baseFlags'] & T['flags']
+>;
+
+/** Arguments of a drover command. */
+export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>;
 
 /** Exit code used when something the command checks is not reachable or not running. */
 export const EXIT_UNREACHABLE = 3;
+
+/** Exit code of usage errors (unknown flag, missing argument), as oclif uses it. */
+export const EXIT_USAGE = 2;
 
 /** Base class of drover commands. */
 export abstract class DroverCommand<T extends typeof Command> extends Command {
@@ -25,15 +39,18 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
       char: 'p',
       env: 'DROVER_PROFILE',
       helpGroup: 'GLOBAL',
-      description: 'Profile to act on (default: the default profile; env DROVER_PROFILE).',
+      description: 'Profile to act on (default: the default profile).',
     }),
   };
 
   protected flags!: BaseFlags<T>;
+  protected args!: BaseArgs<T>;
+  /** Flags given on the command line (not from the environment or defaults). */
+  private explicitFlags = new Set<string>();
 
   public override async init(): Promise<void> {
     await super.init();
-    const { flags } = await this.parse({
+    const { flags, args, raw } = await this.parse({
       flags: this.ctor.flags,
       baseFlags: (this.ctor as typeof DroverCommand).baseFlags,
       enableJsonFlag: this.ctor.enableJsonFlag,
@@ -41,14 +58,26 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
       strict: this.ctor.strict,
     });
     this.flags = flags as BaseFlags<T>;
+    this.args = args as BaseArgs<T>;
+    for (const token of raw) if (token.type === 'flag') this.explicitFlags.add(token.flag);
+  }
+
+  /** True when `name` was given on the command line (an env var such as DROVER_PROFILE does not count). */
+  protected flagGiven(name: string): boolean {
+    return this.explicitFlags.has(name);
+  }
+
+  /** Loads the configuration file (never creates or rewrites it). */
+  protected loadConfig(): Config {
+    return Config.load(configFilePath());
   }
 
   /**
-   * The profile to act on (flag, env, or default). On first use, creates the `default` profile
-   * and says so in one line on stderr.
+   * The profile to act on (flag, env, or default). On first use (no configuration file), creates
+   * it (`default` unless one was named) and says so in one line on stderr.
    */
   protected resolveProfile(create = true): Profile {
-    return resolveProfile(this.flags.profile, create ? { onCreate: (m) => this.logToStderr(m) } : {});
+    return resolveProfile(this.flags.profile, create ? { onCreate: (m) => this.notice(m) } : {});
   }
 
   /** Prints a line unless --json was given. */
@@ -56,16 +85,50 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
     if (!this.jsonEnabled()) this.log(line);
   }
 
-  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
-    if (err instanceof DroverError) {
-      if (this.jsonEnabled()) {
-        this.logJson({ error: { code: err.code, message: err.message } });
-        this.exit(1);
-      }
-      this.logToStderr(`Error: ${err.message}`);
-      this.exit(1);
+  /** Prints a one-line notice on stderr (also with --json, whose stdout stays pure JSON). */
+  protected notice(line: string): void {
+    // Not this.logToStderr: oclif silences it under --json, and a notice that a profile was
+    // created must reach the user either way.
+    process.stderr.write(line + '\n');
+  }
+
+  /** True when a person can answer a question (stdin and stderr are terminals). */
+  protected interactive(): boolean {
+    return Boolean(process.stdin.isTTY && process.stderr.isTTY);
+  }
+
+  /** Asks a yes/no question on the terminal; only `y`/`yes` is yes. Call only when {@link interactive}. */
+  protected async confirm(question: string): Promise<boolean> {
+    const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      const answer = await rl.question(`${question} [y/N] `);
+      return /^y(es)?$/i.test(answer.trim());
+    } finally {
+      rl.close();
     }
-    return super.catch(err);
+  }
+
+  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
+    // this.exit() and oclif's own exits pass through untouched.
+    if (err instanceof Errors.ExitError) throw err;
+    let code: string;
+    let exit: number;
+    if (err instanceof DroverError) {
+      code = err.code;
+      exit = 1;
+    } else if (err instanceof Errors.CLIError) {
+      // Parse errors (unknown flag, missing argument, bad option value).
+      code = 'USAGE';
+      exit = err.oclif?.exit ?? EXIT_USAGE;
+    } else {
+      code = 'INTERNAL';
+      exit = 1;
+      if (process.env.DEBUG) this.logToStderr(err.stack ?? String(err));
+    }
+    const message = errorMessage(err).trim();
+    if (this.jsonEnabled()) this.logJson({ error: { code, message } });
+    else this.logToStderr(`Error: ${message}`);
+    return this.exit(exit);
   }
 }
 
@@ -78,4 +141,12 @@ export function formatTable(headers: string[], rows: string[][]): string {
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/**
+ * Formats an option value for display: strings as they are, everything else as JSON (which
+ * `drover config set` accepts back).
+ */
+export function formatValue(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
 }
