@@ -1,0 +1,48 @@
+import { DroverCommand, EXIT_UNREACHABLE } from '../cli/base-command.js';
+import type { ProfileStatus } from '../api/status.js';
+
+/** Result of `drover status --json`. */
+export type StatusResult = ProfileStatus;
+
+export default class Status extends DroverCommand<typeof Status> {
+  static override summary =
+    'Show the configuration file, the profile, and whether its store, broker and daemon are up.';
+  static override description =
+    'Checks the store and the broker of the profile (-p, DROVER_PROFILE, or the default profile) in parallel, ' +
+    'each for at most daemon.timeout seconds. Exits with 3 when the store or the broker is not reachable. ' +
+    'On first use (no configuration file) it creates the profile `default` (SQLite store, RabbitMQ on ' +
+    'localhost) and says so.';
+  static override examples = ['<%= config.bin %> status', '<%= config.bin %> status -p demo --json'];
+
+  async run(): Promise<StatusResult> {
+    const profile = this.resolveProfile();
+    // Imported here: oclif loads every command file to list them, and this module pulls in the
+    // store drivers and amqplib, which other commands should not pay for.
+    const { getStatus } = await import('../api/status.js');
+    const s = await getStatus(profile);
+    const up = (ok: boolean): string => (ok ? 'reachable' : 'UNREACHABLE').padEnd(11);
+    const storeVersion = s.store.reachable
+      ? ` (schema version ${s.store.schemaVersion}, ${s.store.serverVersion})`
+      : ` (${s.store.error})`;
+    const brokerVersion = s.broker.reachable
+      ? ` (${s.broker.product ?? 'AMQP server'} ${s.broker.serverVersion ?? 'of unknown version'})`
+      : ` (${s.broker.error})`;
+    const rows: Array<[string, string]> = [
+      ['Config file', s.configFile],
+      ['Profile', `${s.profile} (${s.uuid})`],
+      ['Store', `${up(s.store.reachable)}  ${s.store.location}${storeVersion}`],
+      [
+        'Broker',
+        `${up(s.broker.reachable)}  ${s.broker.host}:${s.broker.port} vhost ${s.broker.vhost}${brokerVersion}`,
+      ],
+      ['Daemon', s.daemon.summary],
+    ];
+    for (const [k, v] of rows) this.say(`${(k + ':').padEnd(13)}${v}`);
+    if (!s.reachable) {
+      // Exit at once: a connection attempt that outlived its timeout must not keep the CLI waiting.
+      if (this.jsonEnabled()) this.logJson(s);
+      this.exit(EXIT_UNREACHABLE);
+    }
+    return s;
+  }
+}
