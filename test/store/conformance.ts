@@ -510,6 +510,35 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.deepEqual(await store.complete(c2, 'w2', finished()), { ok: true, wokenParentId: parent });
       });
 
+      it('completeMany wakes a parent once, reported by the child that ended its wait', async function () {
+        const { parent, children } = await family('w1', 4);
+        const [c1, c2, c3, c4] = children as [number, number, number, number];
+        await store.claim(children, 'w2', 30_000);
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', [c1, c2, c3]), { waiting: true });
+        const rs = await store.completeMany([
+          { id: c2, owner: 'w2', outcome: finished() },
+          { id: c1, owner: 'w2', outcome: finished() },
+          { id: c2, owner: 'w2', outcome: finished() },
+          { id: c3, owner: 'intruder', outcome: finished() },
+        ]);
+        assert.deepEqual(rs, [
+          { ok: true, wokenParentId: null },
+          { ok: true, wokenParentId: null },
+          { ok: false, wokenParentId: null },
+          { ok: false, wokenParentId: null },
+        ]);
+        assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
+        const rs2 = await store.completeMany([
+          { id: c3, owner: 'w2', outcome: finished() },
+          { id: c4, owner: 'w2', outcome: finished() },
+        ]);
+        assert.deepEqual(rs2, [
+          { ok: true, wokenParentId: parent },
+          { ok: true, wokenParentId: null },
+        ]);
+        assert.ok((await pending()).has(parent));
+      });
+
       it('refuses non-children and callers without the lease, changing nothing', async function () {
         const { parent, children } = await family('w1', 1);
         const { ids: stranger } = await make(1);

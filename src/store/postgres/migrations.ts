@@ -47,8 +47,8 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
       );
       CREATE INDEX processes_dispatch ON processes (dispatch_requested_at, id)
         WHERE dispatch_requested_at IS NOT NULL;
-      CREATE INDEX processes_lease_expiry ON processes (lease_expires_at) WHERE lease_owner IS NOT NULL;
-      CREATE INDEX processes_lease_owner ON processes (lease_owner) WHERE lease_owner IS NOT NULL;
+      -- Only leased rows (a few per worker slot): serves release by owner and the expiry sweep.
+      CREATE INDEX processes_lease ON processes (lease_owner, lease_expires_at) WHERE lease_owner IS NOT NULL;
       CREATE INDEX processes_parent ON processes (parent_id) WHERE parent_id IS NOT NULL;
       CREATE INDEX processes_state ON processes (state);
       CREATE INDEX processes_type ON processes (type);

@@ -60,7 +60,6 @@ import {
   checkOwner,
   emptyCounts,
   type CheckedNewProcess,
-  type OutcomeColumns,
 } from '../common.js';
 import type {
   ClaimResult,
@@ -195,29 +194,44 @@ export function displayPostgresUrl(url: string): string {
 
 /** Named (server-side prepared) statements of the hot paths. */
 const Q = {
-  claim: `UPDATE processes SET state = 'running', lease_owner = $2, lease_expires_at = ${NOW} + $3,
-      worker_id = $2, runs = runs + 1, dispatch_requested_at = NULL, mtime = ${NOW}
-    WHERE id = ANY($1::bigint[]) AND state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
-      AND (lease_owner IS NULL OR lease_expires_at <= ${NOW})
-    RETURNING ${COLS}`,
+  // The claim and the claimed processes' journals in one round trip; no explicit transaction is
+  // needed: the UPDATE is atomic, and once claimed nobody else may append to those journals.
+  claim: `WITH c AS (
+      UPDATE processes SET state = 'running', lease_owner = $2, lease_expires_at = ${NOW} + $3,
+        worker_id = $2, runs = runs + 1, dispatch_requested_at = NULL, mtime = ${NOW}
+      WHERE id = ANY($1::bigint[]) AND state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
+        AND (lease_owner IS NULL OR lease_expires_at <= ${NOW})
+      RETURNING ${COLS})
+    SELECT c.*, coalesce((
+        SELECT jsonb_agg(jsonb_build_object('seq', j.seq, 'kind', j.kind, 'name', j.name, 'result', j.result)
+          ORDER BY j.seq)
+        FROM journal j WHERE j.process_id = c.id), '[]'::jsonb) AS journal
+    FROM c`,
   leaseRows: `SELECT id, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, ${NOW} AS now
     FROM processes WHERE id = ANY($1::bigint[])`,
-  journals: `SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = ANY($1::bigint[])
-    ORDER BY process_id, seq`,
   lockWithParents: `SELECT id, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, ${NOW} AS now
     FROM processes
     WHERE id = ANY($1::bigint[]) OR id IN (SELECT parent_id FROM processes WHERE id = ANY($1::bigint[]))
     ORDER BY id FOR NO KEY UPDATE`,
-  complete: `UPDATE processes SET state = $3, outputs = $4::jsonb, exit_status = $5, exit_message = $6,
-      exception = $7, lease_owner = NULL, lease_expires_at = NULL, kill_requested = false, paused = false,
-      dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
-    WHERE id = $1 AND lease_owner = $2
-    RETURNING parent_id`,
-  wakeParent: `WITH d AS (DELETE FROM process_awaits WHERE parent_id = $1 AND child_id = $2 RETURNING 1)
-    UPDATE processes SET waiting_on = waiting_on - 1,
-      dispatch_requested_at = CASE WHEN waiting_on = 1 THEN ${NOW} ELSE dispatch_requested_at END, mtime = ${NOW}
-    WHERE id = $1 AND state = 'waiting' AND waiting_on > 0 AND EXISTS (SELECT 1 FROM d)
-    RETURNING waiting_on`,
+  complete: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
+      exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
+      kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::text[], $7::text[])
+      AS v(id, owner, state, outputs, exit_status, exit_message, exception)
+    WHERE p.id = v.id AND p.lease_owner = v.owner
+    RETURNING p.id, p.parent_id`,
+  // Counts terminated children off their waiting parents (rows locked by the caller); returns the
+  // parents whose count reached 0.
+  wakeParents: `WITH d AS (
+      DELETE FROM process_awaits a USING unnest($1::bigint[], $2::bigint[]) AS v(parent_id, child_id)
+      WHERE a.parent_id = v.parent_id AND a.child_id = v.child_id
+      RETURNING a.parent_id, a.child_id),
+    n AS (SELECT parent_id, count(*)::integer AS n, array_agg(child_id) AS children FROM d GROUP BY parent_id)
+    UPDATE processes p SET waiting_on = p.waiting_on - n.n,
+      dispatch_requested_at = CASE WHEN p.waiting_on = n.n THEN ${NOW} ELSE p.dispatch_requested_at END,
+      mtime = ${NOW}
+    FROM n WHERE p.id = n.parent_id AND p.state = 'waiting' AND p.waiting_on > 0
+    RETURNING p.id, p.waiting_on, n.children`,
   create: `INSERT INTO processes (uuid, type, label, state, inputs, parent_id, dispatch_requested_at, ctime, mtime)
     SELECT t.uuid, t.type, t.label, 'created', t.inputs::jsonb, t.parent_id, ${NOW}, ${NOW}, ${NOW}
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY
@@ -473,39 +487,30 @@ export class PostgresStore implements ProcessStore {
     const ms = checkMs(leaseMs, 'claim', 'leaseMs');
     if (ids.length === 0) return [];
     const unique = [...new Set(ids)].sort((a, b) => a - b);
-    return this.tx('claim', async (c) => {
-      const won = await c.query<ProcessRow>({ name: 'claim', text: Q.claim, values: [unique, owner, ms] });
-      const claimed = new Map(won.rows.map((r) => [r.id, r]));
-      const lost = unique.filter((id) => !claimed.has(id));
-      const reasons = new Map<number, LeaseRow>();
-      if (lost.length > 0) {
-        const r = await c.query<LeaseRow>({ name: 'leaseRows', text: Q.leaseRows, values: [lost] });
-        for (const row of r.rows) reasons.set(row.id, row);
+    const won = await this.q<ProcessRow & { journal: JsonValue[] }>('claim', 'claim', Q.claim, [unique, owner, ms]);
+    const claimed = new Map(won.rows.map((r) => [r.id, r]));
+    const lost = unique.filter((id) => !claimed.has(id));
+    const reasons = new Map<number, LeaseRow>();
+    if (lost.length > 0) {
+      const r = await this.q<LeaseRow>('claim', 'leaseRows', Q.leaseRows, [lost]);
+      for (const row of r.rows) reasons.set(row.id, row);
+    }
+    const given = new Set<number>();
+    return ids.map((id): ClaimResult => {
+      const row = claimed.get(id);
+      if (row !== undefined && !given.has(id)) {
+        given.add(id);
+        const { journal, ...rec } = row;
+        return { claimed: true, process: toRecord(rec), journal: journal as unknown as JournalEntry[] };
       }
-      const journals = new Map<number, JournalEntry[]>();
-      if (claimed.size > 0) {
-        const j = await c.query<JournalRow>({ name: 'journals', text: Q.journals, values: [[...claimed.keys()]] });
-        for (const row of j.rows) {
-          let list = journals.get(row.process_id);
-          if (list === undefined) journals.set(row.process_id, (list = []));
-          list.push(toEntry(row));
-        }
-      }
-      const given = new Set<number>();
-      return ids.map((id): ClaimResult => {
-        const row = claimed.get(id);
-        if (row !== undefined && !given.has(id)) {
-          given.add(id);
-          return { claimed: true, process: toRecord(row), journal: journals.get(id) ?? [] };
-        }
-        if (row !== undefined) return { claimed: false, reason: 'leased' };
-        const r = reasons.get(id);
-        if (r === undefined) return { claimed: false, reason: 'not-found' };
-        if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
-        if (isLive(r)) return { claimed: false, reason: 'leased' };
-        if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
-        return { claimed: false, reason: 'paused' };
-      });
+      // A second copy of an id in one call is a duplicate delivery: its first copy holds the lease.
+      if (row !== undefined) return { claimed: false, reason: 'leased' };
+      const r = reasons.get(id);
+      if (r === undefined) return { claimed: false, reason: 'not-found' };
+      if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
+      if (isLive(r)) return { claimed: false, reason: 'leased' };
+      if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
+      return { claimed: false, reason: 'paused' };
     });
   }
 
@@ -550,31 +555,61 @@ export class PostgresStore implements ProcessStore {
     return this.tx('complete', async (c) => {
       // Parents first (they have the lower ids), then the children, all in id order.
       await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [checked.map((it) => it.id)] });
-      const out: CompleteResult[] = [];
-      for (const it of checked) out.push(await this.completeOne(c, it.id, it.owner, it.o));
-      return out;
+      // One UPDATE for the batch; a repeated id counts once (its first item), as if run one by one.
+      const first = new Map<number, number>();
+      checked.forEach((it, i) => {
+        if (!first.has(it.id)) first.set(it.id, i);
+      });
+      const items = [...first.values()].map((i) => checked[i]!);
+      const done = await c.query<{ id: number; parent_id: number | null }>({
+        name: 'complete',
+        text: Q.complete,
+        values: [
+          items.map((it) => it.id),
+          items.map((it) => it.owner),
+          items.map((it) => it.o.state),
+          items.map((it) => it.o.outputsJson),
+          items.map((it) => it.o.exitStatus),
+          items.map((it) => it.o.exitMessage),
+          items.map((it) => it.o.exception),
+        ],
+      });
+      const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
+      const pairs: [number, number][] = [];
+      for (const it of items) {
+        const parent = parentOf.get(it.id);
+        if (parent !== undefined && parent !== null) pairs.push([parent, it.id]);
+      }
+      const woken = await this.wakeParents(c, pairs);
+      return checked.map((it, i): CompleteResult => {
+        if (first.get(it.id) !== i || !parentOf.has(it.id)) return { ok: false, wokenParentId: null };
+        const parent = parentOf.get(it.id)!;
+        // The wake-up is reported by the child that took the count to 0 had the batch run item by item.
+        const last = parent !== null && woken.has(parent) && woken.get(parent) === it.id;
+        return { ok: true, wokenParentId: last ? parent : null };
+      });
     });
   }
 
-  private async completeOne(c: pg.PoolClient, id: number, owner: string, o: OutcomeColumns): Promise<CompleteResult> {
-    const r = await c.query<{ parent_id: number | null }>({
-      name: 'complete',
-      text: Q.complete,
-      values: [id, owner, o.state, o.outputsJson, o.exitStatus, o.exitMessage, o.exception],
+  /**
+   * Children terminated (their parents' rows locked): counts the awaited ones off; returns each
+   * woken parent with the child that woke it (its last awaited child in `pairs` order).
+   */
+  private async wakeParents(c: pg.PoolClient, pairs: [number, number][]): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    if (pairs.length === 0) return out;
+    const r = await c.query<{ id: number; waiting_on: number; children: (string | number)[] }>({
+      name: 'wakeParents',
+      text: Q.wakeParents,
+      values: [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
     });
-    const row = r.rows[0];
-    if (row === undefined) return { ok: false, wokenParentId: null };
-    return { ok: true, wokenParentId: row.parent_id === null ? null : await this.wakeParent(c, row.parent_id, id) };
-  }
-
-  /** A child of `parentId` terminated (parent row locked): count it off; returns the parent if woken. */
-  private async wakeParent(c: pg.PoolClient, parentId: number, childId: number): Promise<number | null> {
-    const r = await c.query<{ waiting_on: number }>({
-      name: 'wakeParent',
-      text: Q.wakeParent,
-      values: [parentId, childId],
-    });
-    return r.rows[0]?.waiting_on === 0 ? parentId : null;
+    for (const row of r.rows) {
+      if (row.waiting_on !== 0) continue;
+      const counted = new Set(row.children.map(Number)); // int8[] arrives as strings
+      const last = pairs.filter(([parent, child]) => parent === row.id && counted.has(child)).pop();
+      out.set(row.id, last![1]);
+    }
+    return out;
   }
 
   async appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void> {
@@ -687,7 +722,12 @@ export class PostgresStore implements ProcessStore {
         [id, msg],
       );
       await c.query('DELETE FROM process_awaits WHERE parent_id = $1', [id]);
-      const woken = row.parent_id === null ? null : await this.wakeParent(c, row.parent_id, id);
+      const woken =
+        row.parent_id === null
+          ? null
+          : (await this.wakeParents(c, [[row.parent_id, id]])).has(row.parent_id)
+            ? row.parent_id
+            : null;
       return { result: 'killed', wokenParentId: woken };
     });
   }

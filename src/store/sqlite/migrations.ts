@@ -47,8 +47,9 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       );
       CREATE INDEX processes_dispatch ON processes (dispatch_requested_at, id)
         WHERE dispatch_requested_at IS NOT NULL;
-      CREATE INDEX processes_lease_expiry ON processes (lease_expires_at) WHERE lease_owner IS NOT NULL;
-      CREATE INDEX processes_lease_owner ON processes (lease_owner) WHERE lease_owner IS NOT NULL;
+      -- Only leased rows (a few per worker slot): serves release by owner, and the expiry sweep by
+      -- a skip-scan. One index, not two, since every claim and completion updates it.
+      CREATE INDEX processes_lease ON processes (lease_owner, lease_expires_at) WHERE lease_owner IS NOT NULL;
       CREATE INDEX processes_parent ON processes (parent_id) WHERE parent_id IS NOT NULL;
       CREATE INDEX processes_state ON processes (state);
       CREATE INDEX processes_type ON processes (type);
