@@ -1,0 +1,129 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Flags } from '@oclif/core';
+import { DroverCommand } from '../../cli/base-command.js';
+import { InputError, ProfileNotFoundError } from '../../errors/index.js';
+import { OPTION_SPECS, configFilePath, logDir, validateProfileName } from '../../config/index.js';
+import {
+  DEFAULT_RESTART_SECONDS,
+  DEFAULT_WATCHDOG_SECONDS,
+  detectInitSystem,
+  droverCliPath,
+  droverPackage,
+  formatServiceAction,
+  installLaunchdAgent,
+  installSystemdService,
+  platformInitSystem,
+  stopTimeoutSeconds,
+  type InitSystem,
+  type ServiceActionResult,
+} from '../../service/index.js';
+
+export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
+  static override summary = "Install the profile's daemon as a user service, supervised by systemd or launchd.";
+  static override description = [
+    'Linux: writes the template unit ~/.config/systemd/user/drover@.service (shared by all profiles) and the',
+    "profile's drop-in, then runs `systemctl --user daemon-reload`. The instance is",
+    'drover@<systemd-escaped profile>.service. macOS: writes ~/Library/LaunchAgents/org.drover.daemon.<profile>.plist.',
+    'The unit runs this node and this CLI by absolute path: install again after upgrading or moving either.',
+  ].join('\n');
+  static override examples = [
+    '<%= config.bin %> daemon install --enable --now',
+    '<%= config.bin %> daemon install -p my-profile --enable --linger',
+    '<%= config.bin %> daemon install --dry-run',
+  ];
+
+  static override flags = {
+    enable: Flags.boolean({ description: 'Start the daemon at login (systemctl --user enable; launchctl enable).' }),
+    now: Flags.boolean({ description: 'Start the daemon now.' }),
+    linger: Flags.boolean({
+      description: 'systemd: loginctl enable-linger, so the daemon starts at boot and keeps running after logout.',
+    }),
+    'dry-run': Flags.boolean({ description: 'Print the rendered file(s) and the commands; change nothing.' }),
+    init: Flags.string({
+      options: ['systemd', 'launchd'],
+      description: 'Service manager to install into (default: a running systemd user manager, else launchd on macOS).',
+    }),
+    'watchdog-sec': Flags.integer({
+      min: 0,
+      max: 3600,
+      default: DEFAULT_WATCHDOG_SECONDS,
+      description: 'systemd WatchdogSec: restart a daemon that stops pinging for this long (0: off).',
+    }),
+    'restart-sec': Flags.integer({
+      min: 0,
+      max: 3600,
+      default: DEFAULT_RESTART_SECONDS,
+      description: 'systemd RestartSec: pause before restarting a crashed daemon.',
+    }),
+  };
+
+  async run(): Promise<ServiceActionResult> {
+    const flags = this.flags;
+    const dryRun = flags['dry-run'];
+    if (flags.profile !== undefined) validateProfileName(flags.profile);
+    let init = flags.init as InitSystem | undefined;
+    if (init === undefined) {
+      // A dry run only prints: fall back to the platform's manager when none answers.
+      init = dryRun
+        ? await detectInitSystem().catch(() => platformInitSystem() ?? 'systemd')
+        : await detectInitSystem();
+    }
+    if (flags.linger && init !== 'systemd') throw new InputError('--linger applies to systemd only');
+    // After detection: a machine without a service manager gets no profile created as a side effect.
+    const { name, shutdownGrace } = this.profileToInstall(dryRun);
+    const common = {
+      nodePath: process.execPath,
+      cliPath: droverCliPath(),
+      droverHome: process.env.DROVER_HOME ? path.resolve(process.env.DROVER_HOME) : null,
+      droverVersion: droverPackage().version,
+    };
+    const result =
+      init === 'systemd'
+        ? await installSystemdService({
+            profile: name,
+            unit: {
+              ...common,
+              shutdownGraceSeconds: shutdownGrace,
+              watchdogSeconds: flags['watchdog-sec'],
+              restartSeconds: flags['restart-sec'],
+            },
+            enable: flags.enable,
+            now: flags.now,
+            linger: flags.linger,
+            dryRun,
+          })
+        : await installLaunchdAgent({
+            profile: name,
+            plist: { ...common, logDir: logDir(name), exitTimeOut: stopTimeoutSeconds(shutdownGrace) },
+            enable: flags.enable,
+            now: flags.now,
+            dryRun,
+          });
+    if (!this.jsonEnabled()) {
+      for (const w of result.warnings) this.logToStderr(`Warning: ${w}`);
+      this.log(formatServiceAction(result));
+    }
+    return result;
+  }
+
+  /**
+   * The profile and its shutdown grace. A real install creates the default profile on first use,
+   * like every command; a dry run creates nothing and uses the defaults for a profile that would
+   * be created.
+   */
+  private profileToInstall(dryRun: boolean): { name: string; shutdownGrace: number } {
+    if (!dryRun) {
+      const p = this.resolveProfile();
+      return { name: p.name, shutdownGrace: p.options['daemon.shutdown_grace'] };
+    }
+    try {
+      const p = this.resolveProfile(false);
+      return { name: p.name, shutdownGrace: p.options['daemon.shutdown_grace'] };
+    } catch (err) {
+      if (!(err instanceof ProfileNotFoundError) || fs.existsSync(configFilePath())) throw err;
+      const name = validateProfileName(this.flags.profile ?? 'default');
+      return { name, shutdownGrace: OPTION_SPECS.get('daemon.shutdown_grace')!.default as number };
+    }
+  }
+}
