@@ -211,7 +211,8 @@ const Q = {
     FROM processes WHERE id = ANY($1::bigint[])`,
   lockWithParents: `SELECT id, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, ${NOW} AS now
     FROM processes
-    WHERE id = ANY($1::bigint[]) OR id IN (SELECT parent_id FROM processes WHERE id = ANY($1::bigint[]))
+    WHERE id IN (SELECT unnest($1::bigint[])
+                 UNION SELECT parent_id FROM processes WHERE id = ANY($1::bigint[]) AND parent_id IS NOT NULL)
     ORDER BY id FOR NO KEY UPDATE`,
   complete: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
       exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
