@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { StoreError } from '../../src/errors/index.js';
-import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { openSqliteStore, openStore, type ProcessStore } from '../../src/store/index.js';
 import { REPO_ROOT, cleanupTempDirs, tempDir } from '../helpers/env.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
 
@@ -95,6 +95,8 @@ describe('SQLite store', function () {
     try {
       assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
       assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+      await s.createProcesses([{ type: 'x', inputs: null }]);
+      assert.equal(fs.statSync(`${file}-wal`).mode & 0o777, 0o600, 'the WAL file is private too');
       assert.equal((s as unknown as { file: string }).file, file);
     } finally {
       await s.close();
@@ -118,6 +120,28 @@ describe('SQLite store', function () {
       openStore({ backend: 'sqlite', path: file }),
       (err: unknown) => err instanceof StoreError && err.message.includes(file),
     );
+  });
+
+  it('a writer waits for another connection holding the write lock, and fails clearly past its busy timeout', async function () {
+    const file = path.join(tempDir(), 'busy', 'store.db');
+    const s = openSqliteStore(file, { busyTimeoutMs: 300 });
+    const raw = new Database(file);
+    try {
+      raw.exec('BEGIN IMMEDIATE');
+      const t0 = Date.now();
+      await assert.rejects(
+        s.createProcesses([{ type: 'x', inputs: 2 }]),
+        (err: unknown) =>
+          err instanceof StoreError && err.message.includes(file) && /locked by another process/.test(err.message),
+      );
+      assert.ok(Date.now() - t0 >= 250, 'it waited for the lock before failing');
+      raw.exec('ROLLBACK');
+      assert.deepEqual(await s.listProcesses({ type: 'x' }), [], 'the failed call wrote nothing');
+      assert.equal((await s.createProcesses([{ type: 'x', inputs: 3 }])).length, 1, 'it works once the lock is free');
+    } finally {
+      raw.close();
+      await s.close();
+    }
   });
 
   it('several OS processes write one file at once: nothing fails, every process runs exactly once', async function () {

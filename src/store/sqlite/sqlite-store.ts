@@ -354,6 +354,10 @@ export class SqliteStore implements ProcessStore {
       submitChild: db.transaction((parentId: number, owner: string, seq: number, spec: CheckedNewProcess) =>
         this.submitChildTx(parentId, owner, seq, spec),
       ),
+      appendJournal: db.transaction(
+        (id: number, owner: string, e: JournalEntry & { resultJson: string }, where: string) =>
+          this.appendJournalTx(id, owner, e, where),
+      ),
       wait: db.transaction((id: number, owner: string, childIds: number[]) => this.waitTx(id, owner, childIds)),
       setPaused: db.transaction((ids: number[], paused: boolean) => {
         const now = Date.now();
@@ -556,32 +560,30 @@ export class SqliteStore implements ProcessStore {
     checkId(id, where);
     checkOwner(owner, where);
     const e = checkJournalEntry(entry, where);
-    this.guard('appendJournal', () =>
-      this.db
-        .transaction(() => {
-          let changes: number;
-          try {
-            changes = this.s.appendJournal.run({
-              id,
-              owner,
-              seq: e.seq,
-              kind: e.kind,
-              name: e.name,
-              result: e.resultJson,
-            }).changes;
-          } catch (err) {
-            if (sqliteCode(err).startsWith('SQLITE_CONSTRAINT')) {
-              throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
-            }
-            throw err;
-          }
-          if (changes === 0) {
-            if (this.s.exists.get(id) === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
-            throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
-          }
-        })
-        .immediate(),
-    );
+    this.guard('appendJournal', () => this.tx.appendJournal.immediate(id, owner, e, where));
+  }
+
+  private appendJournalTx(id: number, owner: string, e: JournalEntry & { resultJson: string }, where: string): void {
+    let changes: number;
+    try {
+      changes = this.s.appendJournal.run({
+        id,
+        owner,
+        seq: e.seq,
+        kind: e.kind,
+        name: e.name,
+        result: e.resultJson,
+      }).changes;
+    } catch (err) {
+      if (sqliteCode(err).startsWith('SQLITE_CONSTRAINT')) {
+        throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
+      }
+      throw err;
+    }
+    if (changes === 0) {
+      if (this.s.exists.get(id) === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+    }
   }
 
   async getJournal(id: number): Promise<JournalEntry[]> {
