@@ -326,3 +326,35 @@ export async function runSupervisorAction(
   const hint = sup.kind === 'systemd' ? `; see \`systemctl --user status ${sup.unit}\`` : '';
   throw new ServiceError(`\`${argv.join(' ')}\` failed (${r.status}): ${r.stderr.trim()}${hint}`);
 }
+
+/**
+ * A service manager in the shape the client's delegation seam expects (`ServiceManager` of
+ * src/client/service-manager.ts, matched structurally: service may not import client).
+ */
+export interface SupervisorHandle {
+  readonly kind: InitSystem;
+  /** The unit or label, for messages. */
+  readonly unit: string;
+  start(options: { timeout: number }): Promise<void>;
+  stop(options: { timeout: number }): Promise<void>;
+  restart(options: { timeout: number }): Promise<void>;
+}
+
+/**
+ * The lookup the client needs (`ServiceManagerLookup`): the service manager supervising the
+ * profile's daemon for this caller, or null (nothing installed, or another DROVER_HOME). Only
+ * reads files; each call then runs `systemctl --user` / `launchctl`, waiting at most the caller's
+ * timeout (plus a little, so systemd's own error arrives first when it can).
+ */
+export function findInstalledServiceManager(
+  profile: { name: string },
+  env: NodeJS.ProcessEnv = process.env,
+): SupervisorHandle | null {
+  const sup = installedSupervisor(profile.name, env);
+  if (sup === null) return null;
+  const call = (action: 'start' | 'stop' | 'restart') => async (options: { timeout: number }) => {
+    const ms = Math.max(1, options.timeout) * 1000 + 2000;
+    await runSupervisorAction(sup, action, execRunner(env, ms));
+  };
+  return { kind: sup.kind, unit: sup.unit, start: call('start'), stop: call('stop'), restart: call('restart') };
+}

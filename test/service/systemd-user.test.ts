@@ -10,8 +10,10 @@ import path from 'node:path';
 import { CLI, REPO_ROOT, cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
 import { requireUserManager, type UserManager } from '../helpers/systemd.js';
 import { Config, configFilePath } from '../../src/config/index.js';
+import type { ServiceManagerLookup } from '../../src/client/service-manager.js';
 import {
   checkInstalledUnit,
+  findInstalledServiceManager,
   installSystemdService,
   installedSupervisor,
   runSupervisorAction,
@@ -272,13 +274,21 @@ process.on('SIGTERM', () => { clearInterval(t); log({ stopped: process.pid }); p
       assert.equal(records().filter((r) => 'pid' in r).length, startsBefore + 1);
     });
 
-    it('the client path: installedSupervisor + runSupervisorAction restart and stop it; stop ends inactive, not failed', async () => {
+    it('the client path: installedSupervisor / findInstalledServiceManager restart and stop it; stop ends inactive, not failed', async () => {
       const sup = installedSupervisor(profile, runEnv);
       assert.ok(sup, 'the unit counts as installed for this DROVER_HOME');
       const pid = Number(await prop('MainPID'));
       await runSupervisorAction(sup, 'restart', nsRun);
       assert.notEqual(Number(await prop('MainPID')), pid);
       assert.equal(await prop('ActiveState'), 'active');
+      // The client's delegation seam, run from outside the namespace as a client would.
+      const lookup: ServiceManagerLookup = findInstalledServiceManager;
+      const handle = lookup({ name: profile } as Parameters<ServiceManagerLookup>[0], runEnv);
+      assert.equal(handle?.kind, 'systemd');
+      const pid2 = Number(await prop('MainPID'));
+      await handle!.restart({ timeout: 10 });
+      assert.notEqual(Number(await prop('MainPID')), pid2);
+      assert.equal(lookup({ name: 'not-installed' } as Parameters<ServiceManagerLookup>[0], runEnv), null);
       await runSupervisorAction(sup, 'stop', nsRun);
       assert.equal(await prop('ActiveState'), 'inactive');
       assert.equal(await prop('Result'), 'success');
