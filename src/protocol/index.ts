@@ -2,3 +2,4 @@ export * from './json.js';
 export * from './process.js';
 export * from './broker.js';
 export * from './ipc.js';
+export * from './control.js';

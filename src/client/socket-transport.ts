@@ -1,0 +1,109 @@
+/**
+ * The Unix socket transport: one connection per request, newline-delimited JSON.
+ *
+ * A connection refused or a missing socket means no daemon: that fails at once with
+ * `DaemonNotRunningException` (AiiDA waits the whole timeout here). A daemon that accepts but
+ * does not answer (stopped, hung) fails with `DaemonTimeoutException` after the timeout.
+ *
+ * @module
+ */
+import net from 'node:net';
+import crypto from 'node:crypto';
+import { DaemonException, DaemonNotRunningException, DaemonTimeoutException } from '../errors/index.js';
+import {
+  LineSplitter,
+  encodeControlRequest,
+  parseControlResponse,
+  parseControlResult,
+  type ControlMethod,
+  type ControlParams,
+  type ControlResults,
+} from '../protocol/index.js';
+import type { Transport } from './transport.js';
+
+/** Largest reply accepted (a status of many workers with their last output lines). */
+const MAX_REPLY_BYTES = 32 * 1024 * 1024;
+/** Errors of connect() that mean nobody listens on the socket. */
+const NOT_RUNNING_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
+
+/** Sends control requests over the daemon's Unix socket. */
+export class SocketTransport implements Transport {
+  readonly kind = 'socket' as const;
+
+  constructor(
+    readonly socketPath: string,
+    private readonly profileName: string,
+  ) {}
+
+  request<M extends ControlMethod>(method: M, params: ControlParams[M], timeoutMs: number): Promise<ControlResults[M]> {
+    const id = crypto.randomBytes(6).toString('hex');
+    const who = `the daemon of profile '${this.profileName}'`;
+    return new Promise<ControlResults[M]>((resolve, reject) => {
+      let settled = false;
+      let connected = false;
+      const socket = net.createConnection(this.socketPath);
+      const done = (err: Error | null, value?: ControlResults[M]): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.destroy();
+        if (err) reject(err);
+        else resolve(value as ControlResults[M]);
+      };
+      const timer = setTimeout(() => {
+        done(
+          new DaemonTimeoutException(
+            `${who} did not answer '${method}' within ${timeoutMs / 1000}s` +
+              (connected ? ' (it accepted the connection but is not responding)' : ''),
+          ),
+        );
+      }, timeoutMs);
+      const splitter = new LineSplitter(MAX_REPLY_BYTES);
+      socket.on('connect', () => {
+        connected = true;
+        socket.write(encodeControlRequest(id, method, params));
+      });
+      socket.on('data', (chunk: Buffer) => {
+        for (const line of splitter.push(chunk)) {
+          let response;
+          try {
+            response = parseControlResponse(line);
+          } catch (err) {
+            done(new DaemonException(`${who} sent an invalid reply: ${(err as Error).message}`, { cause: err }));
+            return;
+          }
+          if (response.id !== id && response.id !== null) continue;
+          if (!response.ok) {
+            done(new DaemonException(`${who} refused '${method}': ${response.error.message} (${response.error.code})`));
+            return;
+          }
+          try {
+            done(null, parseControlResult(method, response.result));
+          } catch (err) {
+            done(new DaemonException(`${who} sent an invalid reply: ${(err as Error).message}`, { cause: err }));
+          }
+          return;
+        }
+        if (splitter.overflow) done(new DaemonException(`${who} sent a reply larger than ${MAX_REPLY_BYTES} bytes`));
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) => {
+        if (!connected && err.code !== undefined && NOT_RUNNING_CODES.has(err.code)) {
+          done(
+            new DaemonNotRunningException(`${who} is not running (nothing listens on ${this.socketPath})`, {
+              cause: err,
+            }),
+          );
+        } else if (!connected && err.code === 'EACCES') {
+          done(
+            new DaemonException(`permission denied on ${this.socketPath}: it belongs to another user`, { cause: err }),
+          );
+        } else {
+          done(new DaemonException(`connection to ${who} failed: ${err.message}`, { cause: err }));
+        }
+      });
+      socket.on('close', () => {
+        done(new DaemonException(`${who} closed the connection without answering '${method}'`));
+      });
+    });
+  }
+}

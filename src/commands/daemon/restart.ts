@@ -1,0 +1,42 @@
+import { Flags } from '@oclif/core';
+import { DroverCommand, EXIT_UNREACHABLE } from '../../cli/base-command.js';
+import { DaemonNotRunningException } from '../../errors/index.js';
+
+/** Result of `drover daemon restart --json`. */
+export interface DaemonRestartResult {
+  profile: string;
+  pid: number;
+  numberOfWorkers: number;
+}
+
+export default class DaemonRestart extends DroverCommand<typeof DaemonRestart> {
+  static override summary = 'Restart the workers of the running daemon (as `verdi daemon restart`).';
+  static override description =
+    'New worker processes take over and the old ones drain, so no process is lost. With --reset the whole ' +
+    'daemon is stopped and started again with the default number of workers. Exits with 3 when the daemon ' +
+    'is not running.';
+  static override examples = ['<%= config.bin %> daemon restart', '<%= config.bin %> daemon restart --reset'];
+  static override flags = {
+    reset: Flags.boolean({ description: 'Stop the daemon and start a new one instead of restarting its workers.' }),
+  };
+
+  async run(): Promise<DaemonRestartResult> {
+    const profile = this.resolveProfile(false);
+    const { DaemonClient } = await import('../../client/index.js');
+    const client = new DaemonClient(profile);
+    try {
+      await client.restartDaemon({ reset: this.flags.reset });
+    } catch (err) {
+      if (!(err instanceof DaemonNotRunningException)) throw err;
+      this.notice(`The daemon of profile '${profile.name}' is not running.`);
+      this.exit(EXIT_UNREACHABLE);
+    }
+    const status = await client.getStatus();
+    this.say(
+      this.flags.reset
+        ? `Daemon of profile '${profile.name}' restarted (pid ${status.pid}, ${status.numberOfWorkers} workers).`
+        : `Restarted the ${status.numberOfWorkers} workers of the daemon of profile '${profile.name}'.`,
+    );
+    return { profile: profile.name, pid: status.pid, numberOfWorkers: status.numberOfWorkers };
+  }
+}

@@ -1,0 +1,62 @@
+import { Args, Flags } from '@oclif/core';
+import { DroverCommand } from '../../cli/base-command.js';
+import { MAX_WORKERS } from '../../protocol/index.js';
+
+/** Result of `drover daemon start --json`. */
+export interface DaemonStartResult {
+  profile: string;
+  pid: number;
+  numberOfWorkers: number;
+}
+
+export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
+  static override summary = 'Start the daemon of the profile (as `verdi daemon start`).';
+  static override description =
+    'Starts the daemon in the background with N workers (default `daemon.default_workers`) and waits until it ' +
+    'answers. With --foreground the daemon runs in this process, logging to stdout and to its log file, until ' +
+    'SIGTERM or SIGINT (this is what the systemd unit runs). Fails when the daemon is already running.';
+  static override examples = [
+    '<%= config.bin %> daemon start',
+    '<%= config.bin %> daemon start 4',
+    '<%= config.bin %> daemon start --foreground',
+  ];
+  static override args = {
+    number: Args.integer({
+      min: 1,
+      max: MAX_WORKERS,
+      description: 'Number of workers (default: the daemon.default_workers option).',
+    }),
+  };
+  static override flags = {
+    foreground: Flags.boolean({ char: 'F', description: 'Run the daemon in this process, in the foreground.' }),
+    timeout: Flags.custom<number>({
+      char: 't',
+      description: 'Seconds to wait for the daemon to answer (default: the larger of daemon.timeout and 30).',
+      parse: async (input: string) => {
+        const n = Number(input);
+        if (!Number.isFinite(n) || n <= 0)
+          throw new Error(`--timeout must be a positive number of seconds, got '${input}'`);
+        return n;
+      },
+    })(),
+  };
+
+  async run(): Promise<DaemonStartResult | void> {
+    const profile = this.resolveProfile();
+    const n = this.args.number;
+    if (this.flags.foreground) {
+      // Imported here: only the daemon process itself needs the supervisor and its native modules.
+      const { runDaemon } = await import('../../daemon/index.js');
+      const code = await runDaemon(profile, { numberWorkers: n, foreground: true });
+      this.exit(code);
+    }
+    const { DaemonClient } = await import('../../client/index.js');
+    const client = new DaemonClient(profile);
+    const workers = n ?? profile.options['daemon.default_workers'];
+    this.say(`Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}...`);
+    await client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout });
+    const status = await client.getStatus();
+    this.say(`Daemon started (pid ${status.pid}); log: ${client.logFile}`);
+    return { profile: profile.name, pid: status.pid, numberOfWorkers: status.numberOfWorkers };
+  }
+}

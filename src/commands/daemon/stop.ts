@@ -1,0 +1,70 @@
+import { Flags } from '@oclif/core';
+import { DroverCommand } from '../../cli/base-command.js';
+import type { Profile } from '../../config/index.js';
+import { DaemonNotRunningException } from '../../errors/index.js';
+
+/** Result of `drover daemon stop --json`. */
+export interface DaemonStopResult {
+  profiles: Array<{ profile: string; wasRunning: boolean }>;
+}
+
+export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
+  static override summary = 'Stop the daemon of the profile (as `verdi daemon stop`).';
+  static override description =
+    'The daemon drains its workers: running processes finish within daemon.shutdown_grace seconds, the rest ' +
+    'are released and resume at the next start. Waits until the daemon and its workers are gone unless ' +
+    '--no-wait. Stopping a daemon that is not running is not an error.';
+  static override examples = [
+    '<%= config.bin %> daemon stop',
+    '<%= config.bin %> daemon stop --all',
+    '<%= config.bin %> daemon stop --no-wait',
+  ];
+  static override flags = {
+    wait: Flags.boolean({ default: true, allowNo: true, description: 'Wait until the daemon process is gone.' }),
+    all: Flags.boolean({ description: 'Stop the daemons of every profile.' }),
+    timeout: Flags.custom<number>({
+      char: 't',
+      description: 'Seconds to wait for the daemon to answer the stop request (default: daemon.timeout).',
+      parse: async (input: string) => {
+        const n = Number(input);
+        if (!Number.isFinite(n) || n <= 0)
+          throw new Error(`--timeout must be a positive number of seconds, got '${input}'`);
+        return n;
+      },
+    })(),
+  };
+
+  async run(): Promise<DaemonStopResult> {
+    const { DaemonClient } = await import('../../client/index.js');
+    let profiles: Profile[];
+    if (this.flags.all) {
+      const config = this.loadConfig();
+      profiles = config.profileNames.map((name) => config.getProfile(name));
+    } else {
+      profiles = [this.resolveProfile(false)];
+    }
+    const results = await Promise.all(
+      profiles.map(async (profile) => {
+        const client = new DaemonClient(profile);
+        if (!client.isDaemonRunning) {
+          this.say(`The daemon of profile '${profile.name}' is not running.`);
+          return { profile: profile.name, wasRunning: false };
+        }
+        try {
+          await client.stopDaemon({ wait: this.flags.wait, timeout: this.flags.timeout });
+        } catch (err) {
+          if (!(err instanceof DaemonNotRunningException)) throw err;
+          this.say(`The daemon of profile '${profile.name}' is not running.`);
+          return { profile: profile.name, wasRunning: false };
+        }
+        this.say(
+          this.flags.wait
+            ? `Daemon of profile '${profile.name}' stopped.`
+            : `Daemon of profile '${profile.name}' is stopping.`,
+        );
+        return { profile: profile.name, wasRunning: true };
+      }),
+    );
+    return { profiles: results };
+  }
+}

@@ -1,0 +1,496 @@
+/**
+ * The daemon of a profile: one system process that supervises the profile's workers, answers the
+ * client on its control socket and tells systemd how it is doing. It runs no user code.
+ *
+ * Life of a daemon:
+ * 1. take the exclusive profile lock (a kernel lock that dies with the process; a second daemon
+ *    gives up at once with exit code {@link DAEMON_EXIT_ALREADY_RUNNING});
+ * 2. clean up after a crashed predecessor: remove its socket, release the leases of its workers
+ *    once they are gone (they exit by themselves when their IPC channel closes);
+ * 3. write the PID file (pid + start identity), listen on the socket (0600, in the 0700 runtime
+ *    dir), fork the workers;
+ * 4. `READY=1` once the socket listens and every worker has reported ready (or is crash-looping);
+ *    then `STATUS=` on change and `WATCHDOG=1` from the supervision tick;
+ * 5. on SIGTERM, SIGINT or a `stop` request: refuse changes (status still answers, showing
+ *    `stopping`), drain the workers within `daemon.shutdown_grace` (`EXTEND_TIMEOUT_USEC` while
+ *    it lasts), kill what is left, remove the socket, PID and workers files, release the lock,
+ *    resolve with exit code 0. A second SIGINT/SIGTERM kills the workers at once.
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Profile } from '../config/index.js';
+import { createLogger, fileSink, stdoutIsJournal, streamSink, type Logger, type LogSink } from '../logging/index.js';
+import {
+  CONTROL_PROTOCOL_VERSION,
+  ControlError,
+  DAEMON_EXIT_ALREADY_RUNNING,
+  MAX_WORKERS,
+  type ControlHandler,
+  type DaemonInfo,
+  type DaemonState,
+  type DaemonStatus,
+  type DaemonSupervisor,
+  type WorkerRecord,
+} from '../protocol/index.js';
+import { errorMessage } from '../errors/index.js';
+import { deferred, ensurePrivateDir, sleep } from '../util/index.js';
+import { ControlServer } from './control-server.js';
+import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
+import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
+import { createNotifier, type Notifier } from './notify.js';
+import { daemonPaths, type DaemonPaths } from './paths.js';
+import {
+  readDaemonPidFile,
+  readWorkerRecords,
+  removeFileQuietly,
+  workerRecordAlive,
+  writeDaemonPidFile,
+  writeWorkerRecords,
+} from './pid-file.js';
+import { Supervisor } from './supervisor.js';
+
+/** Exit code of a daemon that stopped normally. */
+export const DAEMON_EXIT_OK = 0;
+/** Exit code of a daemon that could not start. */
+export const DAEMON_EXIT_FAILED = 1;
+
+/** How long a new daemon waits for the workers of a crashed predecessor to exit before giving up on them. */
+const PREVIOUS_WORKERS_WAIT_MS = 60_000;
+
+/** Options of {@link Daemon}. */
+export interface DaemonOptions {
+  /** Workers to start (default `daemon.default_workers`). */
+  numberWorkers?: number;
+  /** Also log to stdout (with journald priority prefixes under systemd). */
+  foreground?: boolean;
+  /** Worker entry module (default: dist/src/worker/main.js). */
+  workerModule?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Lease releaser (default: the profile's store). */
+  leases?: LeaseReleaser;
+  /** Install SIGTERM/SIGINT handlers (default true). */
+  handleSignals?: boolean;
+  /** Extra log sinks (tests). */
+  sinks?: LogSink[];
+}
+
+/** Who supervises this process, from the environment the service manager gave it. */
+export function detectSupervisor(env: NodeJS.ProcessEnv = process.env): DaemonSupervisor {
+  if (env.NOTIFY_SOCKET) return 'systemd';
+  if (env.XPC_SERVICE_NAME && /drover/i.test(env.XPC_SERVICE_NAME)) return 'launchd';
+  return 'self';
+}
+
+/** The default worker entry module, next to this one in dist/. */
+export function defaultWorkerModule(): string {
+  return fileURLToPath(new URL('../worker/main.js', import.meta.url));
+}
+
+function droverVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+      version?: string;
+    };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** True when stdout is the same file as `file` (a detached daemon's stdout is its log file). */
+function stdoutIs(file: string): boolean {
+  try {
+    const a = fs.fstatSync(1);
+    const b = fs.statSync(file);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** A running daemon. Create with {@link Daemon.start}. */
+export class Daemon {
+  readonly paths: DaemonPaths;
+  readonly logger: Logger;
+  readonly startedAt = Date.now();
+  private state: DaemonState = 'starting';
+  private readonly supervisor: Supervisor;
+  private readonly notifier: Notifier;
+  private readonly leases: LeaseReleaser;
+  private server: ControlServer | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private stopPromise: Promise<void> | null = null;
+  private readonly releases = new Set<Promise<void>>();
+  private readonly signalHandlers: Array<[string, (...args: unknown[]) => void]> = [];
+  private lastRecords = '';
+  private readonly version = droverVersion();
+  private readonly supervisorKind: DaemonSupervisor;
+  private readySent = false;
+  private lastWatchdog = 0;
+
+  private constructor(
+    readonly profile: Profile,
+    private readonly lock: DaemonLock,
+    root: Logger,
+    paths: DaemonPaths,
+    private readonly options: DaemonOptions,
+  ) {
+    this.paths = paths;
+    this.logger = root.child('daemon');
+    const logger = this.logger;
+    const env = options.env ?? process.env;
+    this.supervisorKind = detectSupervisor(env);
+    this.notifier = createNotifier(logger, env);
+    this.leases = options.leases ?? storeLeaseReleaser(profile, logger);
+    this.supervisor = new Supervisor({
+      profile,
+      workerModule: options.workerModule ?? defaultWorkerModule(),
+      logger: root.child('supervisor'),
+      outputLogger: root,
+      env,
+      onWorkerExit: (workerId, _exit, clean) => this.onWorkerExit(workerId, clean),
+      onChange: () => this.onChange(),
+    });
+  }
+
+  /**
+   * Starts the daemon of `profile`. Resolves with the running daemon, or with
+   * `'already-running'` when another daemon of the profile holds the lock.
+   */
+  static async start(profile: Profile, options: DaemonOptions = {}): Promise<Daemon | 'already-running'> {
+    const env = options.env ?? process.env;
+    const paths = daemonPaths(profile.name, env);
+    ensurePrivateDir(paths.runtimeDir);
+    ensurePrivateDir(paths.logDir);
+    const root = createDaemonLogger(profile, paths, options);
+    const logger = root.child('daemon');
+    const lock = tryAcquireDaemonLock(paths.lockFile);
+    if (!lock) {
+      const other = readDaemonPidFile(paths.pidFile);
+      logger.error(
+        `the daemon of profile '${profile.name}' is already running${other ? ` (pid ${other.pid})` : ''}; not starting another`,
+      );
+      return 'already-running';
+    }
+    const daemon = new Daemon(profile, lock, root, paths, options);
+    try {
+      await daemon.init();
+    } catch (err) {
+      logger.error(`the daemon failed to start: ${errorMessage(err)}`);
+      await daemon.stop('start failed');
+      throw err;
+    }
+    return daemon;
+  }
+
+  private readonly stoppedDeferred = deferred<void>();
+
+  /** Resolves when the daemon has stopped (by a signal, a stop request or {@link Daemon.stop}). */
+  get stopped(): Promise<void> {
+    return this.stoppedDeferred.promise;
+  }
+
+  private async init(): Promise<void> {
+    const { paths, logger, profile } = this;
+    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    removeFileQuietly(paths.socket);
+    const previous = readWorkerRecords(paths.workersFile);
+    writeWorkerRecords(paths.workersFile, []);
+    writeDaemonPidFile(paths.pidFile, profile.name, this.startedAt);
+    const n = this.options.numberWorkers ?? profile.options['daemon.default_workers'];
+    logger.info(
+      `daemon of profile '${profile.name}' starting (pid ${process.pid}, ${n} worker${n === 1 ? '' : 's'}, ` +
+        `supervisor ${this.supervisorKind}, socket ${paths.socket})`,
+    );
+    this.server = new ControlServer(paths.socket, this.handler(), logger.child('control'));
+    await this.server.listen();
+    if (this.options.handleSignals !== false) this.installSignalHandlers();
+    if (previous.length > 0) this.track(this.recoverPrevious(previous));
+    this.supervisor.start(n);
+    const wd = this.notifier.watchdogIntervalMs;
+    const tickMs = wd === null ? 1000 : Math.max(10, Math.min(1000, wd));
+    this.tickTimer = setInterval(() => this.tick(), tickMs);
+    this.onChange();
+  }
+
+  /** The control handler behind every transport (socket, D-Bus). */
+  handler(): ControlHandler {
+    const grace = (): number => this.profile.options['daemon.shutdown_grace'];
+    return {
+      status: async () => this.status(),
+      daemonInfo: async () => this.info(),
+      workerInfo: async () => ({ workers: this.supervisor.info() }),
+      increaseWorkers: async ({ n }) => {
+        this.refuseWhenStopping();
+        const now = this.supervisor.numberOfWorkers;
+        if (now + n > MAX_WORKERS) {
+          throw new ControlError(
+            'PARAMS_INVALID',
+            `cannot add ${n} workers: at most ${MAX_WORKERS} allowed (now ${now})`,
+          );
+        }
+        this.logger.info(`adding ${n} worker${n === 1 ? '' : 's'} (now ${now})`);
+        return { numberOfWorkers: this.supervisor.increase(n) };
+      },
+      decreaseWorkers: async ({ n }) => {
+        this.refuseWhenStopping();
+        this.logger.info(`removing ${n} worker${n === 1 ? '' : 's'} (now ${this.supervisor.numberOfWorkers})`);
+        return { numberOfWorkers: this.supervisor.decrease(n, grace()) };
+      },
+      restartWorkers: async () => {
+        this.refuseWhenStopping();
+        this.logger.info('restarting all workers');
+        const restarted = this.supervisor.restartAll(grace());
+        return { numberOfWorkers: this.supervisor.numberOfWorkers, restarted };
+      },
+      stop: async () => {
+        // Reply first; the stop starts once the reply is on its way.
+        setImmediate(() => void this.stop('stop request'));
+        return { stopping: true };
+      },
+    };
+  }
+
+  /** What `status` answers. */
+  status(): DaemonStatus {
+    return {
+      profile: this.profile.name,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      state: this.state,
+      supervisor: this.supervisorKind,
+      numberOfWorkers: this.supervisor.numberOfWorkers,
+      runningProcesses: this.supervisor.runningProcesses,
+      workers: this.supervisor.info(),
+    };
+  }
+
+  /** What `daemonInfo` answers. */
+  info(): DaemonInfo {
+    return {
+      profile: this.profile.name,
+      profileUuid: this.profile.uuid,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      state: this.state,
+      supervisor: this.supervisorKind,
+      version: this.version,
+      node: process.version,
+      protocolVersion: CONTROL_PROTOCOL_VERSION,
+      runtimeDir: this.paths.runtimeDir,
+      socket: this.paths.socket,
+      pidFile: this.paths.pidFile,
+      lockFile: this.paths.lockFile,
+      logFile: this.paths.logFile,
+      memoryRss: process.memoryUsage.rss(),
+    };
+  }
+
+  /**
+   * Stops the daemon: drains the workers, removes its files, releases the lock. Safe to call
+   * twice (the second call returns the same promise).
+   */
+  stop(reason: string): Promise<void> {
+    if (this.stopPromise) return this.stopPromise;
+    this.stopPromise = this.doStop(reason).finally(() => this.stoppedDeferred.resolve());
+    return this.stopPromise;
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    const { logger, paths } = this;
+    const grace = this.profile.options['daemon.shutdown_grace'];
+    this.state = 'stopping';
+    const n = this.supervisor.numberOfWorkers;
+    logger.info(`stopping (${reason}): draining ${n} worker${n === 1 ? '' : 's'} within ${grace}s`);
+    this.notifier.stopping(`stopping: draining ${n} workers, ${this.supervisor.runningProcesses} processes running`);
+    // Ask systemd for the drain time plus the kill margin, and keep asking while it lasts.
+    const budgetMs = grace * 1000 + 15_000;
+    const stopDeadline = Date.now() + budgetMs;
+    this.notifier.extendTimeout(budgetMs);
+    const extend = setInterval(
+      () => this.notifier.extendTimeout(Math.max(5000, stopDeadline - Date.now() + 5000)),
+      5000,
+    );
+    try {
+      await this.supervisor.stopAll(grace);
+    } catch (err) {
+      logger.error(`draining the workers failed: ${errorMessage(err)}`);
+    }
+    clearInterval(extend);
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
+    await this.leases.close();
+    await this.server?.close();
+    removeFileQuietly(paths.socket);
+    removeFileQuietly(paths.workersFile);
+    const pid = readDaemonPidFile(paths.pidFile);
+    if (pid === null || pid.pid === process.pid) removeFileQuietly(paths.pidFile);
+    for (const [event, fn] of this.signalHandlers) process.off(event, fn);
+    this.signalHandlers.length = 0;
+    this.lock.release();
+    logger.info('daemon stopped');
+  }
+
+  private refuseWhenStopping(): void {
+    if (this.state === 'stopping') throw new ControlError('DAEMON_STOPPING', 'the daemon is stopping');
+  }
+
+  private installSignalHandlers(): void {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      const fn = (): void => {
+        if (this.stopPromise) {
+          this.logger.warn(`${sig} while stopping: killing the workers now`);
+          this.supervisor.killAll();
+          return;
+        }
+        void this.stop(sig);
+      };
+      process.on(sig, fn);
+      this.signalHandlers.push([sig, fn]);
+    }
+    // A closed terminal must not take a foreground daemon down without draining.
+    const hup = (): void => this.logger.info('SIGHUP ignored');
+    process.on('SIGHUP', hup);
+    this.signalHandlers.push(['SIGHUP', hup]);
+    // A forgotten promise somewhere must not take the supervisor (and so every worker) down.
+    const rejection = (reason: unknown): void => this.logger.error(`unhandled rejection: ${errorMessage(reason)}`);
+    process.on('unhandledRejection', rejection);
+    this.signalHandlers.push(['unhandledRejection', rejection]);
+  }
+
+  private track(p: Promise<void>): void {
+    const t = p.catch((err: unknown) => this.logger.warn(errorMessage(err))).finally(() => this.releases.delete(t));
+    this.releases.add(t);
+  }
+
+  private onWorkerExit(workerId: string, clean: boolean): void {
+    this.track(
+      this.leases.release(workerId).then((ids) => {
+        if (ids.length === 0) return;
+        this.logger.info(
+          `released ${ids.length} process${ids.length === 1 ? '' : 'es'} of ${clean ? 'drained' : 'dead'} worker ` +
+            `${workerId} for re-dispatch: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`,
+        );
+        if (!this.supervisor.sweep())
+          this.logger.debug('no ready worker to sweep now; the next one sweeps at its start');
+      }),
+    );
+  }
+
+  /** Releases the leases of a crashed predecessor's workers once each of them is gone. */
+  private async recoverPrevious(records: WorkerRecord[]): Promise<void> {
+    this.logger.info(
+      `a previous daemon left ${records.length} worker record(s); releasing their processes once they exit`,
+    );
+    const deadline = Date.now() + PREVIOUS_WORKERS_WAIT_MS;
+    let released = 0;
+    await Promise.all(
+      records.map(async (r) => {
+        while (workerRecordAlive(r) && Date.now() < deadline && !this.stopPromise) await sleep(200);
+        if (workerRecordAlive(r)) {
+          this.logger.warn(
+            `worker ${r.workerId} (pid ${r.pid}) of a previous daemon is still running; its leases will expire`,
+          );
+          return;
+        }
+        released += (await this.leases.release(r.workerId)).length;
+      }),
+    );
+    if (released > 0) {
+      this.logger.info(`released ${released} process(es) of the previous daemon's workers for re-dispatch`);
+      this.supervisor.sweep();
+    }
+  }
+
+  private tick(): void {
+    this.supervisor.tick();
+    const wd = this.notifier.watchdogIntervalMs;
+    if (wd !== null && Date.now() - this.lastWatchdog >= wd * 0.9) {
+      this.lastWatchdog = Date.now();
+      this.notifier.watchdog();
+    }
+    this.onChange();
+  }
+
+  private onChange(): void {
+    if (this.state !== 'stopping') {
+      const s = this.supervisor;
+      const looping = s.crashLooping;
+      if (looping.length > 0) this.state = 'degraded';
+      else if (this.state === 'starting' && !s.settled) this.state = 'starting';
+      else this.state = 'running';
+      const line = this.statusLine();
+      if (!this.readySent && this.server && s.settled) {
+        this.readySent = true;
+        this.logger.info(`daemon ready: ${line}`);
+        this.notifier.ready(line);
+      } else if (this.readySent) {
+        this.notifier.status(line);
+      }
+    }
+    this.writeRecords();
+  }
+
+  private statusLine(): string {
+    const s = this.supervisor;
+    const looping = s.crashLooping;
+    return (
+      `${s.readyWorkers}/${s.numberOfWorkers} workers ready, ${s.runningProcesses} processes running` +
+      (looping.length > 0 ? `; crash-looping: ${looping.join(', ')}` : '')
+    );
+  }
+
+  private writeRecords(): void {
+    const records = this.supervisor.records();
+    const text = JSON.stringify(records);
+    if (text === this.lastRecords) return;
+    this.lastRecords = text;
+    try {
+      writeWorkerRecords(this.paths.workersFile, records);
+    } catch (err) {
+      this.logger.warn(`cannot write ${this.paths.workersFile}: ${errorMessage(err)}`);
+    }
+  }
+}
+
+function createDaemonLogger(profile: Profile, paths: DaemonPaths, options: DaemonOptions): Logger {
+  const sinks: LogSink[] = [fileSink(paths.logFile)];
+  try {
+    fs.chmodSync(paths.logFile, 0o600);
+  } catch {
+    // The sink reported nothing either; logging must never stop the daemon.
+  }
+  // A detached daemon's stdout already is the log file: do not write every line twice.
+  if (options.foreground && !stdoutIs(paths.logFile)) sinks.push(streamSink(process.stdout, stdoutIsJournal()));
+  if (options.sinks) sinks.push(...options.sinks);
+  return createLogger({ level: profile.options['logging.level'], sinks });
+}
+
+/**
+ * Runs the daemon of `profile` in this process until it stops; resolves with the exit code:
+ * 0 after a normal stop, {@link DAEMON_EXIT_ALREADY_RUNNING} when another daemon holds the
+ * profile, 1 when it could not start.
+ */
+export async function runDaemon(profile: Profile, options: DaemonOptions = {}): Promise<number> {
+  let daemon: Daemon | 'already-running';
+  try {
+    daemon = await Daemon.start(profile, options);
+  } catch (err) {
+    if (options.foreground) process.stderr.write(`Error: the daemon failed to start: ${errorMessage(err)}\n`);
+    return DAEMON_EXIT_FAILED;
+  }
+  if (daemon === 'already-running') {
+    if (options.foreground) {
+      const other = readDaemonPidFile(daemonPaths(profile.name, options.env ?? process.env).pidFile);
+      process.stderr.write(
+        `Error: the daemon of profile '${profile.name}' is already running${other ? ` (pid ${other.pid})` : ''}\n`,
+      );
+    }
+    return DAEMON_EXIT_ALREADY_RUNNING;
+  }
+  await daemon.stopped;
+  return DAEMON_EXIT_OK;
+}
