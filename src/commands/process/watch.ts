@@ -44,6 +44,9 @@ export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
           );
         if (root !== undefined && m.processId === root && isTerminal(m.state)) finish();
       });
+      this.logToStderr(
+        root === undefined ? 'Watching all processes (Ctrl-C to stop).' : `Watching process ${root} and its children.`,
+      );
       if (root !== undefined) {
         // The process may have ended before we subscribed: the store check closes that gap.
         const p = await client.getProcess(root);
