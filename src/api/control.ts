@@ -64,9 +64,8 @@ export async function waitForProcesses(
     }
   };
   const broker = await client.broker();
-  const patterns = ids.length <= 50 ? ids.map((id) => `state.${id}`) : ['state.#'];
   const unsubscribe = broker
-    ? await broker.subscribeEvents(patterns, (m) => {
+    ? await broker.subscribeEvents((m) => {
         opts.onState?.(m);
         if (pending.has(m.processId)) {
           void check(m.processId).then(() => wake());

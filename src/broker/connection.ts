@@ -23,6 +23,7 @@ import {
   type ContinueTask,
   type ControlMessage,
   type StateBroadcast,
+  type StateBatch,
 } from '../protocol/index.js';
 import { assertTopology, topologyFor, type TaskQueueType, type Topology } from './topology.js';
 
@@ -48,6 +49,7 @@ export class BrokerConnection {
   private readonly hooks: SetupHook[] = [];
   private closing: Promise<void> | null = null;
   private serverVersionText = '';
+  private pendingStates: StateBroadcast[] = [];
 
   private constructor(
     private readonly model: RecoveringChannelModel,
@@ -191,12 +193,23 @@ export class BrokerConnection {
     await ch.waitForConfirms();
   }
 
-  /** Broadcasts a state change; best effort (dropped while disconnected: the store stays the truth). */
+  /**
+   * Broadcasts a state change; best effort (dropped while disconnected: the store stays the
+   * truth). Changes made in one event-loop turn go out as one batch message.
+   */
   publishState(msg: StateBroadcast): void {
+    this.pendingStates.push(msg);
+    if (this.pendingStates.length === 1) setImmediate(() => this.flushStates());
+  }
+
+  private flushStates(): void {
+    const events = this.pendingStates;
+    this.pendingStates = [];
     const ch = this.plainCh;
-    if (!ch) return;
+    if (!ch || events.length === 0) return;
     try {
-      ch.publish(this.topology.eventsExchange, `state.${msg.processId}`, encodeBrokerMessage(msg), {
+      const batch: StateBatch = { v: 1, kind: 'states', events };
+      ch.publish(this.topology.eventsExchange, 'states', encodeBrokerMessage(batch), {
         contentType: 'application/json',
       });
     } catch (err) {
@@ -205,13 +218,10 @@ export class BrokerConnection {
   }
 
   /**
-   * Subscribes to state broadcasts matching topic `patterns` (e.g. `state.42`, `state.#`) on a
-   * private queue; survives reconnects. Returns a function that unsubscribes.
+   * Subscribes to every state broadcast of the profile on a private queue; survives reconnects.
+   * Returns a function that unsubscribes.
    */
-  async subscribeEvents(
-    patterns: readonly string[],
-    onMessage: (msg: StateBroadcast) => void,
-  ): Promise<() => Promise<void>> {
+  async subscribeEvents(onMessage: (msg: StateBroadcast) => void): Promise<() => Promise<void>> {
     let active = true;
     let current: Channel | null = null;
     await this.addSetup(async (model) => {
@@ -219,7 +229,7 @@ export class BrokerConnection {
       const ch = await model.createChannel();
       ch.on('error', (err: Error) => this.logger.debug(`event subscription channel error: ${errorMessage(err)}`));
       const q = await ch.assertQueue('', { exclusive: true, autoDelete: true });
-      for (const p of patterns) await ch.bindQueue(q.queue, this.topology.eventsExchange, p);
+      await ch.bindQueue(q.queue, this.topology.eventsExchange, '#');
       await ch.consume(
         q.queue,
         (m) => {
@@ -232,6 +242,7 @@ export class BrokerConnection {
             return;
           }
           if (msg.kind === 'state') onMessage(msg);
+          else if (msg.kind === 'states') for (const e of msg.events) onMessage(e);
         },
         { noAck: true },
       );

@@ -41,11 +41,40 @@ export interface StateBroadcast {
   time: number;
 }
 
+/**
+ * State broadcasts are published in batches (all changes a process made in one event-loop turn),
+ * one message per batch: at thousands of processes a second, one message per change would double
+ * the broker's load for information nobody may be listening to.
+ */
+export interface StateBatch {
+  v: 1;
+  kind: 'states';
+  events: StateBroadcast[];
+}
+
 /** Any broker message body. */
-export type BrokerMessage = ContinueTask | ControlMessage | StateBroadcast;
+export type BrokerMessage = ContinueTask | ControlMessage | StateBroadcast | StateBatch;
 
 function positiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+}
+
+function parseState(raw: Record<string, unknown>): StateBroadcast {
+  if (!positiveInt(raw.processId)) throw new ProtocolError('state broadcast: processId must be a positive integer');
+  if (typeof raw.state !== 'string' || !(PROCESS_STATES as readonly string[]).includes(raw.state)) {
+    throw new ProtocolError(`state broadcast: unknown state ${JSON.stringify(raw.state)}`);
+  }
+  return {
+    v: 1,
+    kind: 'state',
+    processId: raw.processId,
+    type: typeof raw.type === 'string' ? raw.type : '',
+    state: raw.state as ProcessState,
+    paused: raw.paused === true,
+    parentId: positiveInt(raw.parentId) ? raw.parentId : null,
+    exitStatus: typeof raw.exitStatus === 'number' ? raw.exitStatus : null,
+    time: typeof raw.time === 'number' ? raw.time : Date.now(),
+  };
 }
 
 /** Parses and validates a broker message body. */
@@ -59,7 +88,9 @@ export function parseBrokerMessage(body: Buffer | string): BrokerMessage {
   }
   if (!isJsonObject(raw)) throw new ProtocolError('message body is not a JSON object');
   if (raw.v !== BROKER_PROTOCOL_VERSION) {
-    throw new ProtocolError(`unsupported message version ${JSON.stringify(raw.v)} (expected ${BROKER_PROTOCOL_VERSION})`);
+    throw new ProtocolError(
+      `unsupported message version ${JSON.stringify(raw.v)} (expected ${BROKER_PROTOCOL_VERSION})`,
+    );
   }
   switch (raw.kind) {
     case 'continue':
@@ -74,21 +105,17 @@ export function parseBrokerMessage(body: Buffer | string): BrokerMessage {
       if (typeof raw.message === 'string') msg.message = raw.message;
       return msg;
     }
-    case 'state': {
-      if (!positiveInt(raw.processId)) throw new ProtocolError('state broadcast: processId must be a positive integer');
-      if (typeof raw.state !== 'string' || !(PROCESS_STATES as readonly string[]).includes(raw.state)) {
-        throw new ProtocolError(`state broadcast: unknown state ${JSON.stringify(raw.state)}`);
-      }
+    case 'state':
+      return parseState(raw);
+    case 'states': {
+      if (!Array.isArray(raw.events)) throw new ProtocolError('state batch: events must be an array');
       return {
         v: 1,
-        kind: 'state',
-        processId: raw.processId,
-        type: typeof raw.type === 'string' ? raw.type : '',
-        state: raw.state as ProcessState,
-        paused: raw.paused === true,
-        parentId: positiveInt(raw.parentId) ? raw.parentId : null,
-        exitStatus: typeof raw.exitStatus === 'number' ? raw.exitStatus : null,
-        time: typeof raw.time === 'number' ? raw.time : Date.now(),
+        kind: 'states',
+        events: raw.events.map((e) => {
+          if (!isJsonObject(e)) throw new ProtocolError('state batch: every event must be an object');
+          return parseState(e);
+        }),
       };
     }
     default:

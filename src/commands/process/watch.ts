@@ -30,7 +30,7 @@ export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
       const family = new Set<number>(root === undefined ? [] : [root]);
       let finish: () => void = () => undefined;
       const done = new Promise<void>((resolve) => (finish = resolve));
-      const unsubscribe = await broker.subscribeEvents(['state.#'], (m) => {
+      const unsubscribe = await broker.subscribeEvents((m) => {
         if (root !== undefined) {
           if (m.parentId !== null && family.has(m.parentId)) family.add(m.processId);
           if (!family.has(m.processId)) return;
