@@ -54,7 +54,9 @@ export function parseWorkerToDaemon(raw: unknown): WorkerToDaemon {
         kind: 'stats',
         workerId: raw.workerId,
         running: typeof raw.running === 'number' ? raw.running : 0,
-        processIds: Array.isArray(raw.processIds) ? raw.processIds.filter((x): x is number => typeof x === 'number') : [],
+        processIds: Array.isArray(raw.processIds)
+          ? raw.processIds.filter((x): x is number => typeof x === 'number')
+          : [],
         slots: typeof raw.slots === 'number' ? raw.slots : 0,
       };
     case 'fatal':
