@@ -87,6 +87,7 @@ describe('the daemon and its client (issue 4)', function () {
     assert.equal(mode(path.dirname(info.logFile)), 0o700, 'log dir');
     assert.equal(mode(info.logFile), 0o600, 'log file');
 
+    await readyWorkers(client, 2);
     const runs = path.join(dir, 'runs-200');
     const ids = await processes.submitMany(
       'test.record_add',

@@ -23,7 +23,9 @@ export default class DaemonRestart extends DroverCommand<typeof DaemonRestart> {
   async run(): Promise<DaemonRestartResult> {
     const profile = this.resolveProfile(false);
     const { DaemonClient } = await import('../../client/index.js');
-    const client = new DaemonClient(profile);
+    // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
+    const { findInstalledServiceManager } = await import('../../service/supervisor.js');
+    const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
     try {
       await client.restartDaemon({ reset: this.flags.reset });
     } catch (err) {
@@ -32,10 +34,11 @@ export default class DaemonRestart extends DroverCommand<typeof DaemonRestart> {
       this.exit(EXIT_UNREACHABLE);
     }
     const status = await client.getStatus();
+    const workers = `${status.numberOfWorkers} worker${status.numberOfWorkers === 1 ? '' : 's'}`;
     this.say(
       this.flags.reset
-        ? `Daemon of profile '${profile.name}' restarted (pid ${status.pid}, ${status.numberOfWorkers} workers).`
-        : `Restarted the ${status.numberOfWorkers} workers of the daemon of profile '${profile.name}'.`,
+        ? `Daemon of profile '${profile.name}' restarted (pid ${status.pid}, ${workers}).`
+        : `Restarted the ${workers} of the daemon of profile '${profile.name}'.`,
     );
     return { profile: profile.name, pid: status.pid, numberOfWorkers: status.numberOfWorkers };
   }

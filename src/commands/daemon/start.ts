@@ -51,7 +51,9 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
       this.exit(code);
     }
     const { DaemonClient } = await import('../../client/index.js');
-    const client = new DaemonClient(profile);
+    // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
+    const { findInstalledServiceManager } = await import('../../service/supervisor.js');
+    const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
     const workers = n ?? profile.options['daemon.default_workers'];
     this.say(`Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}...`);
     await client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout });

@@ -36,6 +36,8 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
 
   async run(): Promise<DaemonStopResult> {
     const { DaemonClient } = await import('../../client/index.js');
+    // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
+    const { findInstalledServiceManager } = await import('../../service/supervisor.js');
     let profiles: Profile[];
     if (this.flags.all) {
       const config = this.loadConfig();
@@ -45,7 +47,7 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
     }
     const results = await Promise.all(
       profiles.map(async (profile) => {
-        const client = new DaemonClient(profile);
+        const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
         if (!client.isDaemonRunning) {
           this.say(`The daemon of profile '${profile.name}' is not running.`);
           return { profile: profile.name, wasRunning: false };
