@@ -70,8 +70,7 @@ export interface StatusOptions {
   /** Bound of each check in milliseconds (default: the profile's `daemon.timeout`). */
   timeoutMs?: number;
   /**
-   * Reports the daemon's state. Until the daemon client is wired in, the default says the daemon
-   * is not running.
+   * Reports the daemon's state (default: asks the daemon through the DaemonClient).
    */
   daemonStatus?: (profile: Profile) => Promise<DaemonStatus>;
 }
@@ -172,9 +171,21 @@ export async function checkBroker(broker: BrokerSettings, timeoutMs: number): Pr
   return status;
 }
 
-/** Placeholder until the daemon client is wired in: reports the daemon as not running. */
-export async function daemonNotWired(): Promise<DaemonStatus> {
-  return { running: false, pid: null, summary: 'not running' };
+/** Asks the profile's daemon through the DaemonClient (cheap PID check first, then the socket). */
+export async function daemonStatusFromClient(profile: Profile): Promise<DaemonStatus> {
+  const { DaemonClient } = await import('../client/index.js');
+  const client = new DaemonClient(profile);
+  if (!client.isDaemonRunning) return { running: false, pid: null, summary: 'not running' };
+  const s = await client.getStatus();
+  const crash = s.workers.filter((w) => w.state === 'crash-looping').length;
+  return {
+    running: true,
+    pid: s.pid,
+    summary:
+      `running (pid ${s.pid}, ${s.state}, supervisor ${s.supervisor}): ${s.numberOfWorkers} worker(s), ` +
+      `${s.runningProcesses} process(es) running` +
+      (crash > 0 ? `; ${crash} worker(s) crash-looping` : ''),
+  };
 }
 
 /** Checks the store and the broker of `profile` in parallel, and asks for the daemon's state. */
@@ -183,7 +194,7 @@ export async function getStatus(profile: Profile, opts: StatusOptions = {}): Pro
   const [store, broker, daemon] = await Promise.all([
     checkStore(profile.storage, timeoutMs),
     checkBroker(profile.broker, timeoutMs),
-    (opts.daemonStatus ?? daemonNotWired)(profile).catch((err: unknown): DaemonStatus => ({
+    (opts.daemonStatus ?? daemonStatusFromClient)(profile).catch((err: unknown): DaemonStatus => ({
       running: false,
       pid: null,
       summary: `unknown (${errorMessage(err)})`,
