@@ -128,6 +128,8 @@ export class Daemon {
   private readonly version = droverVersion();
   private readonly supervisorKind: DaemonSupervisor;
   private readySent = false;
+  /** Leases were released while no worker was ready to re-publish them. */
+  private sweepWanted = false;
   private lastWatchdog = 0;
 
   private constructor(
@@ -151,6 +153,7 @@ export class Daemon {
       outputLogger: root,
       env,
       onWorkerExit: (workerId, _exit, clean) => this.onWorkerExit(workerId, clean),
+      onWorkerReady: () => this.sweepIfWanted(),
       onChange: () => this.onChange(),
     });
   }
@@ -367,17 +370,28 @@ export class Daemon {
   }
 
   private onWorkerExit(workerId: string, clean: boolean): void {
+    // A worker that drained and exited 0 released what it held itself.
+    if (clean) return;
     this.track(
       this.leases.release(workerId).then((ids) => {
         if (ids.length === 0) return;
         this.logger.info(
-          `released ${ids.length} process${ids.length === 1 ? '' : 'es'} of ${clean ? 'drained' : 'dead'} worker ` +
-            `${workerId} for re-dispatch: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`,
+          `released ${ids.length} process${ids.length === 1 ? '' : 'es'} of dead worker ${workerId} for ` +
+            `re-dispatch: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`,
         );
-        if (!this.supervisor.sweep())
-          this.logger.debug('no ready worker to sweep now; the next one sweeps at its start');
+        this.requestSweep();
       }),
     );
+  }
+
+  /** Has a ready worker re-publish pending dispatches now, or else the next worker that gets ready. */
+  private requestSweep(): void {
+    if (this.stopPromise) return; // the next daemon's workers sweep at their start
+    if (!this.supervisor.sweep()) this.sweepWanted = true;
+  }
+
+  private sweepIfWanted(): void {
+    if (this.sweepWanted && this.supervisor.sweep()) this.sweepWanted = false;
   }
 
   /** Releases the leases of a crashed predecessor's workers once each of them is gone. */
@@ -401,7 +415,7 @@ export class Daemon {
     );
     if (released > 0) {
       this.logger.info(`released ${released} process(es) of the previous daemon's workers for re-dispatch`);
-      this.supervisor.sweep();
+      this.requestSweep();
     }
   }
 

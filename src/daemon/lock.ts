@@ -38,6 +38,8 @@ export function tryAcquireDaemonLock(file: string): DaemonLock | null {
   }
   try {
     db.pragma('locking_mode = EXCLUSIVE');
+    // Nothing is ever written: no journal file is needed (and none is left behind by a crash).
+    db.pragma('journal_mode = OFF');
     db.exec('BEGIN EXCLUSIVE');
   } catch (err) {
     db.close();

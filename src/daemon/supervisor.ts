@@ -72,6 +72,8 @@ export interface SupervisorOptions {
   env?: NodeJS.ProcessEnv;
   /** Called when a worker process ended, however it ended. */
   onWorkerExit?: (workerId: string, exit: WorkerExit, expected: boolean) => void;
+  /** Called when a worker reported ready. */
+  onWorkerReady?: (workerId: string) => void;
   /** Called whenever something shown in status changed. */
   onChange?: () => void;
   /** Overrides for tests. */
@@ -497,6 +499,7 @@ export class Supervisor {
         if (!inst.ready) {
           inst.ready = true;
           log.info(`worker ${inst.slot.name} (pid ${inst.pid}) is ready`);
+          this.opts.onWorkerReady?.(inst.workerId);
           this.changed();
         }
         break;

@@ -212,6 +212,34 @@ describe('the daemon and its client (issue 4)', function () {
     }
   });
 
+  it('4: when the daemon and its worker die together, the next daemon releases what the worker held', async () => {
+    tp.setOption('daemon.lease_seconds', 300);
+    try {
+      client = clientFor(tp);
+      await client.startDaemon({ numberWorkers: 1 });
+      const [worker] = await readyWorkers(client, 1);
+      const runs = path.join(dir, 'runs-both-die');
+      const [id] = await processes.submitMany('test.record_sleep', [{ seconds: 1, file: runs }]);
+      await waitStates([id!], ['running'], 30_000, 'the process to run');
+      // The worker cannot release anything itself: stopped first, killed after its daemon.
+      process.kill(worker!.pid!, 'SIGSTOP');
+      process.kill(client.daemonPid!, 'SIGKILL');
+      process.kill(worker!.pid!, 'SIGKILL');
+      await waitUntil(() => processesOfHome(tp.home).length === 0, 5000, 'both to be gone');
+      const held = await processes.getProcess(id!);
+      assert.equal(held.state, 'running');
+      assert.equal(held.leaseOwner, worker!.workerId, 'still leased (for 300 s) by the dead worker');
+
+      await client.startDaemon({ numberWorkers: 1 });
+      // Lease 300 s: only the new daemon's release (from the dead daemon's workers file) explains this.
+      await waitStates([id!], ['finished'], 30_000, 'the process to finish under the new daemon');
+      assert.equal(countRuns(runs).get(id!), 2);
+      await client.stopDaemon();
+    } finally {
+      tp.setOption('daemon.lease_seconds', 30);
+    }
+  });
+
   it('5: two concurrent starts give one daemon; no daemon fails at once; a stopped daemon times out', async () => {
     tp.setOption('daemon.timeout', 10);
     try {
