@@ -74,7 +74,35 @@ export interface DaemonOptions {
   handleSignals?: boolean;
   /** Extra log sinks (tests). */
   sinks?: LogSink[];
+  /** Control transports besides the socket (D-Bus), started after the socket and closed on stop. */
+  transports?: ControlTransportFactory[];
 }
+
+/** What a control transport besides the socket gets from the daemon. */
+export interface ControlTransportContext {
+  profile: Profile;
+  /** The same handler the socket uses. */
+  handler: ControlHandler;
+  logger: Logger;
+  /** The current status (as the `status` method answers). */
+  status(): DaemonStatus;
+  /**
+   * Calls `listener` whenever the state, the workers (pid, state, restarts) or the number of running
+   * processes change (for D-Bus PropertiesChanged). Returns a function that removes it.
+   */
+  onStatusChange(listener: (status: DaemonStatus) => void): () => void;
+}
+
+/** A running control transport. */
+export interface ControlTransport {
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a control transport. A factory that fails is logged and skipped: the socket still works,
+ * so an unavailable session bus never keeps the daemon down.
+ */
+export type ControlTransportFactory = (ctx: ControlTransportContext) => Promise<ControlTransport>;
 
 /** Who supervises this process, from the environment the service manager gave it. */
 export function detectSupervisor(env: NodeJS.ProcessEnv = process.env): DaemonSupervisor {
@@ -130,6 +158,9 @@ export class Daemon {
   private readySent = false;
   /** Leases were released while no worker was ready to re-publish them. */
   private sweepWanted = false;
+  private readonly transports: ControlTransport[] = [];
+  private readonly statusListeners = new Set<(status: DaemonStatus) => void>();
+  private lastSignature = '';
   private lastWatchdog = 0;
 
   private constructor(
@@ -210,6 +241,7 @@ export class Daemon {
     this.server = new ControlServer(paths.socket, this.handler(), logger.child('control'));
     await this.server.listen();
     if (this.options.handleSignals !== false) this.installSignalHandlers();
+    await this.startTransports();
     if (previous.length > 0) this.track(this.recoverPrevious(previous));
     this.supervisor.start(n);
     const wd = this.notifier.watchdogIntervalMs;
@@ -305,6 +337,7 @@ export class Daemon {
     const { logger, paths } = this;
     const grace = this.profile.options['daemon.shutdown_grace'];
     this.state = 'stopping';
+    this.notifyListeners();
     const n = this.supervisor.numberOfWorkers;
     logger.info(`stopping (${reason}): draining ${n} worker${n === 1 ? '' : 's'} within ${grace}s`);
     this.notifier.stopping(`stopping: draining ${n} workers, ${this.supervisor.runningProcesses} processes running`);
@@ -326,6 +359,7 @@ export class Daemon {
     this.tickTimer = null;
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
     await this.leases.close();
+    await Promise.allSettled(this.transports.map((t) => t.close()));
     await this.server?.close();
     removeFileQuietly(paths.socket);
     removeFileQuietly(paths.workersFile);
@@ -446,6 +480,49 @@ export class Daemon {
       }
     }
     this.writeRecords();
+    this.notifyListeners();
+  }
+
+  private async startTransports(): Promise<void> {
+    const handler = this.handler();
+    for (const factory of this.options.transports ?? []) {
+      try {
+        this.transports.push(
+          await factory({
+            profile: this.profile,
+            handler,
+            logger: this.logger,
+            status: () => this.status(),
+            onStatusChange: (listener) => {
+              this.statusListeners.add(listener);
+              return () => this.statusListeners.delete(listener);
+            },
+          }),
+        );
+      } catch (err) {
+        this.logger.warn(`a control transport failed to start (${errorMessage(err)}); the socket still answers`);
+      }
+    }
+  }
+
+  private notifyListeners(): void {
+    if (this.statusListeners.size === 0) return;
+    const status = this.status();
+    const signature = JSON.stringify([
+      status.state,
+      status.numberOfWorkers,
+      status.runningProcesses,
+      status.workers.map((w) => [w.id, w.pid, w.state, w.restarts, w.running]),
+    ]);
+    if (signature === this.lastSignature) return;
+    this.lastSignature = signature;
+    for (const listener of this.statusListeners) {
+      try {
+        listener(status);
+      } catch (err) {
+        this.logger.warn(`a status listener failed: ${errorMessage(err)}`);
+      }
+    }
   }
 
   private statusLine(): string {
