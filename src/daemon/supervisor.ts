@@ -499,6 +499,8 @@ export class Supervisor {
         if (!inst.ready) {
           inst.ready = true;
           log.info(`worker ${inst.slot.name} (pid ${inst.pid}) is ready`);
+          // Workers report stats on change; ask once so status shows its slots from the start.
+          this.send(inst, { kind: 'stats?' });
           this.opts.onWorkerReady?.(inst.workerId);
           this.changed();
         }
