@@ -17,7 +17,7 @@ const allowed = {
   daemon: ['config', 'protocol', 'store', 'logging', 'errors', 'util'],
   client: ['protocol', 'config', 'errors', 'util', 'logging'],
   service: ['config', 'errors', 'util', 'logging'],
-  api: ['store', 'broker', 'engine', 'worker', 'config', 'protocol', 'errors', 'util', 'logging', 'client'],
+  api: ['store', 'broker', 'engine', 'worker', 'daemon', 'config', 'protocol', 'errors', 'util', 'logging', 'client'],
   cli: ['config', 'errors', 'util', 'logging'],
   commands: ['cli', 'client', 'service', 'config', 'api', 'errors', 'util', 'logging', 'protocol'],
 };

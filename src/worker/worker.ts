@@ -32,7 +32,7 @@ import { errorMessage } from '../errors/index.js';
 import type { BrokerConnection } from '../broker/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { parseBrokerMessage, type ProcessOutcome, type ProcessRecord } from '../protocol/index.js';
-import type { ProcessRegistry} from '../engine/index.js';
+import type { ProcessRegistry } from '../engine/index.js';
 import { startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
 import { sleep } from '../util/index.js';
 

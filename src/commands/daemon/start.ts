@@ -46,7 +46,7 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
     const n = this.args.number;
     if (this.flags.foreground) {
       // Imported here: only the daemon process itself needs the supervisor and its native modules.
-      const { runDaemon } = await import('../../daemon/index.js');
+      const { runDaemon } = await import('../../api/daemon.js');
       const code = await runDaemon(profile, { numberWorkers: n, foreground: true });
       this.exit(code);
     }
