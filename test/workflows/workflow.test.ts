@@ -77,8 +77,18 @@ describe('workflows, durable steps and process control (issue 6)', function () {
       const children = await client.listProcesses({ parentId: id });
       assert.equal(children.length, 500);
       assert.ok(children.every((c) => c.state === 'finished'));
-      // It waited (gave its slot back) instead of holding it, and was resumed once woken.
-      assert.ok(p!.runs >= 2, `workflow claimed ${p!.runs} times`);
+      // More waiting workflows than slots: each gives its slot back while it waits, so their
+      // children still get slots (AiiDA deadlocks here: waiting parents fill every slot).
+      const parents = await client.submitMany(
+        'examples.sum_of_squares',
+        Array.from({ length: 15 }, () => ({ n: 20 })),
+      );
+      const done = await waitForProcesses(client, parents, { timeoutSeconds: 120 });
+      for (const d of done) assert.deepEqual(d.outputs, { sum: (20 * 21 * 41) / 6, children: 20 });
+      assert.ok(
+        done.some((d) => d.runs >= 2),
+        'with 15 parents on 10 slots, some parents must have waited and been resumed',
+      );
     } finally {
       tp.setOption('daemon.worker_process_slots', 200);
     }
