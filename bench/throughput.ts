@@ -31,6 +31,31 @@ const RABBIT = 'amqp://guest:guest@127.0.0.1:5672';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/test';
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'drover.js');
 
+/** CPU seconds (user + system) used so far by process `pid`. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** PID of the RabbitMQ server (beam.smp), to attribute CPU time; null when not found. */
+function brokerPid(): number | null {
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.includes('beam.smp') && cmd.includes('rabbit')) return Number(e);
+    } catch {
+      // gone
+    }
+  }
+  return null;
+}
+
 function peakRssMiB(pid: number): number {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -41,7 +66,12 @@ function peakRssMiB(pid: number): number {
   }
 }
 
-async function drover(): Promise<{ perSecond: number; seconds: number; peakRss: number[] }> {
+async function drover(): Promise<{
+  perSecond: number;
+  seconds: number;
+  peakRss: number[];
+  cpu: { workers: number[]; broker: number; submitter: number };
+}> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-bench-'));
   let dropDb: (() => Promise<void>) | null = null;
   const config = Config.load(path.join(home, 'config.json'));
@@ -88,6 +118,12 @@ async function drover(): Promise<{ perSecond: number; seconds: number; peakRss: 
       w.stdout!.resume();
     }
     const inputs = Array.from({ length: N }, (_, i) => ({ x: i, y: 1 }));
+    const beam = brokerPid();
+    const cpu0 = {
+      workers: workers.map((w) => cpuSeconds(w.pid!)),
+      broker: beam ? cpuSeconds(beam) : NaN,
+      self: process.cpuUsage(),
+    };
     const t0 = performance.now();
     await client.submitMany('core.arithmetic.add', inputs);
     for (;;) {
@@ -98,7 +134,13 @@ async function drover(): Promise<{ perSecond: number; seconds: number; peakRss: 
     }
     const seconds = (performance.now() - t0) / 1000;
     const peakRss = workers.map((w) => peakRssMiB(w.pid!));
-    return { perSecond: N / seconds, seconds, peakRss };
+    const self = process.cpuUsage(cpu0.self);
+    const cpu = {
+      workers: workers.map((w, i) => cpuSeconds(w.pid!) - cpu0.workers[i]!),
+      broker: beam ? cpuSeconds(beam) - cpu0.broker : NaN,
+      submitter: (self.user + self.system) / 1e6,
+    };
+    return { perSecond: N / seconds, seconds, peakRss, cpu };
   } finally {
     for (const w of workers) w.kill('SIGTERM');
     await Promise.all(workers.map((w) => new Promise((r) => (w.exitCode !== null ? r(null) : w.on('exit', r)))));
@@ -160,4 +202,8 @@ console.log(
 );
 console.log(`ratio drover / raw: ${(d.perSecond / rawBest).toFixed(2)}`);
 console.log(`worker peak RSS: ${d.peakRss.map((r) => `${r} MiB`).join(', ')}`);
+console.log(
+  `CPU seconds during the drover run: workers ${d.cpu.workers.map((c) => c.toFixed(2)).join(' + ')}, ` +
+    `RabbitMQ ${d.cpu.broker.toFixed(2)}, submitter/poller ${d.cpu.submitter.toFixed(2)} (wall ${d.seconds.toFixed(2)} s, 2 cores)`,
+);
 process.exit(0);
