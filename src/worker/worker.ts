@@ -28,16 +28,18 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
-import { errorMessage } from '../errors/index.js';
+import { BrokerError, errorMessage } from '../errors/index.js';
 import type { BrokerConnection } from '../broker/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { parseBrokerMessage, type ProcessOutcome, type ProcessRecord } from '../protocol/index.js';
 import type { ProcessRegistry } from '../engine/index.js';
 import { startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
-import { sleep } from '../util/index.js';
+import { sleep, withTimeout } from '../util/index.js';
 
 /** Longest time a delivery may wait unacked for a free slot before it is handed back. */
 export const HOLD_LIMIT_MS = 60_000;
+/** How long a dispatch waits for the broker before leaving the task to the sweep. */
+export const DISPATCH_TIMEOUT_MS = 5_000;
 /** Period of the outbox sweep. */
 export const SWEEP_INTERVAL_MS = 5_000;
 /** A pending dispatch younger than this is left to its submitter (it is probably being published). */
@@ -162,6 +164,7 @@ export class Worker {
         if (this.consumeCh === ch) {
           this.consumeCh = null;
           this.consumerTag = null;
+          this.consuming = false;
           // Unacked deliveries of a closed channel are requeued by the broker.
           this.held = this.held.filter((h) => h.ch !== ch);
           this.claimQueue = this.claimQueue.filter((h) => h.ch !== ch);
@@ -454,7 +457,11 @@ export class Worker {
     if (ids.length === 0) return;
     const markedBy = Date.now();
     try {
-      await this.opts.broker.publishContinue(ids);
+      // While the broker is away, do not hold up the caller (and its slot): the dispatch stays
+      // pending in the store and the sweep publishes it after the reconnect.
+      await withTimeout(this.opts.broker.publishContinue(ids), DISPATCH_TIMEOUT_MS, () => {
+        return new BrokerError(`broker did not confirm within ${DISPATCH_TIMEOUT_MS / 1000} s`);
+      });
       await this.opts.store.markDispatched(ids, markedBy);
     } catch (err) {
       this.log.warn(`dispatching ${ids.length} process(es) failed (the sweep will retry): ${errorMessage(err)}`);
