@@ -194,6 +194,35 @@ describe('workflows, durable steps and process control (issue 6)', function () {
     assert.equal(again[0]!.outcome, 'already terminated');
   });
 
+  it('pause keeps a queued process from starting; kill works on created and paused processes', async () => {
+    const queued = await client.submit('core.arithmetic.add', { x: 20, y: 22 });
+    const created = await client.submit('core.arithmetic.add', { x: 1, y: 1 });
+    const pausedThenKilled = await client.submit('core.arithmetic.add', { x: 2, y: 2 });
+    assert.deepEqual(
+      (await pauseProcesses(client, [queued, pausedThenKilled])).map((r) => r.outcome),
+      ['done', 'done'],
+    );
+    const killed = await killProcesses(client, [created, pausedThenKilled]);
+    assert.deepEqual(
+      killed.map((r) => [r.outcome, r.state]),
+      [
+        ['done', 'killed'],
+        ['done', 'killed'],
+      ],
+    );
+    workers = [await startWorker(tp)];
+    const marker = await client.submit('core.arithmetic.add', { x: 0, y: 0 });
+    await waitForProcesses(client, [marker], { timeoutSeconds: 30 });
+    const p = await client.getProcess(queued);
+    assert.equal(p.state, 'created', 'a paused process does not start');
+    assert.equal(p.paused, true);
+    await playProcesses(client, [queued]);
+    const [done] = await waitForProcesses(client, [queued], { timeoutSeconds: 30 });
+    assert.equal(done!.state, 'finished');
+    assert.deepEqual(done!.outputs, { sum: 42 });
+    for (const id of [created, pausedThenKilled]) assert.equal((await client.getProcess(id)).runs, 0);
+  });
+
   it('pauses a running workflow at a step boundary and finishes it when played', async () => {
     const file = path.join(dir, 'pause.txt');
     workers = [await startWorker(tp)];
