@@ -224,6 +224,27 @@ describe('processes run to completion (issue 3)', function () {
     assert.equal((await client.listProcesses({})).length, before);
   });
 
+  it('drover process submit --wait prints the outcome; process kill replies per id', async () => {
+    workers = [await startWorker(tp)];
+    const r = await runCliAsync(
+      ['process', 'submit', 'core.arithmetic.add', '-i', 'x=40', '-i', 'y=2', '--wait', '--json'],
+      tp.env,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const res = JSON.parse(r.stdout) as { id: number; state: string; exitStatus: number; outputs: unknown };
+    assert.equal(res.state, 'finished');
+    assert.deepEqual(res.outputs, { sum: 42 });
+    const k = await runCliAsync(['process', 'kill', String(res.id), '999999', '--json'], tp.env);
+    const replies = (JSON.parse(k.stdout) as { replies: Array<{ id: number; outcome: string }> }).replies;
+    assert.deepEqual(
+      replies.map((x) => [x.id, x.outcome]),
+      [
+        [res.id, 'already terminated'],
+        [999999, 'not found'],
+      ],
+    );
+  });
+
   it('prints process list with the slot-usage line, show, and report', async () => {
     const id = await client.submit('test.throws', null);
     workers = [await startWorker(tp)];
