@@ -80,6 +80,8 @@ export class Worker {
   private readonly running = new Map<number, RunHandle>();
   private readonly claiming = new Set<number>();
   private held: Held[] = [];
+  /** Delivery tags not yet acked or nacked, per channel (see ackAll). */
+  private readonly unacked = new Map<Channel, Set<number>>();
   private claimQueue: Held[] = [];
   private claimScheduled = false;
   private completions: Array<{ record: ProcessRecord; outcome: ProcessOutcome; resolve: () => void }> = [];
@@ -167,6 +169,7 @@ export class Worker {
           this.consuming = false;
           // Unacked deliveries of a closed channel are requeued by the broker.
           this.held = this.held.filter((h) => h.ch !== ch);
+          this.unacked.delete(ch);
           this.claimQueue = this.claimQueue.filter((h) => h.ch !== ch);
         }
       });
@@ -242,6 +245,7 @@ export class Worker {
   }
 
   private ack(h: Held): void {
+    this.unackedOn(h.ch).delete(h.msg.fields.deliveryTag);
     try {
       h.ch.ack(h.msg);
     } catch {
@@ -249,7 +253,48 @@ export class Worker {
     }
   }
 
+  /**
+   * Acknowledges a batch. Where every outstanding delivery of a channel up to the batch's highest
+   * tag is in the batch, one `multiple` ack covers them all (one frame instead of one per task).
+   */
+  private ackAll(batch: readonly Held[]): void {
+    const byChannel = new Map<Channel, Held[]>();
+    for (const h of batch) {
+      const list = byChannel.get(h.ch);
+      if (list) list.push(h);
+      else byChannel.set(h.ch, [h]);
+    }
+    for (const [ch, hs] of byChannel) {
+      const outstanding = this.unackedOn(ch);
+      let top = hs[0]!;
+      const tags = new Set<number>();
+      for (const h of hs) {
+        tags.add(h.msg.fields.deliveryTag);
+        if (h.msg.fields.deliveryTag > top.msg.fields.deliveryTag) top = h;
+      }
+      const max = top.msg.fields.deliveryTag;
+      let covered = true;
+      for (const t of outstanding) {
+        if (t <= max && !tags.has(t)) {
+          covered = false;
+          break;
+        }
+      }
+      if (!covered) {
+        for (const h of hs) this.ack(h);
+        continue;
+      }
+      for (const t of tags) outstanding.delete(t);
+      try {
+        ch.ack(top.msg, true);
+      } catch {
+        // as in ack()
+      }
+    }
+  }
+
   private nack(h: Held, requeue: boolean): void {
+    this.unackedOn(h.ch).delete(h.msg.fields.deliveryTag);
     try {
       h.ch.nack(h.msg, false, requeue);
     } catch {
@@ -257,11 +302,21 @@ export class Worker {
     }
   }
 
+  private unackedOn(ch: Channel): Set<number> {
+    let set = this.unacked.get(ch);
+    if (!set) {
+      set = new Set();
+      this.unacked.set(ch, set);
+    }
+    return set;
+  }
+
   private freeSlots(): number {
     return this.slots - this.running.size - this.claiming.size;
   }
 
   private onDelivery(msg: ConsumeMessage, ch: Channel): void {
+    this.unackedOn(ch).add(msg.fields.deliveryTag);
     let parsed;
     try {
       parsed = parseBrokerMessage(msg.content);
@@ -312,12 +367,11 @@ export class Worker {
       for (const h of batch) this.nack(h, true);
       return;
     }
+    this.ackAll(batch);
     for (let i = 0; i < batch.length; i++) {
-      const h = batch[i]!;
       const id = ids[i]!;
       const r = results[i]!;
       this.claiming.delete(id);
-      this.ack(h);
       if (!r.claimed) {
         if (r.reason === 'not-found') this.log.warn(`dropped task for process ${id}: no such process`);
         else this.log.debug(`dropped task for process ${id}: ${r.reason}`);
