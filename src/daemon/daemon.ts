@@ -37,6 +37,7 @@ import {
 import { errorMessage } from '../errors/index.js';
 import { deferred, ensurePrivateDir, sleep } from '../util/index.js';
 import { ControlServer } from './control-server.js';
+import { defaultControlTransports } from './dbus.js';
 import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
 import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
 import { createNotifier, type Notifier } from './notify.js';
@@ -74,7 +75,10 @@ export interface DaemonOptions {
   handleSignals?: boolean;
   /** Extra log sinks (tests). */
   sinks?: LogSink[];
-  /** Control transports besides the socket (D-Bus), started after the socket and closed on stop. */
+  /**
+   * Control transports besides the socket, started after the socket and closed on stop (default:
+   * D-Bus on the user's session bus, when there is one; `[]` for none).
+   */
   transports?: ControlTransportFactory[];
 }
 
@@ -485,7 +489,8 @@ export class Daemon {
 
   private async startTransports(): Promise<void> {
     const handler = this.handler();
-    for (const factory of this.options.transports ?? []) {
+    const factories = this.options.transports ?? defaultControlTransports(this.options.env ?? process.env);
+    for (const factory of factories) {
       try {
         this.transports.push(
           await factory({

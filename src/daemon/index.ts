@@ -7,6 +7,7 @@
 export * from './daemon.js';
 export * from './supervisor.js';
 export * from './control-server.js';
+export * from './dbus.js';
 export * from './lock.js';
 export * from './notify.js';
 export * from './paths.js';

@@ -3,3 +3,4 @@ export * from './process.js';
 export * from './broker.js';
 export * from './ipc.js';
 export * from './control.js';
+export * from './dbus-names.js';
