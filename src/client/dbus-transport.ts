@@ -42,6 +42,12 @@ function loadDBus(): Promise<DBusModule> {
   return loaded;
 }
 
+/** Errors of the bus that mean the daemon owns its name but did not reply in time. */
+const DBUS_NO_REPLY_ERRORS: readonly string[] = [
+  'org.freedesktop.DBus.Error.NoReply',
+  'org.freedesktop.DBus.Error.Timeout',
+];
+
 function isDBusError(err: unknown): err is DBusError {
   return err instanceof Error && err.name === 'DBusError' && typeof (err as { type?: unknown }).type === 'string';
 }
@@ -178,6 +184,10 @@ export class DBusTransport implements Transport {
         `${who} is not running (nobody owns ${this.busName} on the session bus at ${found.shown})`,
         { cause: err },
       );
+    }
+    if (DBUS_NO_REPLY_ERRORS.includes(err.type)) {
+      // The bus gave up waiting for the daemon (its own reply timeout, 25 s by default).
+      return new DaemonTimeoutException(`${who} did not answer '${method}' over D-Bus: ${err.text}`, { cause: err });
     }
     const code = controlCodeOfDBusError(err.type);
     if (code !== null) return new DaemonException(`${who} refused '${method}': ${err.text} (${code})`, { cause: err });

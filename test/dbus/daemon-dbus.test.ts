@@ -199,6 +199,16 @@ describe('the daemon on D-Bus (issue 5, point 7)', function () {
       });
     }
 
+    // A daemon that owns its name but does not answer (stopped): a timeout, as over the socket.
+    const pid = socketClient.daemonPid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await assert.rejects(dbusClient.getStatus({ timeout: 1 }), DaemonTimeoutException);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.equal((await dbusClient.getStatus()).pid, pid, 'it answers again once continued');
+
     await dbusClient.stopDaemon();
     assert.equal(socketClient.isDaemonRunning, false);
     const list = await busctl(bus, 'list', '--acquired');
