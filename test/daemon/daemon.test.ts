@@ -221,6 +221,8 @@ describe('the daemon and its client (issue 4)', function () {
       const runs = path.join(dir, 'runs-both-die');
       const [id] = await processes.submitMany('test.record_sleep', [{ seconds: 1, file: runs }]);
       await waitStates([id!], ['running'], 30_000, 'the process to run');
+      // Claimed is not yet started: wait for the run itself to begin, so the count below is exact.
+      await waitUntil(() => countRuns(runs).get(id!) === 1, 10_000, 'the run to start');
       // The worker cannot release anything itself: stopped first, killed after its daemon.
       process.kill(worker!.pid!, 'SIGSTOP');
       process.kill(client.daemonPid!, 'SIGKILL');
