@@ -14,7 +14,6 @@
  */
 import { InputError } from '../errors/index.js';
 import { isTerminal, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
-import { sleep } from '../util/index.js';
 import type { ProcessClient } from './processes.js';
 
 /** What happened to one id of a control request. */
@@ -98,6 +97,62 @@ export async function waitForProcesses(
   return ids.map((id) => records.get(id)!);
 }
 
+/**
+ * Runs `act` for each id that names an active process; replies for missing and terminated ones
+ * are made here.
+ */
+async function forEachActive(
+  client: ProcessClient,
+  ids: readonly number[],
+  act: (p: ProcessRecord) => Promise<ControlOutcome>,
+): Promise<ControlReply[]> {
+  checkIds(ids);
+  const replies: ControlReply[] = [];
+  for (const id of ids) {
+    const p = await client.store.getProcess(id);
+    if (!p) {
+      replies.push({ id, outcome: 'not found', state: null, paused: false });
+      continue;
+    }
+    if (isTerminal(p.state)) {
+      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
+      continue;
+    }
+    const outcome = await act(p);
+    const after = await client.getProcess(id);
+    replies.push({ id, outcome, state: after.state, paused: after.paused });
+  }
+  return replies;
+}
+
+/** A control action. */
+export type ControlAction = 'kill' | 'pause' | 'play';
+
+/**
+ * Applies `action` to `ids`, or with `'all'` to every active process of the profile (for kill:
+ * every active process whose parent is not active too, since children are killed with their parent).
+ */
+export async function controlProcesses(
+  client: ProcessClient,
+  action: ControlAction,
+  target: readonly number[] | 'all',
+  opts: ControlOptions = {},
+): Promise<ControlReply[]> {
+  let ids: readonly number[];
+  if (target === 'all') {
+    const active = await client.listProcesses({ states: ['created', 'running', 'waiting'] });
+    const activeIds = new Set(active.map((p) => p.id));
+    ids = active
+      .filter((p) => action !== 'kill' || p.parentId === null || !activeIds.has(p.parentId))
+      .map((p) => p.id)
+      .sort((a, b) => a - b);
+  } else {
+    ids = target;
+  }
+  const fn = action === 'kill' ? killProcesses : action === 'pause' ? pauseProcesses : playProcesses;
+  return fn(client, ids, opts);
+}
+
 async function descendants(client: ProcessClient, id: number): Promise<number[]> {
   const out: number[] = [];
   const queue = [id];
@@ -121,22 +176,10 @@ export async function killProcesses(
   ids: readonly number[],
   opts: ControlOptions = {},
 ): Promise<ControlReply[]> {
-  checkIds(ids);
   const timeout = opts.timeoutSeconds ?? client.profile.options['daemon.timeout'];
   const message = opts.message ?? 'killed on request';
-  const replies: ControlReply[] = [];
-  for (const id of ids) {
-    const p = await client.store.getProcess(id);
-    if (!p) {
-      replies.push({ id, outcome: 'not found', state: null, paused: false });
-      continue;
-    }
-    if (isTerminal(p.state)) {
-      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
-      continue;
-    }
-    const kids = await descendants(client, id);
-    const targets = [id, ...kids];
+  return forEachActive(client, ids, async (p) => {
+    const targets = [p.id, ...(await descendants(client, p.id))];
     const running: number[] = [];
     const woken: number[] = [];
     for (const t of targets) {
@@ -152,24 +195,18 @@ export async function killProcesses(
       await b?.publishContinue(woken);
       if (b) await client.store.markDispatched(woken, markedBy);
     }
-    let outcome: ControlOutcome = 'done';
-    if (running.length > 0) {
-      const broker = await client.broker();
-      if (!broker) outcome = 'unreachable';
-      else {
-        for (const t of running)
-          await broker.publishControl({ v: 1, kind: 'control', action: 'kill', processId: t, message });
-        try {
-          await waitForProcesses(client, running, { timeoutSeconds: timeout });
-        } catch {
-          outcome = 'timed out';
-        }
-      }
+    if (running.length === 0) return 'done';
+    const broker = await client.broker();
+    if (!broker) return 'unreachable';
+    for (const t of running)
+      await broker.publishControl({ v: 1, kind: 'control', action: 'kill', processId: t, message });
+    try {
+      await waitForProcesses(client, running, { timeoutSeconds: timeout });
+      return 'done';
+    } catch {
+      return 'timed out';
     }
-    const after = await client.getProcess(id);
-    replies.push({ id, outcome, state: after.state, paused: after.paused });
-  }
-  return replies;
+  });
 }
 
 function announce(client: ProcessClient, p: ProcessRecord | null): void {
@@ -198,29 +235,18 @@ export async function pauseProcesses(
   ids: readonly number[],
   opts: ControlOptions = {},
 ): Promise<ControlReply[]> {
-  checkIds(ids);
   const timeout = opts.timeoutSeconds ?? client.profile.options['daemon.timeout'];
-  const replies: ControlReply[] = [];
-  for (const id of ids) {
-    const p = await client.store.getProcess(id);
-    if (!p) {
-      replies.push({ id, outcome: 'not found', state: null, paused: false });
-      continue;
-    }
-    if (isTerminal(p.state)) {
-      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
-      continue;
-    }
-    await client.store.setPaused([id], true);
+  return forEachActive(client, ids, async (p) => {
+    await client.store.setPaused([p.id], true);
     let outcome: ControlOutcome = 'done';
     const live = p.leaseOwner !== null && (p.leaseExpiresAt ?? 0) > Date.now();
     if (live) {
       const broker = await client.broker();
       if (!broker) outcome = 'unreachable';
       else {
-        await broker.publishControl({ v: 1, kind: 'control', action: 'pause', processId: id });
+        await broker.publishControl({ v: 1, kind: 'control', action: 'pause', processId: p.id });
         try {
-          await waitForProcesses(client, [id], {
+          await waitForProcesses(client, [p.id], {
             timeoutSeconds: timeout,
             until: (r) => isTerminal(r.state) || r.leaseOwner === null,
           });
@@ -229,11 +255,9 @@ export async function pauseProcesses(
         }
       }
     }
-    const after = await client.getProcess(id);
-    announce(client, after);
-    replies.push({ id, outcome, state: after.state, paused: after.paused });
-  }
-  return replies;
+    announce(client, await client.getProcess(p.id));
+    return outcome;
+  });
 }
 
 /** Resumes paused processes. */
@@ -242,40 +266,19 @@ export async function playProcesses(
   ids: readonly number[],
   _opts: ControlOptions = {},
 ): Promise<ControlReply[]> {
-  checkIds(ids);
-  const replies: ControlReply[] = [];
-  for (const id of ids) {
-    const p = await client.store.getProcess(id);
-    if (!p) {
-      replies.push({ id, outcome: 'not found', state: null, paused: false });
-      continue;
-    }
-    if (isTerminal(p.state)) {
-      replies.push({ id, outcome: 'already terminated', state: p.state, paused: p.paused });
-      continue;
-    }
-    const changed = await client.store.setPaused([id], false);
-    let outcome: ControlOutcome = 'done';
+  return forEachActive(client, ids, async (p) => {
+    const changed = await client.store.setPaused([p.id], false);
     const broker = await client.broker();
-    if (!broker) outcome = 'unreachable';
-    else {
-      // A pause that has not yet taken effect is cancelled in the worker; a paused process that
-      // was released is re-published now (the sweep would do it too, later).
-      await broker.publishControl({ v: 1, kind: 'control', action: 'play', processId: id });
-      if (changed.length > 0) {
-        const markedBy = Date.now();
-        await broker.publishContinue([id]);
-        await client.store.markDispatched([id], markedBy);
-      }
+    if (!broker) return 'unreachable';
+    // A pause that has not yet taken effect is cancelled in the worker; a paused process that
+    // was released is re-published now (the sweep would do it too, later).
+    await broker.publishControl({ v: 1, kind: 'control', action: 'play', processId: p.id });
+    if (changed.length > 0) {
+      const markedBy = Date.now();
+      await broker.publishContinue([p.id]);
+      await client.store.markDispatched([p.id], markedBy);
     }
-    const after = await client.getProcess(id);
-    announce(client, after);
-    replies.push({ id, outcome, state: after.state, paused: after.paused });
-  }
-  return replies;
-}
-
-/** Waits a little for broadcasts in flight before a short-lived client closes. */
-export async function settle(ms = 50): Promise<void> {
-  await sleep(ms);
+    announce(client, await client.getProcess(p.id));
+    return 'done';
+  });
 }

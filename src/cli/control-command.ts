@@ -1,0 +1,74 @@
+/**
+ * Shared shape of `drover process kill|pause|play ID… [--all] [--timeout S]`: the commands differ
+ * only in their action and help text.
+ *
+ * @module
+ */
+import { Args, Flags } from '@oclif/core';
+import { InputError } from '../errors/index.js';
+import { DroverCommand, formatTable } from './base-command.js';
+
+/** What the control API returns per id (mirrors api/control's ControlReply). */
+export interface ControlReplyRow {
+  id: number;
+  outcome: string;
+  state: string | null;
+  paused: boolean;
+}
+
+/** Help text shared by the control commands. */
+export const CONTROL_DESCRIPTION =
+  'The reply says what happened to each id: done, already terminated, not found, unreachable (the broker ' +
+  'cannot be reached to tell the worker running it) or timed out (the worker did not react within --timeout).';
+
+/** Base class of the process control commands. */
+export abstract class ProcessControlCommand extends DroverCommand<typeof ProcessControlCommand> {
+  static override description = CONTROL_DESCRIPTION;
+  static override strict = false;
+  static override args = { ids: Args.integer({ min: 1, description: 'Process ids.' }) };
+  static override flags = {
+    all: Flags.boolean({ description: 'Act on every active process of the profile.' }),
+    timeout: Flags.integer({ char: 't', min: 1, description: 'Seconds to wait for running processes to react.' }),
+  };
+
+  protected abstract readonly action: 'kill' | 'pause' | 'play';
+
+  async run(): Promise<{ replies: ControlReplyRow[] }> {
+    // Pass the statics explicitly: oclif spreads the options object, which drops inherited statics.
+    const ctor = ProcessControlCommand;
+    const { argv } = await this.parse({
+      flags: ctor.flags,
+      baseFlags: ctor.baseFlags,
+      args: ctor.args,
+      strict: false,
+      enableJsonFlag: true,
+    });
+    const ids = (argv as string[]).map((a) => {
+      const n = Number(a);
+      if (!Number.isSafeInteger(n) || n < 1) throw new InputError(`invalid process id ${JSON.stringify(a)}`);
+      return n;
+    });
+    if (ids.length === 0 && !this.flags.all) throw new InputError('give one or more process ids, or --all');
+    if (ids.length > 0 && this.flags.all) throw new InputError('give process ids or --all, not both');
+    const { ProcessClient } = await import('../api/processes.js');
+    const { controlProcesses } = await import('../api/control.js');
+    const client = await ProcessClient.open(this.resolveProfile());
+    try {
+      const replies = await controlProcesses(client, this.action, this.flags.all ? 'all' : ids, {
+        timeoutSeconds: this.flags.timeout,
+      });
+      if (replies.length === 0) this.say('No active processes.');
+      else
+        this.say(
+          formatTable(
+            ['ID', 'RESULT', 'STATE'],
+            replies.map((r) => [String(r.id), r.outcome, (r.state ?? '') + (r.paused ? ' (paused)' : '')]),
+          ),
+        );
+      if (replies.some((r) => r.outcome === 'unreachable' || r.outcome === 'timed out')) process.exitCode = 1;
+      return { replies };
+    } finally {
+      await client.close();
+    }
+  }
+}
