@@ -13,6 +13,8 @@ import {
   splitUnitWords,
 } from '../../src/service/index.js';
 import { InputError } from '../../src/errors/index.js';
+import { DAEMON_EXIT_ALREADY_RUNNING } from '../../src/protocol/index.js';
+import { DRAIN_KILL_MARGIN_MS } from '../../src/daemon/supervisor.js';
 
 const haveAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
 
@@ -58,6 +60,11 @@ describe('systemd unit rendering', () => {
     assert.deepEqual(s.get('RestartSec'), ['3']);
     assert.deepEqual(s.get('WatchdogSec'), ['12']);
     assert.deepEqual(s.get('TimeoutStopSec'), [String(30 + DEFAULT_STOP_MARGIN_SECONDS)]);
+    // The daemon SIGKILLs a worker that has not drained DRAIN_KILL_MARGIN_MS after the grace; the
+    // stop timeout leaves room for that and for releasing its leases.
+    assert.ok(DEFAULT_STOP_MARGIN_SECONDS * 1000 > DRAIN_KILL_MARGIN_MS);
+    // Exit 4: another daemon holds the profile; restarting would only loop.
+    assert.deepEqual(s.get('RestartPreventExitStatus'), [String(DAEMON_EXIT_ALREADY_RUNNING)]);
     assert.deepEqual(s.get('Environment'), ['"DROVER_HOME=/srv/drover home"']);
     const unit = new Map(parseUnitFile(text).get('Unit'));
     assert.ok(Number(unit.get('StartLimitIntervalSec')) > 0);
