@@ -4,6 +4,7 @@
  * @module
  */
 import { shellCommand, type ServiceActionResult } from './runner.js';
+import type { InstalledUnitCheck } from './supervisor.js';
 
 /** What the unit is, for messages. */
 function what(r: ServiceActionResult): string {
@@ -52,4 +53,20 @@ export function formatServiceAction(r: ServiceActionResult): string {
   }
   for (const n of r.notes) lines.push(`Note: ${n}`);
   return lines.join('\n');
+}
+
+/**
+ * One line about the profile's installed unit or agent for `drover daemon status`, e.g.
+ * `Service: drover@p.service (systemd user unit; enabled, active) runs /usr/bin/node /x/bin/drover.js`,
+ * or null when none is installed. Problems are left to the caller (they are warnings).
+ */
+export function formatUnitCheck(c: InstalledUnitCheck): string | null {
+  if (!c.installed || c.unit === null) return null;
+  const kind = c.supervisor === 'launchd' ? 'launchd agent' : 'systemd user unit';
+  const facts: string[] = [];
+  if (c.enabled !== undefined) facts.push(c.enabled ? 'enabled' : 'not enabled');
+  if (c.state !== undefined) facts.push(c.state);
+  else if (c.active !== undefined) facts.push(c.active ? 'active' : 'inactive');
+  const runs = c.nodePath !== null && c.cliPath !== null ? ` runs ${shellCommand([c.nodePath, c.cliPath])}` : '';
+  return `Service: ${c.unit} (${kind}${facts.length > 0 ? `; ${facts.join(', ')}` : ''})${runs}`;
 }

@@ -18,7 +18,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ServiceError } from '../errors/index.js';
 import { validateProfileName } from '../config/profile-name.js';
-import { parseUnitPaths, type UnitPaths } from './systemd.js';
+import { runtimeDir } from '../config/paths.js';
+import { OPTION_SPECS } from '../config/options.js';
+import { isProcessAlive } from '../util/proc.js';
+import { DEFAULT_STOP_MARGIN_SECONDS, parseUnitPaths, type UnitPaths } from './systemd.js';
 import { parsePlistPaths } from './launchd.js';
 import { systemdUnitFiles, systemdUserManagerState, noSystemdManagerError } from './systemd-install.js';
 import { launchdControl } from './launchd-install.js';
@@ -218,6 +221,11 @@ export interface InstalledUnitCheck {
   enabled?: boolean;
   /** systemd: `is-active` says active/activating/reloading; launchd: the agent is loaded. Absent without `probe`. */
   active?: boolean;
+  /**
+   * What the manager says: systemd's `is-active` word (`active`, `inactive`, `failed`, `activating`,
+   * ...), launchd `loaded`/`not loaded`; absent without `probe` or when the manager did not answer.
+   */
+  state?: string;
   nodePath: string | null;
   cliPath: string | null;
   droverHome: string | null;
@@ -292,9 +300,11 @@ export async function checkInstalledUnit(
     ]);
     out.enabled = /^(enabled|enabled-runtime|linked|linked-runtime|alias)$/.test(en.stdout.trim());
     out.active = /^(active|activating|reloading|refreshing)$/.test(ac.stdout.trim());
+    if (/^[a-z-]+$/.test(ac.stdout.trim())) out.state = ac.stdout.trim();
   } else {
     const c = launchdControl(profile, { env, launchctl: opts.launchctl });
     out.active = (await run(c.print[0]!, c.print.slice(1))).status === 0;
+    out.state = out.active ? 'loaded' : 'not loaded';
   }
   return out;
 }
@@ -341,19 +351,79 @@ export interface SupervisorHandle {
 }
 
 /**
+ * Name of the daemon's PID file in its runtime directory. Mirrors `DAEMON_PID_FILE` of
+ * src/protocol (which service/ may not import); test/service checks that the two agree.
+ */
+export const DAEMON_PID_FILE_NAME = 'daemon.pid';
+
+/** Whether a live daemon runs inside the profile's installed unit (see {@link runningOutsideUnit}). */
+export type DaemonPlacement = 'none' | 'inside' | 'outside' | 'unknown';
+
+/**
+ * Where the profile's running daemon (per its PID file, start time checked) is relative to the
+ * systemd unit `unit`: `none` (no live daemon), `inside` (its cgroup is the unit's), `outside`
+ * (started by hand, e.g. `drover daemon start` before the unit was installed), `unknown` (no
+ * /proc: macOS, or launchd). Reads two small files, runs nothing.
+ */
+export function daemonPlacement(profile: string, unit: string, env: NodeJS.ProcessEnv = process.env): DaemonPlacement {
+  let pid: number;
+  let start: string | undefined;
+  try {
+    const rec = JSON.parse(fs.readFileSync(path.join(runtimeDir(profile, env), DAEMON_PID_FILE_NAME), 'utf8')) as {
+      pid?: unknown;
+      start?: unknown;
+    };
+    if (typeof rec.pid !== 'number') return 'none';
+    pid = rec.pid;
+    start = typeof rec.start === 'string' ? rec.start : undefined;
+  } catch {
+    return 'none';
+  }
+  if (!isProcessAlive(pid, start)) return 'none';
+  let cgroups: string;
+  try {
+    cgroups = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return 'unknown';
+  }
+  // `0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-drover.slice/drover@p.service`
+  // (cgroup v2; v1 also has a `name=systemd` line). systemd prefixes an `_` to some names.
+  const inUnit = cgroups
+    .split('\n')
+    .map((line) => line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1))
+    .some((p) => p.split('/').some((part) => part === unit || part === `_${unit}`));
+  return inUnit ? 'inside' : 'outside';
+}
+
+/**
  * The lookup the client needs (`ServiceManagerLookup`): the service manager supervising the
- * profile's daemon for this caller, or null (nothing installed, or another DROVER_HOME). Only
- * reads files; each call then runs `systemctl --user` / `launchctl`, waiting at most the caller's
- * timeout (plus a little, so systemd's own error arrives first when it can).
+ * profile's daemon for this caller, or null. Null when nothing is installed, when the unit runs
+ * with another DROVER_HOME, and when a daemon runs but *outside* the installed systemd unit
+ * (started by hand before the unit was installed): `systemctl --user stop` would not stop that
+ * one and `restart` would start a second daemon that exits 4, so the client talks to it directly
+ * until it is gone. Only reads files; each call then runs `systemctl --user` / `launchctl`,
+ * waiting at most the caller's timeout (plus a little, so systemd's own error arrives first).
  */
 export function findInstalledServiceManager(
-  profile: { name: string },
+  profile: { name: string; options?: { readonly 'daemon.shutdown_grace'?: number } },
   env: NodeJS.ProcessEnv = process.env,
 ): SupervisorHandle | null {
   const sup = installedSupervisor(profile.name, env);
   if (sup === null) return null;
+  if (sup.kind === 'systemd' && daemonPlacement(profile.name, sup.unit, env) === 'outside') return null;
+  // `stop` (and the stop half of `restart`) returns only after the drain, which the manager bounds
+  // by TimeoutStopSec (grace + margin, longer with EXTEND_TIMEOUT_USEC): the caller's timeout,
+  // meant for one answer of the daemon, would kill systemctl half-way through a normal stop.
+  const grace =
+    profile.options?.['daemon.shutdown_grace'] ?? (OPTION_SPECS.get('daemon.shutdown_grace')!.default as number);
+  const drain = grace + DEFAULT_STOP_MARGIN_SECONDS + 30;
+  const budget = {
+    start: (t: number) => t,
+    stop: (t: number) => Math.max(t, drain),
+    restart: (t: number) => t + drain,
+  };
   const call = (action: 'start' | 'stop' | 'restart') => async (options: { timeout: number }) => {
-    const ms = Math.max(1, options.timeout) * 1000 + 2000;
+    const ms = budget[action](Math.max(1, options.timeout)) * 1000 + 2000;
     await runSupervisorAction(sup, action, execRunner(env, ms));
   };
   return { kind: sup.kind, unit: sup.unit, start: call('start'), stop: call('stop'), restart: call('restart') };
