@@ -14,7 +14,9 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
   static override description =
     'Starts the daemon in the background with N workers (default `daemon.default_workers`) and waits until it ' +
     'answers. With --foreground the daemon runs in this process, logging to stdout and to its log file, until ' +
-    'SIGTERM or SIGINT (this is what the systemd unit runs). Fails when the daemon is already running.';
+    'SIGTERM or SIGINT (this is what the systemd unit runs). When the profile is installed as a systemd user unit ' +
+    'or launchd agent (`drover daemon install`), starts it through `systemctl --user start` / launchctl instead. ' +
+    'Fails when the daemon is already running.';
   static override examples = [
     '<%= config.bin %> daemon start',
     '<%= config.bin %> daemon start 4',
@@ -53,12 +55,25 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
     const { DaemonClient } = await import('../../client/index.js');
     // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
     const { findInstalledServiceManager } = await import('../../service/supervisor.js');
+    const service = findInstalledServiceManager(profile);
     const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
     const workers = n ?? profile.options['daemon.default_workers'];
-    this.say(`Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}...`);
+    const via = service ? ` through ${service.kind} (${service.unit})` : '';
+    this.say(
+      `Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}${via}...`,
+    );
     await client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout });
-    const status = await client.getStatus();
-    this.say(`Daemon started (pid ${status.pid}); log: ${client.logFile}`);
+    let status = await client.getStatus();
+    // The unit starts daemon.default_workers (a service manager passes no arguments): scale to N now.
+    if (n !== undefined && status.numberOfWorkers !== n) {
+      if (n > status.numberOfWorkers) await client.increaseWorkers(n - status.numberOfWorkers);
+      else await client.decreaseWorkers(status.numberOfWorkers - n);
+      status = await client.getStatus();
+    }
+    this.say(
+      `Daemon started (pid ${status.pid}${service ? `, supervised by ${status.supervisor}` : ''}); ` +
+        `log: ${client.logFile}`,
+    );
     return { profile: profile.name, pid: status.pid, numberOfWorkers: status.numberOfWorkers };
   }
 }

@@ -13,7 +13,9 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
   static override description =
     'The daemon drains its workers: running processes finish within daemon.shutdown_grace seconds, the rest ' +
     'are released and resume at the next start. Waits until the daemon and its workers are gone unless ' +
-    '--no-wait. Stopping a daemon that is not running is not an error.';
+    '--no-wait. When the daemon runs under its systemd user unit or launchd agent, stops it through ' +
+    '`systemctl --user stop` / launchctl (so the service manager does not restart it). Stopping a daemon that is ' +
+    'not running is not an error.';
   static override examples = [
     '<%= config.bin %> daemon stop',
     '<%= config.bin %> daemon stop --all',
@@ -52,6 +54,7 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
           this.say(`The daemon of profile '${profile.name}' is not running.`);
           return { profile: profile.name, wasRunning: false };
         }
+        const service = findInstalledServiceManager(profile);
         try {
           await client.stopDaemon({ wait: this.flags.wait, timeout: this.flags.timeout });
         } catch (err) {
@@ -59,10 +62,11 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
           this.say(`The daemon of profile '${profile.name}' is not running.`);
           return { profile: profile.name, wasRunning: false };
         }
+        const via = service ? ` (through ${service.kind}: ${service.unit})` : '';
         this.say(
           this.flags.wait
-            ? `Daemon of profile '${profile.name}' stopped.`
-            : `Daemon of profile '${profile.name}' is stopping.`,
+            ? `Daemon of profile '${profile.name}' stopped${via}.`
+            : `Daemon of profile '${profile.name}' is stopping${via}.`,
         );
         return { profile: profile.name, wasRunning: true };
       }),
