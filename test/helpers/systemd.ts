@@ -25,6 +25,13 @@
  * ```
  * A daemon started by the manager needs the unit's DROVER_HOME: install with
  * `um.drover(['daemon', 'install', '--enable'], { DROVER_HOME })`, then `um.systemctl('start', unit)`.
+ *
+ * Journal: with `{ journal: true }` the harness also runs `systemd-journald` inside the namespace
+ * (before the manager, like a boot would), with tmpfs mounts on /run/log and /var/log/journal so
+ * nothing reaches the host's journal. Units' stdout then goes to that journald (JOURNAL_STREAM set,
+ * `<N>` prefixes parsed into priorities) and `um.journal(unit)` reads it back. Without it, a
+ * unit's stdout goes nowhere (systemd falls back to /dev/null when no journald listens). journald
+ * outlives restart() (it is a system service, not part of a login) and is stopped by stop().
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -57,6 +64,14 @@ export interface UserManager {
   systemctl(...args: string[]): Promise<NsResult>;
   /** `node bin/drover.js ARGS` inside the namespace. */
   drover(args: readonly string[], extraEnv?: NodeJS.ProcessEnv): Promise<NsResult>;
+  /** True when a journald runs in the namespace (started with `{ journal: true }`). */
+  readonly journald: boolean;
+  /**
+   * Entries of a user unit in the namespace's journal, oldest first, as journalctl's JSON objects
+   * (`MESSAGE`, `PRIORITY`, `_PID`, ...), from `journalctl --user-unit UNIT -o json`.
+   * @throws when no journald runs (see `journald`).
+   */
+  journal(unit: string): Promise<Array<Record<string, unknown>>>;
   /** Spawns a long-running command inside the namespace (the caller ends it). */
   spawn(cmd: string, args: readonly string[], extraEnv?: NodeJS.ProcessEnv): ChildProcess;
   /** Stops the manager and starts a new one with the same HOME (a new login: runtime dir emptied). */
@@ -66,6 +81,7 @@ export interface UserManager {
 }
 
 const SYSTEMD_CANDIDATES = ['/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
+const JOURNALD_CANDIDATES = ['/usr/lib/systemd/systemd-journald', '/lib/systemd/systemd-journald'];
 const DBUS_SOCKET_UNITS = [
   '/usr/lib/systemd/user/dbus.socket',
   '/lib/systemd/user/dbus.socket',
@@ -78,6 +94,20 @@ function which(cmd: string): string | null {
 }
 
 let unavailable: string | null | undefined;
+
+/** Why a journald cannot be run in the namespace, or null when it can. */
+export function journaldUnavailableReason(): string | null {
+  if (userManagerUnavailableReason() !== null) return userManagerUnavailableReason();
+  if (!JOURNALD_CANDIDATES.some((p) => fs.existsSync(p))) return 'systemd-journald is not installed';
+  if (which('journalctl') === null) return 'journalctl is not on PATH';
+  return null;
+}
+
+/** Options of {@link startUserManager}. */
+export interface UserManagerOptions {
+  /** Also run a systemd-journald in the namespace (see the module comment). */
+  journal?: boolean;
+}
 
 /** Why a user manager cannot be started here, or null when it can. */
 export function userManagerUnavailableReason(): string | null {
@@ -161,13 +191,17 @@ class Harness implements UserManager {
   private manager: ChildProcess | null = null;
   private managerOutput: () => string = () => '';
   private ownBus: ChildProcess | null = null;
+  private journaldProc: ChildProcess | null = null;
   private stopped = false;
   readonly home: string;
   readonly runtimeDir: string;
   readonly unitDir: string;
   readonly env: Readonly<Record<string, string>>;
 
-  constructor(private readonly base: string) {
+  constructor(
+    private readonly base: string,
+    private readonly opts: UserManagerOptions = {},
+  ) {
     this.home = path.join(base, 'home');
     this.runtimeDir = path.join(base, 'run');
     fs.mkdirSync(this.home, { mode: 0o700 });
@@ -186,12 +220,24 @@ class Harness implements UserManager {
     return this.manager?.pid ?? -1;
   }
 
+  get journald(): boolean {
+    return this.journaldProc !== null && !exited(this.journaldProc);
+  }
+
   async startHolder(): Promise<void> {
     const script = [
       'set -e',
       'mkdir -p /run/systemd',
       'mount -t tmpfs -o mode=0755 drover-test /run/systemd',
       'mkdir /run/systemd/system',
+      ...(this.opts.journal
+        ? [
+            // The journal lives on tmpfs in here: the host's journal never sees the tests.
+            'mkdir -p /run/log',
+            'mount -t tmpfs -o mode=0755 drover-test /run/log',
+            'if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=2755 drover-test /var/log/journal; fi',
+          ]
+        : []),
       'echo ready',
       // Lives until the harness closes its stdin (or the test process dies).
       'exec cat >/dev/null',
@@ -227,6 +273,81 @@ class Harness implements UserManager {
     return ['-t', String(this.holder.pid), '-m', '--', cmd, ...args];
   }
 
+  /**
+   * The cgroup directories (one per hierarchy systemd tracks with) the manager runs in with a
+   * journal: `<test slice>/user@UID.service/init.scope`, as logind places a real user manager.
+   * journald derives `_SYSTEMD_USER_UNIT` (what `journalctl --user -u` matches) only from such a
+   * path; elsewhere a user unit's lines would be filed as a system unit's. The slice is named after
+   * this test process, never the real `user-UID.slice`. Empty when the hierarchy is not found.
+   */
+  private managerCgroups(): string[] {
+    const rel = path.join(this.cgroupSlice(), `user@${process.getuid?.() ?? 0}.service`, 'init.scope');
+    const roots = fs.existsSync('/sys/fs/cgroup/cgroup.controllers')
+      ? ['/sys/fs/cgroup'] // unified
+      : ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified'].filter((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+    return roots.map((r) => path.join(r, rel));
+  }
+
+  private cgroupSlice(): string {
+    return `drover-test-${process.pid}.slice`;
+  }
+
+  /** Removes the (empty) cgroups of {@link managerCgroups}, deepest first. */
+  private removeCgroups(): void {
+    for (const dir of this.managerCgroups()) {
+      const top = dir.slice(0, dir.indexOf(this.cgroupSlice()) + this.cgroupSlice().length);
+      const rmTree = (d: string): void => {
+        let entries: fs.Dirent[] = [];
+        try {
+          entries = fs.readdirSync(d, { withFileTypes: true });
+        } catch {
+          return;
+        }
+        for (const e of entries) if (e.isDirectory()) rmTree(path.join(d, e.name));
+        try {
+          fs.rmdirSync(d);
+        } catch {
+          // Still has a process (it is being killed) or already gone.
+        }
+      };
+      rmTree(top);
+    }
+  }
+
+  /** Starts systemd-journald in the namespace and waits for its stdout socket. */
+  async startJournald(): Promise<void> {
+    const journald = JOURNALD_CANDIDATES.find((p) => fs.existsSync(p))!;
+    const proc = spawn('nsenter', this.nsArgs(journald, []), {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.journaldProc = proc;
+    const err = tail(proc.stderr);
+    // /proc/PID/root resolves paths in the holder's mount namespace.
+    const socket = `/proc/${this.holder.pid}/root/run/systemd/journal/stdout`;
+    await waitUntil(
+      () => {
+        if (exited(proc)) throw new Error(`systemd-journald exited (${proc.exitCode}): ${err()}`);
+        return fs.existsSync(socket);
+      },
+      10_000,
+      'systemd-journald to listen',
+    );
+  }
+
+  async journal(unit: string): Promise<Array<Record<string, unknown>>> {
+    if (!this.journald) throw new Error('no journald runs in this namespace: start the manager with { journal: true }');
+    // `--user-unit`, not `--user -u`: root's entries go to the system journal file (uids below
+    // 1000 get no per-user file), which `journalctl --user` does not open. For a regular user both
+    // find the same entries.
+    const r = await this.run('journalctl', ['--user-unit', unit, '-o', 'json', '--no-pager'], {}, 30_000);
+    if (r.status !== 0) throw new Error(`journalctl failed (${r.status}): ${r.stderr}`);
+    return r.stdout
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
   async startManager(): Promise<void> {
     if (!DBUS_SOCKET_UNITS.some((p) => fs.existsSync(p))) {
       // No socket-activated bus in this distribution: run one ourselves, like a login would.
@@ -239,8 +360,18 @@ class Harness implements UserManager {
       await waitUntil(() => fs.existsSync(bus), 10_000, 'dbus-daemon to listen');
     }
     const systemd = SYSTEMD_CANDIDATES.find((p) => fs.existsSync(p))!;
-    // Log to the console (captured for error messages): there is no journal in the namespace.
-    const manager = spawn('nsenter', this.nsArgs(systemd, ['--user', '--log-target=console']), {
+    // With a journal, the manager logs there as on a real login: its messages about a unit
+    // ("Watchdog timeout", "Main process exited") carry USER_UNIT= and show up in
+    // `journalctl --user-unit` and `systemctl --user status`. Without one, to the console.
+    const managerArgs = ['--user', `--log-target=${this.opts.journal ? 'journal' : 'console'}`];
+    let argv = this.nsArgs(systemd, managerArgs);
+    const cgroups = this.opts.journal ? this.managerCgroups() : [];
+    if (cgroups.length > 0) {
+      // Enter the manager's cgroup, then become systemd (same pid, so stop() still signals it).
+      const enter = cgroups.map((d) => `mkdir -p '${d}' && echo $$ > '${d}/cgroup.procs'`).join(' && ');
+      argv = this.nsArgs('sh', ['-c', `${enter} && exec "$0" "$@"`, systemd, ...managerArgs]);
+    }
+    const manager = spawn('nsenter', argv, {
       env: this.managerEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -312,15 +443,15 @@ class Harness implements UserManager {
     const bus = this.ownBus;
     this.ownBus = null;
     if (bus && !exited(bus)) bus.kill('SIGTERM');
-    this.sweep();
+    this.sweep(this.journaldProc?.pid);
     if (bus) await waitExit(bus, 5_000);
   }
 
-  /** SIGKILLs every process in the namespace but the holder. */
-  sweep(): void {
+  /** SIGKILLs every process in the namespace but the holder (and `spare`, the journald across a restart). */
+  sweep(spare?: number): void {
     if (this.holder?.pid === undefined) return;
     for (let round = 0; round < 5; round++) {
-      const pids = pidsInMountNamespace(this.holder.pid);
+      const pids = pidsInMountNamespace(this.holder.pid).filter((p) => p !== spare);
       if (pids.length === 0) return;
       for (const pid of pids) killQuietly(pid, 'SIGKILL');
       spawnSync('sleep', ['0.05']);
@@ -339,6 +470,13 @@ class Harness implements UserManager {
     if (this.stopped) return;
     this.stopped = true;
     await this.stopManager();
+    const jd = this.journaldProc;
+    if (jd && !exited(jd)) {
+      jd.kill('SIGTERM');
+      if (!(await waitExit(jd, 5_000))) jd.kill('SIGKILL');
+    }
+    this.sweep();
+    if (this.opts.journal) this.removeCgroups();
     if (this.holder && !exited(this.holder)) {
       this.holder.stdin?.end();
       if (!(await waitExit(this.holder, 5_000))) {
@@ -367,8 +505,8 @@ class Harness implements UserManager {
  * Starts a systemd user manager in a private mount namespace.
  * @throws when one is already running in this process, or when it does not come up.
  */
-export async function startUserManager(): Promise<UserManager> {
-  const reason = userManagerUnavailableReason();
+export async function startUserManager(opts: UserManagerOptions = {}): Promise<UserManager> {
+  const reason = opts.journal ? journaldUnavailableReason() : userManagerUnavailableReason();
   if (reason !== null) throw new Error(reason);
   if (active.size > 0) throw new Error('a systemd user manager is already running in this test process; stop it first');
   if (!exitHookInstalled) {
@@ -377,10 +515,11 @@ export async function startUserManager(): Promise<UserManager> {
       for (const h of active) h.killNow();
     });
   }
-  const h = new Harness(fs.mkdtempSync(path.join(os.tmpdir(), 'drover-um-')));
+  const h = new Harness(fs.mkdtempSync(path.join(os.tmpdir(), 'drover-um-')), opts);
   active.add(h);
   try {
     await h.startHolder();
+    if (opts.journal) await h.startJournald();
     await h.startManager();
   } catch (err) {
     await h.stop();
@@ -393,8 +532,8 @@ export async function startUserManager(): Promise<UserManager> {
  * Starts a user manager, or skips the calling test/suite (fails under CI=true) with the reason
  * it cannot run here. Call from a `before` hook.
  */
-export async function requireUserManager(ctx: Mocha.Context): Promise<UserManager> {
-  const reason = userManagerUnavailableReason();
+export async function requireUserManager(ctx: Mocha.Context, opts: UserManagerOptions = {}): Promise<UserManager> {
+  const reason = opts.journal ? journaldUnavailableReason() : userManagerUnavailableReason();
   requireService(ctx, reason === null, reason ?? '');
-  return startUserManager();
+  return startUserManager(opts);
 }

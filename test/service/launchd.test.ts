@@ -5,6 +5,8 @@ import * as plist from 'plist';
 import { CLI, cleanupTempDirs, runCli, tempDir } from '../helpers/env.js';
 import {
   checkInstalledUnit,
+  execRunner,
+  formatUnitCheck,
   installLaunchdAgent,
   installedSupervisor,
   isUnitInstalled,
@@ -12,6 +14,7 @@ import {
   launchdPlistPath,
   parsePlistPaths,
   renderLaunchdPlist,
+  runSupervisorAction,
   uninstallLaunchdAgent,
   type ServiceActionResult,
 } from '../../src/service/index.js';
@@ -277,6 +280,64 @@ describe('launchd agent', () => {
     assert.match(text.stdout, /launchctl bootout gui\/\d+\/org\.drover\.daemon\.my-profile\.v2/);
     assert.equal(fs.existsSync(plistPath), false);
     assert.equal(isUnitInstalled('my-profile.v2', fullEnv, 'darwin'), false);
+  });
+
+  it('the client path on macOS: kickstart to start (bootstrap when not loaded), bootout to stop, kickstart -k to restart', async () => {
+    const dir = tempDir();
+    const stub = launchctlStub(dir);
+    const env = { ...process.env, HOME: dir, STUB_LOG: stub.log };
+    const logDir = path.join(dir, 'l');
+    await installLaunchdAgent({
+      profile: 'p4',
+      plist: { nodePath: process.execPath, cliPath: CLI, logDir, exitTimeOut: 45 },
+      env,
+      launchctl: stub.bin,
+    });
+    const plistPath = launchdPlistPath('p4', env);
+    const target = `gui/${uid}/org.drover.daemon.p4`;
+    const sup = installedSupervisor('p4', env, { platform: 'darwin', launchctl: stub.bin });
+    assert.ok(sup);
+    const act = async (
+      action: 'start' | 'stop' | 'restart',
+      exits: Record<string, string> = {},
+    ): Promise<string[][]> => {
+      const before = stub.calls().length;
+      await runSupervisorAction(sup, action, execRunner({ ...env, ...exits }));
+      return stub.calls().slice(before);
+    };
+    assert.deepEqual(await act('start'), [['kickstart', target]]);
+    // After a bootout the agent is not loaded, so kickstart fails: load it (RunAtLoad starts it).
+    assert.deepEqual(await act('start', { STUB_EXIT_kickstart: '113' }), [
+      ['kickstart', target],
+      ['bootstrap', `gui/${uid}`, plistPath],
+    ]);
+    assert.deepEqual(await act('restart'), [['kickstart', '-k', target]]);
+    assert.deepEqual(await act('stop'), [['bootout', target]]);
+    // Stopping an agent that is not loaded is fine; a failing bootout of a loaded one is not.
+    assert.deepEqual(await act('stop', { STUB_EXIT_bootout: '3', STUB_EXIT_print: '113' }), [
+      ['bootout', target],
+      ['print', target],
+    ]);
+    await assert.rejects(act('stop', { STUB_EXIT_bootout: '1' }), (e: unknown) => e instanceof ServiceError);
+
+    // What `drover daemon status` shows for it, and its warning once node is gone.
+    const check = await checkInstalledUnit('p4', { env, platform: 'darwin', launchctl: stub.bin });
+    assert.equal(check.state, 'loaded');
+    assert.equal(
+      formatUnitCheck(check),
+      `Service: org.drover.daemon.p4 (launchd agent; loaded) runs ${process.execPath} ${CLI}`,
+    );
+    const gone = path.join(dir, 'node-gone');
+    await installLaunchdAgent({
+      profile: 'p4',
+      plist: { nodePath: gone, cliPath: CLI, logDir, exitTimeOut: 45 },
+      env,
+      launchctl: stub.bin,
+    });
+    const bad = await checkInstalledUnit('p4', { env, platform: 'darwin', probe: false });
+    assert.deepEqual(bad.problems, [
+      `${plistPath} runs node ${gone}, which no longer exists; run \`drover daemon install\` again`,
+    ]);
   });
 
   it('--dry-run prints the plist and the commands and touches nothing; --linger is refused for launchd', () => {
