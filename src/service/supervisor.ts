@@ -356,7 +356,7 @@ export interface SupervisorHandle {
  */
 export const DAEMON_PID_FILE_NAME = 'daemon.pid';
 
-/** Whether a live daemon runs inside the profile's installed unit (see {@link runningOutsideUnit}). */
+/** Whether a live daemon runs inside the profile's installed unit (see {@link daemonPlacement}). */
 export type DaemonPlacement = 'none' | 'inside' | 'outside' | 'unknown';
 
 /**
@@ -402,7 +402,8 @@ export function daemonPlacement(profile: string, unit: string, env: NodeJS.Proce
  * (started by hand before the unit was installed): `systemctl --user stop` would not stop that
  * one and `restart` would start a second daemon that exits 4, so the client talks to it directly
  * until it is gone. Only reads files; each call then runs `systemctl --user` / `launchctl`,
- * waiting at most the caller's timeout (plus a little, so systemd's own error arrives first).
+ * waiting at most the caller's timeout for `start` (plus a little, so systemd's own error arrives
+ * first), and as long as the profile's drain may take for `stop` and `restart`.
  */
 export function findInstalledServiceManager(
   profile: { name: string; options?: { readonly 'daemon.shutdown_grace'?: number } },
