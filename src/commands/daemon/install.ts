@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { DroverCommand } from '../../cli/base-command.js';
-import { InputError, ProfileNotFoundError } from '../../errors/index.js';
+import { createRequire } from 'node:module';
+import { InputError, ProfileNotFoundError, ServiceError } from '../../errors/index.js';
 import { OPTION_SPECS, configFilePath, logDir, validateProfileName } from '../../config/index.js';
 import {
   DEFAULT_RESTART_SECONDS,
@@ -70,6 +71,7 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
         : await detectInitSystem();
     }
     if (flags.linger && init !== 'systemd') throw new InputError('--linger applies to systemd only');
+    if (init === 'systemd' && !dryRun) requireSdNotify();
     // After detection: a machine without a service manager gets no profile created as a side effect.
     const { name, shutdownGrace } = this.profileToInstall(dryRun);
     const common = {
@@ -125,5 +127,21 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
       const name = validateProfileName(this.flags.profile ?? 'default');
       return { name, shutdownGrace: OPTION_SPECS.get('daemon.shutdown_grace')!.default as number };
     }
+  }
+}
+
+/**
+ * The unit is Type=notify: without the native sd-notify module (an optional dependency that needs
+ * libsystemd's headers to build) the daemon could never report READY and every start would time
+ * out. Refuse before writing anything, saying how to fix it.
+ */
+function requireSdNotify(): void {
+  try {
+    createRequire(import.meta.url)('sd-notify');
+  } catch (err) {
+    throw new ServiceError(
+      `the sd-notify module is not available (${(err as Error).message.split('\n')[0]}); the systemd unit needs it ` +
+        'to report readiness. Install libsystemd-dev (apt-get install libsystemd-dev) and run `npm rebuild sd-notify`.',
+    );
   }
 }
