@@ -222,8 +222,16 @@ export class DaemonClient {
     }
     const service = this.serviceManager();
     if (service) {
+      // `systemctl start` returns once the daemon reported READY (launchd's kickstart does not wait).
       await service.start({ timeout: waitMs / 1000 });
-      if (options.wait !== false) await this.waitUntilAnswering(Date.now() + waitMs, null);
+      if (options.wait === false && n === undefined) return;
+      await this.waitUntilAnswering(Date.now() + waitMs, null);
+      // The unit starts daemon.default_workers; scale to the number asked for.
+      if (n !== undefined) {
+        const current = await this.getNumberOfWorkers(options);
+        if (n > current) await this.increaseWorkers(n - current, options);
+        else if (n < current) await this.decreaseWorkers(current - n, options);
+      }
       return;
     }
     ensurePrivateDir(this.paths.logDir);
@@ -286,6 +294,9 @@ export class DaemonClient {
     const before = this.livePidFile();
     const service = this.serviceManager();
     if (service) {
+      if (before === null) {
+        throw new DaemonNotRunningException(`the daemon of profile '${this.profile.name}' is not running`);
+      }
       await service.stop({ timeout: ms / 1000 });
     } else {
       try {

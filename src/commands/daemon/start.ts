@@ -63,13 +63,8 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
       `Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}${via}...`,
     );
     await client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout });
-    let status = await client.getStatus();
-    // The unit starts daemon.default_workers (a service manager passes no arguments): scale to N now.
-    if (n !== undefined && status.numberOfWorkers !== n) {
-      if (n > status.numberOfWorkers) await client.increaseWorkers(n - status.numberOfWorkers);
-      else await client.decreaseWorkers(status.numberOfWorkers - n);
-      status = await client.getStatus();
-    }
+    // (Under a service manager, startDaemon scales the unit's daemon.default_workers to N itself.)
+    const status = await client.getStatus();
     this.say(
       `Daemon started (pid ${status.pid}${service ? `, supervised by ${status.supervisor}` : ''}); ` +
         `log: ${client.logFile}`,
