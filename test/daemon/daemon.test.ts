@@ -136,6 +136,8 @@ describe('the daemon and its client (issue 4)', function () {
         'all 10 processes to be claimed',
         100,
       );
+      // Claimed is not yet started: wait for every run to begin, so the start counts below are exact.
+      await waitUntil(() => countRuns(runs).size === ids.length, 10_000, 'all 10 runs to start');
       const byOwner = new Map<string, number[]>();
       for (const p of owners!) byOwner.set(p.leaseOwner!, [...(byOwner.get(p.leaseOwner!) ?? []), p.id]);
       const [victimId, victimProcs] = [...byOwner.entries()].sort((a, b) => b[1].length - a[1].length)[0]!;
