@@ -13,7 +13,7 @@
  */
 import readline from 'node:readline/promises';
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
-import { DroverError, errorMessage } from '../errors/index.js';
+import { DaemonNotRunningException, DroverError, errorMessage } from '../errors/index.js';
 import { Config, configFilePath, resolveProfile, type Profile } from '../config/index.js';
 
 /** Flags every drover command accepts. */
@@ -106,6 +106,29 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
     } finally {
       rl.close();
     }
+  }
+
+  /**
+   * `drover daemon incr|decr N`: asks the running daemon to add or remove (drain) N workers and
+   * prints the new count; exits 3 when the daemon is not running.
+   */
+  protected async changeWorkers(
+    direction: 'increase' | 'decrease',
+    n: number,
+  ): Promise<{ profile: string; numberOfWorkers: number }> {
+    const profile = this.resolveProfile(false);
+    const { DaemonClient } = await import('../client/index.js');
+    const client = new DaemonClient(profile);
+    let count: number;
+    try {
+      count = direction === 'increase' ? await client.increaseWorkers(n) : await client.decreaseWorkers(n);
+    } catch (err) {
+      if (!(err instanceof DaemonNotRunningException)) throw err;
+      this.notice(`The daemon of profile '${profile.name}' is not running.`);
+      return this.exit(EXIT_UNREACHABLE);
+    }
+    this.say(`The daemon of profile '${profile.name}' now has ${count} worker${count === 1 ? '' : 's'}.`);
+    return { profile: profile.name, numberOfWorkers: count };
   }
 
   protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {

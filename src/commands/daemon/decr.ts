@@ -1,6 +1,5 @@
 import { Args } from '@oclif/core';
-import { DroverCommand, EXIT_UNREACHABLE } from '../../cli/base-command.js';
-import { DaemonNotRunningException } from '../../errors/index.js';
+import { DroverCommand } from '../../cli/base-command.js';
 import { MAX_WORKERS } from '../../protocol/index.js';
 
 /** Result of `drover daemon decr --json`. */
@@ -24,18 +23,6 @@ export default class DaemonDecr extends DroverCommand<typeof DaemonDecr> {
   };
 
   async run(): Promise<DaemonDecrResult> {
-    const profile = this.resolveProfile(false);
-    const { DaemonClient } = await import('../../client/index.js');
-    const client = new DaemonClient(profile);
-    let count: number;
-    try {
-      count = await client.decreaseWorkers(this.args.number);
-    } catch (err) {
-      if (!(err instanceof DaemonNotRunningException)) throw err;
-      this.notice(`The daemon of profile '${profile.name}' is not running.`);
-      return this.exit(EXIT_UNREACHABLE);
-    }
-    this.say(`The daemon of profile '${profile.name}' now has ${count} worker${count === 1 ? '' : 's'}.`);
-    return { profile: profile.name, numberOfWorkers: count };
+    return this.changeWorkers('decrease', this.args.number);
   }
 }
