@@ -31,6 +31,7 @@ import { fileSize, readLastLines } from './log-file.js';
 import { clientDaemonPaths } from './paths.js';
 import { findServiceManager, type ServiceManager, type ServiceManagerLookup } from './service-manager.js';
 import { createTransport } from './create-transport.js';
+import { isConnectionDropped } from './socket-transport.js';
 import type { Transport, TransportKind } from './transport.js';
 
 /** The CLI entry point, used to start a detached daemon. */
@@ -105,6 +106,18 @@ function checkTimeout(t: number): number {
     throw new InputError(`timeout must be a positive number of seconds, got ${JSON.stringify(t)}`);
   }
   return t;
+}
+
+/**
+ * While a daemon starts, these failures of a status request mean "no answer yet", not a failed
+ * start: nothing listens yet, no reply in time, or the connection was dropped. A dropped
+ * connection is what a daemon whose start fails after it began listening does to requests still
+ * queued on its socket (it closes the listener on its way out); the start loop then sees the
+ * process exit and reports why, with its log lines, instead of a bare `read ECONNRESET`. A daemon
+ * that comes up keeps answering, so the next poll gets its status.
+ */
+function notAnsweringYet(err: unknown): boolean {
+  return err instanceof DaemonNotRunningException || err instanceof DaemonTimeoutException || isConnectionDropped(err);
 }
 
 /** Controls the daemon of one profile. */
@@ -277,7 +290,7 @@ export class DaemonClient {
         const status = await this.transport.request('status', {}, Math.min(1000, remaining));
         if (status.pid === pid) return;
       } catch (err) {
-        if (!(err instanceof DaemonNotRunningException || err instanceof DaemonTimeoutException)) throw err;
+        if (!notAnsweringYet(err)) throw err;
       }
       await sleep(50);
     }
@@ -382,7 +395,7 @@ export class DaemonClient {
         const status = await this.transport.request('status', {}, Math.min(1000, remaining));
         if (pid === null || status.pid === pid) return;
       } catch (err) {
-        if (!(err instanceof DaemonNotRunningException || err instanceof DaemonTimeoutException)) throw err;
+        if (!notAnsweringYet(err)) throw err;
       }
       await sleep(100);
     }

@@ -26,6 +26,19 @@ const MAX_REPLY_BYTES = 32 * 1024 * 1024;
 /** Errors of connect() that mean nobody listens on the socket. */
 const NOT_RUNNING_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
 
+/** Errors of requests whose connection the daemon's side dropped before answering. */
+const dropped = new WeakSet<Error>();
+
+/**
+ * True when `err` is a request whose connection was reset or closed by the daemon's side before it
+ * answered: the listener went away with the request still queued (a daemon that stops or fails
+ * right after it started listening), or the daemon process ended. The daemon may or may not have
+ * seen the request.
+ */
+export function isConnectionDropped(err: unknown): boolean {
+  return err instanceof Error && dropped.has(err);
+}
+
 /** Sends control requests over the daemon's Unix socket. */
 export class SocketTransport implements Transport {
   readonly kind = 'socket' as const;
@@ -98,11 +111,15 @@ export class SocketTransport implements Transport {
             new DaemonException(`permission denied on ${this.socketPath}: it belongs to another user`, { cause: err }),
           );
         } else {
-          done(new DaemonException(`connection to ${who} failed: ${err.message}`, { cause: err }));
+          const e = new DaemonException(`connection to ${who} failed: ${err.message}`, { cause: err });
+          if (connected && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) dropped.add(e);
+          done(e);
         }
       });
       socket.on('close', () => {
-        done(new DaemonException(`${who} closed the connection without answering '${method}'`));
+        const e = new DaemonException(`${who} closed the connection without answering '${method}'`);
+        dropped.add(e);
+        done(e);
       });
     });
   }

@@ -4,7 +4,8 @@
  *
  * Life of a daemon:
  * 1. take the exclusive profile lock (a kernel lock that dies with the process; a second daemon
- *    gives up at once with exit code {@link DAEMON_EXIT_ALREADY_RUNNING});
+ *    gives up within a moment with exit code {@link DAEMON_EXIT_ALREADY_RUNNING}, and of two
+ *    daemons starting at once exactly one wins: see lock.ts);
  * 2. clean up after a crashed predecessor: remove its socket, release the leases of its workers
  *    once they are gone (they exit by themselves when their IPC channel closes);
  * 3. write the PID file (pid + start identity), listen on the socket (0600, in the 0700 runtime
@@ -204,7 +205,7 @@ export class Daemon {
     ensurePrivateDir(paths.logDir);
     const root = createDaemonLogger(profile, paths, options);
     const logger = root.child('daemon');
-    const lock = tryAcquireDaemonLock(paths.lockFile);
+    const lock = await tryAcquireDaemonLock(paths.lockFile);
     if (!lock) {
       const other = readDaemonPidFile(paths.pidFile);
       logger.error(
