@@ -15,6 +15,7 @@ import readline from 'node:readline/promises';
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
 import { DaemonNotRunningException, DroverError, errorMessage } from '../errors/index.js';
 import { Config, configFilePath, resolveProfile, type Profile } from '../config/index.js';
+import { resolveScope, type ConfigScope } from './config-scope.js';
 
 /** Flags every drover command accepts. */
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<
@@ -65,6 +66,24 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
   /** True when `name` was given on the command line (an env var such as DROVER_PROFILE does not count). */
   protected flagGiven(name: string): boolean {
     return this.explicitFlags.has(name);
+  }
+
+  /**
+   * The scope a `drover config` command acts on (`--global`, else the current profile), with the
+   * profile's name (null for global) and, on first use, the notice for the profile created in
+   * `config` (the caller saves, then prints it).
+   */
+  protected configScope(
+    config: Config,
+    global: boolean,
+  ): { scope: ConfigScope; profile: string | null; created: string | null } {
+    const { scope, created } = resolveScope(config, {
+      global,
+      profileFlag: this.flags.profile,
+      profileGiven: this.flagGiven('profile'),
+      create: true,
+    });
+    return { scope, created, profile: scope.kind === 'profile' ? scope.name : null };
   }
 
   /** Loads the configuration file (never creates or rewrites it). */

@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
-import { globalFlag, resolveScope } from '../../cli/config-scope.js';
+import { globalFlag } from '../../cli/config-scope.js';
 import { getOptionSpec, type OptionValue } from '../../config/index.js';
 
 /** Result of `drover config get --json`. */
@@ -31,17 +31,11 @@ export default class ConfigGet extends DroverCommand<typeof ConfigGet> {
     const config = this.loadConfig();
     const { key } = this.args;
     getOptionSpec(key);
-    const { scope, created } = resolveScope(config, {
-      global: this.flags.global,
-      profileFlag: this.flags.profile,
-      profileGiven: this.flagGiven('profile'),
-      create: true,
-    });
+    const { created, profile } = this.configScope(config, this.flags.global);
     if (created !== null) {
       config.save();
       this.notice(created);
     }
-    const profile = scope.kind === 'profile' ? scope.name : null;
     const entry = config.describeOptions(profile ?? undefined).find((o) => o.name === key)!;
     this.say(formatValue(entry.value));
     return { key, value: entry.value, source: entry.source, profile };

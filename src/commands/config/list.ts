@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { DroverCommand, formatTable, formatValue } from '../../cli/base-command.js';
-import { globalFlag, resolveScope } from '../../cli/config-scope.js';
+import { globalFlag } from '../../cli/config-scope.js';
 import type { OptionEntry } from '../../config/index.js';
 
 /** Result of `drover config list --json`. */
@@ -29,17 +29,11 @@ export default class ConfigList extends DroverCommand<typeof ConfigList> {
 
   async run(): Promise<ConfigListResult> {
     const config = this.loadConfig();
-    const { scope, created } = resolveScope(config, {
-      global: this.flags.global,
-      profileFlag: this.flags.profile,
-      profileGiven: this.flagGiven('profile'),
-      create: true,
-    });
+    const { created, profile } = this.configScope(config, this.flags.global);
     if (created !== null) {
       config.save();
       this.notice(created);
     }
-    const profile = scope.kind === 'profile' ? scope.name : null;
     const options = config.describeOptions(profile ?? undefined);
     this.say(
       profile === null ? `Global options in ${config.file}:` : `Options of profile '${profile}' in ${config.file}:`,

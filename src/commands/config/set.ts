@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
-import { describeScope, globalFlag, resolveScope } from '../../cli/config-scope.js';
+import { describeScope, globalFlag } from '../../cli/config-scope.js';
 import { getOptionSpec, parseOptionValue, type OptionValue } from '../../config/index.js';
 
 /** Result of `drover config set --json`. */
@@ -37,13 +37,7 @@ export default class ConfigSet extends DroverCommand<typeof ConfigSet> {
     const { key } = this.args;
     const spec = getOptionSpec(key);
     const value = parseOptionValue(key, this.args.value);
-    const { scope, created } = resolveScope(config, {
-      global: this.flags.global,
-      profileFlag: this.flags.profile,
-      profileGiven: this.flagGiven('profile'),
-      create: true,
-    });
-    const profile = scope.kind === 'profile' ? scope.name : null;
+    const { scope, created, profile } = this.configScope(config, this.flags.global);
     config.setOption(key, value, profile ?? undefined);
     config.save();
     if (created !== null) this.notice(created);

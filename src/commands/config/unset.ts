@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
-import { describeScope, globalFlag, resolveScope } from '../../cli/config-scope.js';
+import { describeScope, globalFlag } from '../../cli/config-scope.js';
 import { getOptionSpec, type OptionValue } from '../../config/index.js';
 
 /** Result of `drover config unset --json`. */
@@ -33,13 +33,7 @@ export default class ConfigUnset extends DroverCommand<typeof ConfigUnset> {
     const config = this.loadConfig();
     const { key } = this.args;
     getOptionSpec(key);
-    const { scope, created } = resolveScope(config, {
-      global: this.flags.global,
-      profileFlag: this.flags.profile,
-      profileGiven: this.flagGiven('profile'),
-      create: true,
-    });
-    const profile = scope.kind === 'profile' ? scope.name : null;
+    const { scope, created, profile } = this.configScope(config, this.flags.global);
     const changed = config.unsetOption(key, profile ?? undefined);
     if (changed || created !== null) config.save();
     if (created !== null) this.notice(created);
