@@ -9,11 +9,12 @@ import { InputError } from '../errors/index.js';
 import {
   PROCESS_STATES,
   isJsonValue,
+  isTerminal,
   type JournalEntry,
   type ProcessOutcome,
   type ProcessState,
 } from '../protocol/index.js';
-import type { NewProcess, ProcessFilter } from './types.js';
+import type { ClaimResult, NewProcess, ProcessFilter } from './types.js';
 
 /** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
 export const DAY_MS = 86_400_000;
@@ -203,4 +204,47 @@ export function checkFilter(filter: unknown, where: string): CheckedFilter {
   }
   const limit = f.limit === undefined ? null : checkLimit(f.limit, where);
   return { states, type: f.type ?? null, parentId, pastDays, limit };
+}
+
+/** The lease columns a claim decision needs. */
+export interface LeaseFacts {
+  state: ProcessState;
+  waiting_on: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+}
+
+/** True when someone holds a lease on the row that has not expired at `now` (ms). */
+export function leaseIsLive(r: Pick<LeaseFacts, 'lease_owner' | 'lease_expires_at'>, now: number): boolean {
+  return r.lease_owner !== null && r.lease_expires_at !== null && r.lease_expires_at > now;
+}
+
+/**
+ * Why a claim failed, for a process whose conditional update matched no row (`row` undefined
+ * when the process does not exist). The order matters: terminal before leased before waiting;
+ * what is left is a paused process.
+ */
+export function claimRefusal(row: LeaseFacts | undefined, now: number): ClaimResult & { claimed: false } {
+  if (row === undefined) return { claimed: false, reason: 'not-found' };
+  if (isTerminal(row.state)) return { claimed: false, reason: 'terminal' };
+  if (leaseIsLive(row, now)) return { claimed: false, reason: 'leased' };
+  if (row.waiting_on > 0) return { claimed: false, reason: 'waiting' };
+  return { claimed: false, reason: 'paused' };
+}
+
+/** A checked item of `completeMany`. */
+export interface CheckedCompletion {
+  id: number;
+  owner: string;
+  o: OutcomeColumns;
+}
+
+/** Checks the items of `completeMany`. */
+export function checkCompletions(items: unknown): CheckedCompletion[] {
+  if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
+  return items.map((it: { id?: unknown; owner?: unknown; outcome?: unknown }) => ({
+    id: checkId(it.id, 'complete'),
+    owner: checkOwner(it.owner, `complete(${String(it.id)})`),
+    o: checkOutcome(it.outcome, `complete(${String(it.id)})`),
+  }));
 }

@@ -56,8 +56,10 @@ import {
   checkMessage,
   checkMs,
   checkNewProcess,
-  checkOutcome,
+  checkCompletions,
   checkOwner,
+  claimRefusal,
+  leaseIsLive,
   emptyCounts,
   type CheckedNewProcess,
 } from '../common.js';
@@ -178,7 +180,7 @@ function pgCode(err: unknown): string {
 }
 
 function isLive(r: LeaseRow): boolean {
-  return r.lease_owner !== null && r.lease_expires_at !== null && r.lease_expires_at > r.now;
+  return leaseIsLive(r, r.now);
 }
 
 /** The URL without its password, for messages. */
@@ -507,11 +509,7 @@ export class PostgresStore implements ProcessStore {
       // A second copy of an id in one call is a duplicate delivery: its first copy holds the lease.
       if (row !== undefined) return { claimed: false, reason: 'leased' };
       const r = reasons.get(id);
-      if (r === undefined) return { claimed: false, reason: 'not-found' };
-      if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
-      if (isLive(r)) return { claimed: false, reason: 'leased' };
-      if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
-      return { claimed: false, reason: 'paused' };
+      return claimRefusal(r, r?.now ?? 0);
     });
   }
 
@@ -546,12 +544,7 @@ export class PostgresStore implements ProcessStore {
   async completeMany(
     items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
   ): Promise<CompleteResult[]> {
-    if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
-    const checked = items.map((it) => ({
-      id: checkId(it.id, 'complete'),
-      owner: checkOwner(it.owner, `complete(${it.id})`),
-      o: checkOutcome(it.outcome, `complete(${it.id})`),
-    }));
+    const checked = checkCompletions(items);
     if (checked.length === 0) return [];
     return this.tx('complete', async (c) => {
       // Parents first (they have the lower ids), then the children, all in id order.

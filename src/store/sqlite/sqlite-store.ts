@@ -59,8 +59,10 @@ import {
   checkMessage,
   checkMs,
   checkNewProcess,
-  checkOutcome,
+  checkCompletions,
   checkOwner,
+  claimRefusal,
+  leaseIsLive,
   emptyCounts,
   type CheckedNewProcess,
   type OutcomeColumns,
@@ -163,10 +165,6 @@ function toEntry(r: JournalRow): JournalEntry {
 function sqliteCode(err: unknown): string {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' ? code : '';
-}
-
-function isLive(row: { lease_owner: string | null; lease_expires_at: number | null }, now: number): boolean {
-  return row.lease_owner !== null && row.lease_expires_at !== null && row.lease_expires_at > now;
 }
 
 /**
@@ -491,12 +489,7 @@ export class SqliteStore implements ProcessStore {
         const journal = (this.s.journal.all(id) as JournalRow[]).map(toEntry);
         return { claimed: true, process: toRecord(row), journal };
       }
-      const r = this.s.leaseRow.get(id) as LeaseRow | undefined;
-      if (r === undefined) return { claimed: false, reason: 'not-found' };
-      if (isTerminal(r.state)) return { claimed: false, reason: 'terminal' };
-      if (isLive(r, now)) return { claimed: false, reason: 'leased' };
-      if (r.waiting_on > 0) return { claimed: false, reason: 'waiting' };
-      return { claimed: false, reason: 'paused' };
+      return claimRefusal(this.s.leaseRow.get(id) as LeaseRow | undefined, now);
     });
   }
 
@@ -523,12 +516,7 @@ export class SqliteStore implements ProcessStore {
   async completeMany(
     items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
   ): Promise<CompleteResult[]> {
-    if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
-    const checked = items.map((it) => ({
-      id: checkId(it.id, 'complete'),
-      owner: checkOwner(it.owner, `complete(${it.id})`),
-      o: checkOutcome(it.outcome, `complete(${it.id})`),
-    }));
+    const checked = checkCompletions(items);
     if (checked.length === 0) return [];
     return this.guard('complete', () => this.tx.complete.immediate(checked));
   }
@@ -641,7 +629,7 @@ export class SqliteStore implements ProcessStore {
     const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
     if (row === undefined) return { result: 'not-found', wokenParentId: null };
     if (isTerminal(row.state)) return { result: 'terminal', wokenParentId: null };
-    if (isLive(row, now)) {
+    if (leaseIsLive(row, now)) {
       this.s.flagKill.run(now, id);
       return { result: 'running', wokenParentId: null };
     }
