@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
 import { ProcessClient } from '../../src/api/processes.js';
+import { waitForProcesses } from '../../src/api/control.js';
 import { RABBIT_URL, portOpen, requireService, runCli, runCliAsync, tempDir, cleanupTempDirs } from '../helpers/env.js';
 import {
   countRuns,
@@ -45,15 +46,7 @@ describe('processes run to completion (issue 3)', function () {
   });
 
   async function waitAllTerminal(ids: number[], timeoutMs = 60_000): Promise<void> {
-    await waitUntil(
-      async () => {
-        const active = await client.listProcesses({ states: ['created', 'running', 'waiting'] });
-        return active.filter((p) => ids.includes(p.id)).length === 0;
-      },
-      timeoutMs,
-      `${ids.length} processes to terminate`,
-      200,
-    );
+    await waitForProcesses(client, ids, { timeoutSeconds: timeoutMs / 1000 });
   }
 
   it('runs 1,000 additions on 2 workers: all finished, every sum right, each run exactly once', async () => {
