@@ -12,7 +12,7 @@ import amqp from 'amqplib';
 import { Config } from '../src/config/index.js';
 import { ProcessClient } from '../src/api/processes.js';
 import { DaemonClient } from '../src/client/index.js';
-import { deleteTopology, topologyFor } from '../src/broker/index.js';
+import { deleteTopology, topologyFor } from '../src/broker/rabbitmq/index.js';
 
 const N = Number(process.env.CHAOS_N ?? 2000);
 const SLEEP_MS = Number(process.env.CHAOS_SLEEP_MS ?? 300);
@@ -29,7 +29,7 @@ const FIXTURES = path.resolve(
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-chaos-'));
 process.env.DROVER_HOME = home;
 const config = Config.load(path.join(home, 'config.json'));
-config.setupProfile('chaos', {}, { DROVER_HOME: home });
+config.setupProfile('chaos', { brokerUrl: 'amqp://guest:guest@127.0.0.1:5672' }, { DROVER_HOME: home });
 config.setOption('processes.modules', [FIXTURES], 'chaos');
 config.setOption('daemon.worker_process_slots', 100, 'chaos');
 config.setOption('daemon.lease_seconds', 300, 'chaos'); // only the daemon's fast release can keep this run short
@@ -89,7 +89,7 @@ try {
   if (notFinished > 0 || leased > 0 || neverStarted > 0) process.exitCode = 1;
 } finally {
   await daemon.stopDaemon({ wait: true, timeout: 60 }).catch(() => undefined);
-  const conn = await amqp.connect(profile.broker.url);
+  const conn = await amqp.connect('amqp://guest:guest@127.0.0.1:5672');
   const ch = await conn.createChannel();
   await deleteTopology(ch, topologyFor(profile.uuid)).catch(() => undefined);
   await conn.close();

@@ -22,7 +22,7 @@ import amqp from 'amqplib';
 import pg from 'pg';
 import { Config } from '../src/config/index.js';
 import { ProcessClient } from '../src/api/processes.js';
-import { deleteTopology, topologyFor } from '../src/broker/index.js';
+import { deleteTopology, topologyFor } from '../src/broker/rabbitmq/index.js';
 
 const N = Number(process.env.BENCH_N ?? 10_000);
 const STORE = process.env.BENCH_STORE ?? 'sqlite';
@@ -89,19 +89,19 @@ async function drover(): Promise<{
     };
     config.setupProfile(
       'bench',
-      { storage: 'postgres', postgresUrl: `postgres://postgres@127.0.0.1:5432/${name}` },
+      { storage: 'postgres', postgresUrl: `postgres://postgres@127.0.0.1:5432/${name}`, brokerUrl: RABBIT },
       {
         DROVER_HOME: home,
       },
     );
   } else {
-    config.setupProfile('bench', {}, { DROVER_HOME: home });
+    config.setupProfile('bench', { brokerUrl: RABBIT }, { DROVER_HOME: home });
   }
   config.save();
   const profile = config.getProfile('bench');
   const env = { ...process.env, DROVER_HOME: home, DROVER_PROFILE: 'bench' };
   const client = await ProcessClient.open(profile);
-  await client.broker(); // declares the topology
+  await client.bus(); // declares the topology
   const workers: ChildProcess[] = [];
   try {
     for (let i = 0; i < 2; i++) {
@@ -144,7 +144,7 @@ async function drover(): Promise<{
   } finally {
     for (const w of workers) w.kill('SIGTERM');
     await Promise.all(workers.map((w) => new Promise((r) => (w.exitCode !== null ? r(null) : w.on('exit', r)))));
-    const b = await client.broker();
+    const b = await client.bus();
     if (b) {
       const conn = await amqp.connect(RABBIT);
       const ch = await conn.createChannel();

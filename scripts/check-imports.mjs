@@ -14,7 +14,7 @@ const allowed = {
   broker: ['config', 'protocol', 'logging', 'errors', 'util'],
   engine: ['store', 'protocol', 'errors', 'util', 'logging', 'config'],
   worker: ['broker', 'engine', 'store', 'protocol', 'config', 'logging', 'errors', 'util'],
-  daemon: ['config', 'protocol', 'store', 'logging', 'errors', 'util'],
+  daemon: ['config', 'protocol', 'store', 'broker', 'logging', 'errors', 'util'],
   client: ['protocol', 'config', 'errors', 'util', 'logging'],
   service: ['config', 'errors', 'util', 'logging'],
   api: ['store', 'broker', 'engine', 'worker', 'daemon', 'config', 'protocol', 'errors', 'util', 'logging', 'client'],

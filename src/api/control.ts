@@ -62,14 +62,22 @@ export async function waitForProcesses(
       pending.delete(id);
     }
   };
-  const broker = await client.broker();
-  const unsubscribe = broker
-    ? await broker.subscribeEvents((m) => {
-        opts.onState?.(m);
-        if (pending.has(m.processId)) {
-          void check(m.processId).then(() => wake());
-        }
-      })
+  const bus = await client.bus();
+  const unsubscribe = bus
+    ? await bus.subscribeEvents(
+        (m) => {
+          opts.onState?.(m);
+          if (pending.has(m.processId)) {
+            void check(m.processId).then(() => wake());
+          }
+        },
+        {
+          // The subscription was re-established: what changed in between is only in the store.
+          onGap: () => {
+            for (const id of [...pending]) void check(id).then(() => wake());
+          },
+        },
+      )
     : null;
   const deadline = opts.timeoutSeconds !== undefined ? Date.now() + opts.timeoutSeconds * 1000 : Infinity;
   try {
@@ -190,16 +198,17 @@ export async function killProcesses(
     }
     if (woken.length > 0) {
       // Killing the last awaited child of a waiting workflow wakes it: dispatch it now (else the sweep will).
-      const b = await client.broker();
-      const markedBy = Date.now();
-      await b?.publishContinue(woken);
-      if (b) await client.store.markDispatched(woken, markedBy);
+      await dispatchNow(client, woken);
     }
     if (running.length === 0) return 'done';
-    const broker = await client.broker();
-    if (!broker) return 'unreachable';
-    for (const t of running)
-      await broker.publishControl({ v: 1, kind: 'control', action: 'kill', processId: t, message });
+    const bus = await client.bus();
+    if (!bus) return 'unreachable';
+    try {
+      for (const t of running)
+        await bus.publishControl({ v: 1, kind: 'control', action: 'kill', processId: t, message });
+    } catch {
+      return 'unreachable';
+    }
     try {
       await waitForProcesses(client, running, { timeoutSeconds: timeout });
       return 'done';
@@ -209,9 +218,22 @@ export async function killProcesses(
   });
 }
 
+/** Dispatches processes that became ready (woken, played) at once; the outbox has them anyway. */
+async function dispatchNow(client: ProcessClient, ids: number[]): Promise<void> {
+  const bus = await client.bus();
+  if (!bus) return;
+  const markedBy = Date.now();
+  try {
+    await bus.publishContinue(ids);
+    if (bus.dispatch === 'publish') await client.store.markDispatched(ids, markedBy);
+  } catch {
+    // Still pending in the store: a sweep or the hub dispatches them.
+  }
+}
+
 function announce(client: ProcessClient, p: ProcessRecord | null): void {
   if (!p) return;
-  void client.broker().then((b) =>
+  void client.bus().then((b) =>
     b?.publishState({
       v: 1,
       kind: 'state',
@@ -241,10 +263,15 @@ export async function pauseProcesses(
     let outcome: ControlOutcome = 'done';
     const live = p.leaseOwner !== null && (p.leaseExpiresAt ?? 0) > Date.now();
     if (live) {
-      const broker = await client.broker();
-      if (!broker) outcome = 'unreachable';
+      const bus = await client.bus();
+      const sent =
+        bus !== null &&
+        (await bus.publishControl({ v: 1, kind: 'control', action: 'pause', processId: p.id }).then(
+          () => true,
+          () => false,
+        ));
+      if (!sent) outcome = 'unreachable';
       else {
-        await broker.publishControl({ v: 1, kind: 'control', action: 'pause', processId: p.id });
         try {
           await waitForProcesses(client, [p.id], {
             timeoutSeconds: timeout,
@@ -268,17 +295,22 @@ export async function playProcesses(
 ): Promise<ControlReply[]> {
   return forEachActive(client, ids, async (p) => {
     const changed = await client.store.setPaused([p.id], false);
-    const broker = await client.broker();
-    if (!broker) return 'unreachable';
-    // A pause that has not yet taken effect is cancelled in the worker; a paused process that
-    // was released is re-published now (the sweep would do it too, later).
-    await broker.publishControl({ v: 1, kind: 'control', action: 'play', processId: p.id });
-    if (changed.length > 0) {
-      const markedBy = Date.now();
-      await broker.publishContinue([p.id]);
-      await client.store.markDispatched([p.id], markedBy);
+    // A paused process that was released is dispatched now (it is pending in the store anyway).
+    if (changed.length > 0) await dispatchNow(client, [p.id]);
+    // A pause that has not yet taken effect is cancelled in the worker running the process.
+    const live = p.leaseOwner !== null && (p.leaseExpiresAt ?? 0) > Date.now();
+    let outcome: ControlOutcome = 'done';
+    if (live) {
+      const bus = await client.bus();
+      const sent =
+        bus !== null &&
+        (await bus.publishControl({ v: 1, kind: 'control', action: 'play', processId: p.id }).then(
+          () => true,
+          () => false,
+        ));
+      if (!sent) outcome = 'unreachable';
     }
     announce(client, await client.getProcess(p.id));
-    return 'done';
+    return outcome;
   });
 }

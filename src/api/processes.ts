@@ -2,9 +2,11 @@
  * The process API: submit processes, read them, and (see control.ts) control them. Used by the
  * library's users, the CLI and the tests.
  *
- * Submission follows the outbox rule: the process is committed to the store first, then its
- * continue task is published on a confirm channel, then its dispatch flag is cleared. A crash (or
- * an unreachable broker) after the commit loses nothing: workers re-publish pending dispatches.
+ * Submission follows the outbox rule: the process is committed to the store first (dispatch
+ * pending), then its continue task goes to the profile's message bus. On RabbitMQ the task is
+ * published on a confirm channel and the dispatch flag cleared after the confirm; on the local bus
+ * the daemon is told (a hint) and reads the pending dispatch from the store itself. A crash (or an
+ * unreachable broker or daemon) after the commit loses nothing: the outbox still holds it.
  *
  * @module
  */
@@ -14,7 +16,7 @@ import { silentLogger, type Logger } from '../logging/index.js';
 import { isJsonValue, type JsonValue, type ProcessRecord, type ReportLine } from '../protocol/index.js';
 import { openStore } from '../store/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
-import { BrokerConnection } from '../broker/index.js';
+import { openBus, type MessageBus } from '../broker/index.js';
 import { ProcessRegistry } from '../engine/index.js';
 
 /** Where a call acts: a profile name or a resolved profile (default: the default profile). */
@@ -36,7 +38,7 @@ function toProfile(p: string | Profile | undefined): Profile {
  * when done; `close()` is safe to call twice.
  */
 export class ProcessClient {
-  private brokerConn: Promise<BrokerConnection | null> | null = null;
+  private busConn: Promise<MessageBus | null> | null = null;
   private registryP: Promise<ProcessRegistry> | null = null;
   private closing: Promise<void> | null = null;
 
@@ -59,9 +61,12 @@ export class ProcessClient {
     return this.registryP;
   }
 
-  /** The broker connection, or null when the broker cannot be reached (a warning is logged). */
-  broker(): Promise<BrokerConnection | null> {
-    this.brokerConn ??= BrokerConnection.open(this.profile.broker, this.profile.uuid, {
+  /**
+   * The profile's message bus, or null when it cannot be reached (RabbitMQ down; a warning is
+   * logged). The local bus always opens: it reaches the daemon when one runs.
+   */
+  bus(): Promise<MessageBus | null> {
+    this.busConn ??= openBus(this.profile, {
       logger: this.logger,
       connectionName: `drover client pid ${process.pid}`,
       connectTimeoutMs: Math.max(1000, this.profile.options['daemon.timeout'] * 1000),
@@ -69,7 +74,7 @@ export class ProcessClient {
       this.logger.warn(`broker unreachable: ${errorMessage(err)}`);
       return null;
     });
-    return this.brokerConn;
+    return this.busConn;
   }
 
   /** Submits one process; returns its id. */
@@ -89,7 +94,7 @@ export class ProcessClient {
       registry.validateSubmission(type, inputs);
     });
     if (opts.label !== undefined && typeof opts.label !== 'string') throw new InputError('label must be a string');
-    const broker = this.broker(); // connect while the store commits
+    const busP = this.bus(); // connect while the store commits
     const ids = await this.store.createProcesses(
       inputsList.map((inputs) => ({ type, inputs, label: opts.label ?? null, parentId: null })),
     );
@@ -98,7 +103,7 @@ export class ProcessClient {
       // Fault injection for the outbox test: die between the store commit and the publish.
       process.kill(process.pid, 'SIGKILL');
     }
-    const conn = await broker;
+    const conn = await busP;
     if (conn === null) {
       this.logger.warn(`${ids.length} process(es) stored; they will be dispatched when a worker reaches the broker`);
       return ids;
@@ -118,7 +123,7 @@ export class ProcessClient {
     }
     try {
       await conn.publishContinue(ids);
-      await this.store.markDispatched(ids, markedBy);
+      if (conn.dispatch === 'publish') await this.store.markDispatched(ids, markedBy);
     } catch (err) {
       this.logger.warn(`publishing failed (${errorMessage(err)}); the processes are stored and will be re-dispatched`);
     }
@@ -143,10 +148,10 @@ export class ProcessClient {
     return this.store.getReports(id);
   }
 
-  /** Closes store and broker connections. */
+  /** Closes store and bus connections. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      const b = this.brokerConn ? await this.brokerConn : null;
+      const b = this.busConn ? await this.busConn : null;
       await b?.close();
       await this.store.close();
     })();

@@ -9,9 +9,14 @@
  *
  * @module
  */
-import amqp from 'amqplib';
 import { openStore } from '../store/index.js';
-import { describeStorage, type BrokerSettings, type Profile, type StorageSettings } from '../config/index.js';
+import {
+  describeStorage,
+  type BrokerSettings,
+  type Profile,
+  type RabbitBrokerSettings,
+  type StorageSettings,
+} from '../config/index.js';
 import { errorMessage } from '../errors/index.js';
 
 /** Whether the profile's store answers, and its versions. */
@@ -28,8 +33,24 @@ export interface StoreStatus {
   error: string | null;
 }
 
+/**
+ * The profile's message bus: for RabbitMQ, whether it answers and its version; the local bus is
+ * the daemon itself, so there is nothing to reach (whether the daemon runs is {@link DaemonStatus}).
+ */
+export type BrokerStatus = LocalBrokerStatus | RabbitBrokerStatus;
+
+/** The local bus (see {@link BrokerStatus}). */
+export interface LocalBrokerStatus {
+  kind: 'local';
+  /** `local (the daemon)`. */
+  url: string;
+  /** Always true: the local bus needs no server. */
+  reachable: true;
+}
+
 /** Whether the profile's RabbitMQ answers, and its version. */
-export interface BrokerStatus {
+export interface RabbitBrokerStatus {
+  kind: 'rabbitmq';
   /** The broker URL, password hidden. */
   url: string;
   host: string;
@@ -132,9 +153,18 @@ export async function checkStore(storage: StorageSettings, timeoutMs: number): P
   return status;
 }
 
-/** Opens an AMQP connection (no recovery: one attempt), reads the server's version and closes it. */
+/**
+ * For RabbitMQ, opens an AMQP connection (no recovery: one attempt), reads the server's version and
+ * closes it. The local bus has nothing to check.
+ */
 export async function checkBroker(broker: BrokerSettings, timeoutMs: number): Promise<BrokerStatus> {
-  const status: BrokerStatus = {
+  if (broker.kind === 'local') return { kind: 'local', url: broker.displayUrl, reachable: true };
+  return checkRabbit(broker, timeoutMs);
+}
+
+async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Promise<RabbitBrokerStatus> {
+  const status: RabbitBrokerStatus = {
+    kind: 'rabbitmq',
     url: broker.displayUrl,
     host: broker.host,
     port: broker.port,
@@ -145,6 +175,7 @@ export async function checkBroker(broker: BrokerSettings, timeoutMs: number): Pr
     error: null,
   };
   try {
+    const { default: amqp } = await import('amqplib');
     const conn = await bounded(
       amqp.connect(broker.url, {
         noDelay: true,

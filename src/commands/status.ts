@@ -10,8 +10,8 @@ export default class Status extends DroverCommand<typeof Status> {
   static override description =
     'Checks the store and the broker of the profile (-p, DROVER_PROFILE, or the default profile) in parallel, ' +
     'each for at most daemon.timeout seconds. Exits with 3 when the store or the broker is not reachable. ' +
-    'On first use (no configuration file) it creates the profile `default` (SQLite store, RabbitMQ on ' +
-    'localhost) and says so.';
+    'On first use (no configuration file) it creates the profile `default` (SQLite store, the local bus) ' +
+    'and says so.';
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status -p demo --json'];
 
   async run(): Promise<StatusResult> {
@@ -24,17 +24,19 @@ export default class Status extends DroverCommand<typeof Status> {
     const storeVersion = s.store.reachable
       ? ` (schema version ${s.store.schemaVersion}, ${s.store.serverVersion})`
       : ` (${s.store.error})`;
-    const brokerVersion = s.broker.reachable
-      ? ` (${s.broker.product ?? 'AMQP server'} ${s.broker.serverVersion ?? 'of unknown version'})`
-      : ` (${s.broker.error})`;
+    const b = s.broker;
+    const brokerLine =
+      b.kind === 'local'
+        ? `local        the daemon carries tasks (no broker server)`
+        : `${up(b.reachable)}  ${b.host}:${b.port} vhost ${b.vhost}` +
+          (b.reachable
+            ? ` (${b.product ?? 'AMQP server'} ${b.serverVersion ?? 'of unknown version'})`
+            : ` (${b.error})`);
     const rows: Array<[string, string]> = [
       ['Config file', s.configFile],
       ['Profile', `${s.profile} (${s.uuid})`],
       ['Store', `${up(s.store.reachable)}  ${s.store.location}${storeVersion}`],
-      [
-        'Broker',
-        `${up(s.broker.reachable)}  ${s.broker.host}:${s.broker.port} vhost ${s.broker.vhost}${brokerVersion}`,
-      ],
+      ['Broker', brokerLine],
       ['Daemon', s.daemon.summary],
     ];
     for (const [k, v] of rows) this.say(`${(k + ':').padEnd(13)}${v}`);

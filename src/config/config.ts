@@ -37,9 +37,18 @@ export const CONFIG_VERSION = 1;
 /** Where a profile keeps its processes. */
 export type StorageSettings = { backend: 'sqlite'; path: string } | { backend: 'postgres'; url: string };
 
-/** How a profile reaches RabbitMQ, as written in the file. */
-export type BrokerSettingsRaw =
-  { url: string } | { host?: string; port?: number; user?: string; password?: string; vhost?: string };
+/** RabbitMQ settings as written in the file: a URL, or its parts (missing parts from the default URL). */
+export type RabbitBrokerSettingsRaw =
+  | { kind?: 'rabbitmq'; url: string }
+  | { kind?: 'rabbitmq'; host?: string; port?: number; user?: string; password?: string; vhost?: string };
+
+/**
+ * The profile's message bus, as written in the file:
+ * - `{ "kind": "local" }`: the daemon is the broker (one machine, nothing else to install);
+ * - RabbitMQ settings (`kind` `"rabbitmq"`, or no `kind` at all: files written before the local
+ *   bus existed keep meaning what they meant).
+ */
+export type BrokerSettingsRaw = { kind: 'local' } | RabbitBrokerSettingsRaw;
 
 /** A profile as stored in the file. */
 export interface ProfileRecord {
@@ -57,8 +66,16 @@ export interface ConfigData {
   profiles: Record<string, ProfileRecord>;
 }
 
-/** Resolved broker settings of a profile. */
-export interface BrokerSettings {
+/** The embedded bus: the profile's daemon carries tasks, control requests and events. */
+export interface LocalBrokerSettings {
+  kind: 'local';
+  /** For display: `local (the daemon)`. */
+  displayUrl: string;
+}
+
+/** Resolved RabbitMQ settings of a profile. */
+export interface RabbitBrokerSettings {
+  kind: 'rabbitmq';
   /** Full AMQP URL including credentials. */
   url: string;
   host: string;
@@ -68,6 +85,17 @@ export interface BrokerSettings {
   /** The URL with the password hidden, for display. */
   displayUrl: string;
 }
+
+/** Resolved broker settings of a profile (see {@link BrokerSettingsRaw}). */
+export type BrokerSettings = LocalBrokerSettings | RabbitBrokerSettings;
+
+/** The message-bus kinds a profile can use. */
+export const BROKER_KINDS = ['local', 'rabbitmq'] as const;
+/** A message-bus kind. */
+export type BrokerKind = (typeof BROKER_KINDS)[number];
+
+/** What a local profile shows as its broker. */
+export const LOCAL_BROKER_DISPLAY = 'local (the daemon)';
 
 /** A fully resolved profile: what the daemon, workers and clients work with. */
 export interface Profile {
@@ -100,8 +128,9 @@ export function describeStorage(storage: StorageSettings): string {
   return storage.backend === 'sqlite' ? `sqlite:${storage.path}` : hideUrlPassword(storage.url);
 }
 
-/** Resolves raw broker settings into a URL and its parts. */
+/** Resolves raw broker settings (for RabbitMQ: into a URL and its parts). */
 export function resolveBroker(raw: BrokerSettingsRaw): BrokerSettings {
+  if (raw.kind === 'local') return { kind: 'local', displayUrl: LOCAL_BROKER_DISPLAY };
   let url: URL;
   if ('url' in raw && typeof raw.url === 'string') {
     url = new URL(raw.url);
@@ -117,6 +146,7 @@ export function resolveBroker(raw: BrokerSettingsRaw): BrokerSettings {
   const port = url.port === '' ? (url.protocol === 'amqps:' ? 5671 : 5672) : Number(url.port);
   const vhost = url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : '/';
   return {
+    kind: 'rabbitmq',
     url: url.toString(),
     host: url.hostname,
     port,
@@ -181,6 +211,46 @@ function validateOptions(raw: unknown, where: string): Record<string, OptionValu
   return out;
 }
 
+function validateBroker(broker: unknown, where: string): BrokerSettingsRaw {
+  if (!isObject(broker)) throw new ConfigError(`${where} must be an object`);
+  const kind = broker.kind;
+  if (kind === 'local') {
+    rejectUnknownKeys(broker, ['kind'], `${where} (a local broker has no settings)`);
+    return { kind: 'local' };
+  }
+  if (kind !== undefined && kind !== 'rabbitmq') {
+    throw new ConfigError(`${where}.kind must be "local" or "rabbitmq", got ${JSON.stringify(kind)}`);
+  }
+  const tag = kind === undefined ? {} : { kind: 'rabbitmq' as const };
+  if ('url' in broker) {
+    rejectUnknownKeys(broker, ['kind', 'url'], `${where} (a 'url' cannot be combined with host, port, ...)`);
+    if (typeof broker.url !== 'string') throw new ConfigError(`${where}.url must be a string`);
+    checkBrokerUrl(broker.url, `${where}.url`);
+    return { ...tag, url: broker.url };
+  }
+  rejectUnknownKeys(broker, ['kind', 'host', 'port', 'user', 'password', 'vhost'], where);
+  const b: { kind?: 'rabbitmq'; host?: string; port?: number; user?: string; password?: string; vhost?: string } = {
+    ...tag,
+  };
+  for (const key of ['host', 'user', 'password', 'vhost'] as const) {
+    const v = broker[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string') throw new ConfigError(`${where}.${key} must be a string`);
+    b[key] = v;
+  }
+  if (b.host !== undefined && !/^([A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\])$/.test(b.host)) {
+    throw new ConfigError(`${where}.host is not a valid host name: ${JSON.stringify(b.host)}`);
+  }
+  if (broker.port !== undefined) {
+    const p = broker.port;
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) {
+      throw new ConfigError(`${where}.port must be an integer from 1 to 65535, got ${JSON.stringify(p)}`);
+    }
+    b.port = p;
+  }
+  return b;
+}
+
 function validateProfileRecord(name: string, raw: unknown, file: string): ProfileRecord {
   const where = `${file}: profiles.${name}`;
   try {
@@ -215,34 +285,7 @@ function validateProfileRecord(name: string, raw: unknown, file: string): Profil
       `${where}.storage.backend must be "sqlite" or "postgres", got ${JSON.stringify(storage.backend)}`,
     );
   }
-  if (!isObject(broker)) throw new ConfigError(`${where}.broker must be an object`);
-  let br: BrokerSettingsRaw;
-  if ('url' in broker) {
-    rejectUnknownKeys(broker, ['url'], `${where}.broker (a 'url' cannot be combined with host, port, ...)`);
-    if (typeof broker.url !== 'string') throw new ConfigError(`${where}.broker.url must be a string`);
-    checkBrokerUrl(broker.url, `${where}.broker.url`);
-    br = { url: broker.url };
-  } else {
-    rejectUnknownKeys(broker, ['host', 'port', 'user', 'password', 'vhost'], `${where}.broker`);
-    const b: { host?: string; port?: number; user?: string; password?: string; vhost?: string } = {};
-    for (const key of ['host', 'user', 'password', 'vhost'] as const) {
-      const v = broker[key];
-      if (v === undefined) continue;
-      if (typeof v !== 'string') throw new ConfigError(`${where}.broker.${key} must be a string`);
-      b[key] = v;
-    }
-    if (b.host !== undefined && !/^([A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\])$/.test(b.host)) {
-      throw new ConfigError(`${where}.broker.host is not a valid host name: ${JSON.stringify(b.host)}`);
-    }
-    if (broker.port !== undefined) {
-      const p = broker.port;
-      if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) {
-        throw new ConfigError(`${where}.broker.port must be an integer from 1 to 65535, got ${JSON.stringify(p)}`);
-      }
-      b.port = p;
-    }
-    br = b;
-  }
+  const br = validateBroker(broker, `${where}.broker`);
   return { uuid, storage: st, broker: br, options: validateOptions(options, `${where}.options`) };
 }
 
@@ -346,6 +389,9 @@ export interface ProfileSetup {
   postgresUrl?: string;
   /** SQLite file; default `<data dir>/processes.sqlite`. Relative paths are resolved against the cwd. */
   sqlitePath?: string;
+  /** Message bus (default `local`, or `rabbitmq` when `brokerUrl` is given). */
+  broker?: BrokerKind;
+  /** RabbitMQ URL (default {@link DEFAULT_BROKER_URL}); only with `broker: 'rabbitmq'`. */
   brokerUrl?: string;
   setDefault?: boolean;
 }
@@ -462,7 +508,7 @@ export class Config {
 
   /**
    * First use: when the file does not exist yet, adds the profile `name` (default `default`) in
-   * memory (SQLite store under the data dir, RabbitMQ on localhost) as the default, and returns
+   * memory (SQLite store under the data dir, the local bus) as the default, and returns
    * the one-line notice to show. Returns null when the file exists (nothing is changed then).
    * The caller saves.
    */
@@ -473,7 +519,7 @@ export class Config {
     const p = this.setupProfile(wanted, { setDefault: true }, env);
     return (
       `Created profile '${wanted}' in ${this.file} (store ${describeStorage(p.storage)}, ` +
-      `broker ${p.broker.displayUrl}).`
+      `broker ${p.broker.displayUrl}; for RabbitMQ instead: drover profile setup NAME --broker rabbitmq).`
     );
   }
 
@@ -507,12 +553,21 @@ export class Config {
       }
       storage = { backend: 'sqlite', path: file };
     }
+    const kind = setup.broker ?? (setup.brokerUrl !== undefined ? 'rabbitmq' : 'local');
+    if (!(BROKER_KINDS as readonly string[]).includes(kind)) {
+      throw new ConfigError(`--broker must be one of ${BROKER_KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
+    }
+    if (kind === 'local' && setup.brokerUrl !== undefined) {
+      throw new ConfigError('--broker-url only applies with --broker rabbitmq');
+    }
     if (setup.brokerUrl !== undefined) checkBrokerUrl(setup.brokerUrl, '--broker-url');
+    const broker: BrokerSettingsRaw =
+      kind === 'local' ? { kind: 'local' } : { kind: 'rabbitmq', url: setup.brokerUrl ?? DEFAULT_BROKER_URL };
     this.mutate((d) => {
       d.profiles[name] = {
         uuid: crypto.randomUUID(),
         storage,
-        broker: { url: setup.brokerUrl ?? DEFAULT_BROKER_URL },
+        broker,
         options: {},
       };
       if (setup.setDefault || d.default_profile === null) d.default_profile = name;
@@ -630,7 +685,7 @@ export interface ResolveProfileOptions {
 /**
  * Resolves the profile to act on: `name`, else `DROVER_PROFILE`, else the default profile. On first
  * use (no configuration file) and when `onCreate` is given, that profile (default: `default`) is
- * created with a SQLite store under the data directory and RabbitMQ on localhost.
+ * created with a SQLite store under the data directory and the local bus (no broker server).
  */
 export function resolveProfile(name?: string, opts: ResolveProfileOptions = {}): Profile {
   const env = opts.env ?? process.env;

@@ -22,7 +22,9 @@ export interface ProfileView {
   storage: StorageView;
   /** One line, e.g. `sqlite:/home/u/.local/share/drover/demo/processes.sqlite`. */
   storageDisplay: string;
-  broker: { url: string; host: string; port: number; user: string; vhost: string };
+  broker: BrokerView;
+  /** Which machines may run workers for the profile, in words. */
+  workersOn: string;
   /** Options set for this profile (overriding the global values and defaults). */
   options: Record<string, OptionValue>;
   /** Where the profile's data (the default SQLite store) lives. */
@@ -30,6 +32,11 @@ export interface ProfileView {
   /** Where the daemon of the profile writes its logs. */
   logDir: string;
 }
+
+/** Broker settings with any password hidden. */
+export type BrokerView =
+  | { kind: 'local'; url: string }
+  | { kind: 'rabbitmq'; url: string; host: string; port: number; user: string; vhost: string };
 
 function storageView(s: StorageSettings): StorageView {
   return s.backend === 'sqlite'
@@ -48,13 +55,23 @@ export function profileView(config: Config, name: string, env: NodeJS.ProcessEnv
     configFile: config.file,
     storage: storageView(p.storage),
     storageDisplay: describeStorage(p.storage),
-    broker: {
-      url: p.broker.displayUrl,
-      host: p.broker.host,
-      port: p.broker.port,
-      user: p.broker.user,
-      vhost: p.broker.vhost,
-    },
+    broker:
+      p.broker.kind === 'local'
+        ? { kind: 'local', url: p.broker.displayUrl }
+        : {
+            kind: 'rabbitmq',
+            url: p.broker.displayUrl,
+            host: p.broker.host,
+            port: p.broker.port,
+            user: p.broker.user,
+            vhost: p.broker.vhost,
+          },
+    workersOn:
+      p.broker.kind === 'local'
+        ? 'this machine only (its daemon is the broker)'
+        : p.storage.backend === 'sqlite'
+          ? 'this machine only (the SQLite store is a local file)'
+          : `any machine that reaches RabbitMQ at ${p.broker.host}:${p.broker.port} and the PostgreSQL store`,
     options: rec.options,
     dataDir: dataDir(name, env),
     logDir: logDir(name, env),

@@ -14,14 +14,42 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../logging/index.js';
 import {
+  CONTROL_PROTOCOL_VERSION,
   LineSplitter,
   MAX_CONTROL_LINE_BYTES,
   controlErrorResponse,
   encodeControlResponse,
   handleControlLine,
+  type BusHubMessage,
   type ControlHandler,
   type ControlResponse,
 } from '../protocol/index.js';
+
+/** A connection as a peer of the local bus: the daemon pushes hub messages to it. */
+export interface SocketBusPeer {
+  readonly name: string;
+  /** Writes a hub message as a pushed line; false when the connection is gone or hopelessly behind. */
+  push(msg: BusHubMessage): boolean;
+}
+
+/** What the daemon does with one connection's bus messages. */
+export interface SocketBusSession {
+  /** Handles the params of one `bus` request; returns its result (throws for a bad message). */
+  handle(params: unknown): unknown;
+  /** True while the connection holds a subscription or consumes: it is exempt from the idle timeout. */
+  readonly longLived: boolean;
+  /** The connection closed. */
+  close(): void;
+}
+
+/** The local bus on the control socket (local profiles only). */
+export interface SocketBusHooks {
+  /** Called on a connection's first `bus` request. */
+  attach(peer: SocketBusPeer): SocketBusSession;
+}
+
+/** Pushed output a bus peer may leave unread before it is cut off (a subscriber that stopped reading). */
+const MAX_PUSH_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 /** Limits of the control server. */
 export interface ControlServerLimits {
@@ -47,6 +75,10 @@ export class ControlServer {
   private readonly sockets = new Set<net.Socket>();
   private readonly limits: ControlServerLimits;
   private closing: Promise<void> | null = null;
+
+  private nextPeer = 1;
+  /** The local bus, when the daemon is its hub. */
+  bus: SocketBusHooks | null = null;
 
   constructor(
     readonly socketPath: string,
@@ -123,6 +155,31 @@ export class ControlServer {
         socket.destroy();
       }
     };
+    let session: SocketBusSession | null = null;
+    const busHandler = (params: unknown): unknown => {
+      if (!this.bus)
+        throw Object.assign(new Error('this daemon is not the hub of a local bus'), { code: 'METHOD_UNKNOWN' });
+      if (!session) {
+        const name = `socket client ${this.nextPeer++}`;
+        session = this.bus.attach({
+          name,
+          push: (msg) => {
+            if (socket.destroyed || !socket.writable) return false;
+            if (socket.writableLength > MAX_PUSH_BACKLOG_BYTES) {
+              this.logger.warn(`${name} does not read what the daemon pushes; closing it`);
+              socket.destroy();
+              return false;
+            }
+            socket.write(JSON.stringify({ v: CONTROL_PROTOCOL_VERSION, bus: msg }) + '\n');
+            return true;
+          },
+        });
+      }
+      const result = session.handle(params);
+      // A subscriber waits for pushes without sending anything: no idle timeout while it listens.
+      socket.setTimeout(session.longLived ? 0 : this.limits.idleTimeoutMs);
+      return result;
+    };
     socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
     socket.on('data', (chunk: Buffer) => {
       const lines = splitter.push(chunk);
@@ -145,7 +202,7 @@ export class ControlServer {
         chain = chain.then(async () => {
           let response: ControlResponse;
           try {
-            response = await handleControlLine(this.handler, line);
+            response = await handleControlLine(this.handler, line, busHandler);
           } catch (err) {
             // handleControlLine never rejects; this is a last line of defence.
             response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
@@ -172,6 +229,9 @@ export class ControlServer {
       this.logger.debug(`control connection error: ${err.message}`);
       socket.destroy();
     });
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      session?.close();
+    });
   }
 }

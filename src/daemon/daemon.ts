@@ -41,6 +41,8 @@ import { ControlServer } from './control-server.js';
 import { defaultControlTransports } from './dbus.js';
 import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
 import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
+import { DaemonHub } from './bus-hub.js';
+import { lazyStore, type LazyStore } from './store-access.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { daemonPaths, type DaemonPaths } from './paths.js';
 import {
@@ -152,6 +154,9 @@ export class Daemon {
   private readonly supervisor: Supervisor;
   private readonly notifier: Notifier;
   private readonly leases: LeaseReleaser;
+  private readonly store: LazyStore;
+  /** The hub of the local bus (local profiles only). */
+  private readonly hub: DaemonHub | null;
   private server: ControlServer | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
   private stopPromise: Promise<void> | null = null;
@@ -181,9 +186,15 @@ export class Daemon {
     const env = options.env ?? process.env;
     this.supervisorKind = detectSupervisor(env);
     this.notifier = createNotifier(logger, env);
-    this.leases = options.leases ?? storeLeaseReleaser(profile, logger);
+    this.store = lazyStore(profile, logger);
+    this.leases = options.leases ?? storeLeaseReleaser(this.store, logger);
+    this.hub =
+      profile.broker.kind === 'local'
+        ? new DaemonHub(this.store, root.child('hub'), profile.options['daemon.lease_seconds'] * 1000)
+        : null;
     this.supervisor = new Supervisor({
       profile,
+      bus: this.hub?.supervisorHooks(),
       workerModule: options.workerModule ?? defaultWorkerModule(),
       logger: root.child('supervisor'),
       outputLogger: root,
@@ -244,7 +255,11 @@ export class Daemon {
         `supervisor ${this.supervisorKind}, socket ${paths.socket})`,
     );
     this.server = new ControlServer(paths.socket, this.handler(), logger.child('control'));
+    if (this.hub) this.server.bus = this.hub.socketHooks();
     await this.server.listen();
+    // The hub reads the outbox from the start: what was submitted while no daemon ran goes out
+    // as soon as the first worker is ready.
+    this.hub?.start();
     if (this.options.handleSignals !== false) this.installSignalHandlers();
     await this.startTransports();
     if (previous.length > 0) this.track(this.recoverPrevious(previous));
@@ -363,7 +378,9 @@ export class Daemon {
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = null;
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
+    this.hub?.close();
     await this.leases.close();
+    await this.store.close();
     await Promise.allSettled(this.transports.map((t) => t.close()));
     await this.server?.close();
     removeFileQuietly(paths.socket);
@@ -423,10 +440,14 @@ export class Daemon {
     );
   }
 
-  /** Has a ready worker re-publish pending dispatches now, or else the next worker that gets ready. */
+  /**
+   * Pending dispatches were made (leases released): the hub reads them now; on RabbitMQ a ready
+   * worker re-publishes them now, or else the next worker that gets ready.
+   */
   private requestSweep(): void {
     if (this.stopPromise) return; // the next daemon's workers sweep at their start
-    if (!this.supervisor.sweep()) this.sweepWanted = true;
+    if (this.hub) this.hub.wake();
+    else if (!this.supervisor.sweep()) this.sweepWanted = true;
   }
 
   private sweepIfWanted(): void {

@@ -2,16 +2,15 @@
  * Releasing the leases of dead workers, so their processes are re-dispatched at once instead of
  * after the lease expires (guarantee 3).
  *
- * The store is opened lazily, on the first release, and kept open: a daemon whose workers never
- * die never touches the store, and a store that cannot be reached costs a warning, not the daemon
- * (the leases then expire and the processes are re-dispatched by the periodic sweep).
+ * The store is the daemon's lazily opened one (store-access.ts): a store that cannot be reached
+ * costs a warning, not the daemon (the leases then expire and the processes are re-dispatched by
+ * the periodic sweep).
  *
  * @module
  */
-import type { Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
-import type { ProcessStore } from '../store/types.js';
 import { errorMessage } from '../errors/index.js';
+import type { LazyStore } from './store-access.js';
 
 /** Releases a worker's leases in the store. */
 export interface LeaseReleaser {
@@ -21,19 +20,10 @@ export interface LeaseReleaser {
   close(): Promise<void>;
 }
 
-/** A {@link LeaseReleaser} backed by the profile's store. */
-export function storeLeaseReleaser(profile: Profile, logger: Logger): LeaseReleaser {
-  let store: Promise<ProcessStore> | null = null;
+/** A {@link LeaseReleaser} backed by the daemon's store connection. */
+export function storeLeaseReleaser(store: LazyStore, logger: Logger): LeaseReleaser {
   let closed = false;
-  const open = (): Promise<ProcessStore> => {
-    if (!store) {
-      store = import('../store/index.js').then((m) => m.openStore(profile.storage, { logger: logger.child('store') }));
-      store.catch(() => {
-        store = null; // try again next time
-      });
-    }
-    return store;
-  };
+  const open = () => store.get();
   return {
     async release(workerId) {
       if (closed) return [];
@@ -54,11 +44,7 @@ export function storeLeaseReleaser(profile: Profile, logger: Logger): LeaseRelea
       return [];
     },
     async close() {
-      if (closed) return;
       closed = true;
-      const s = store;
-      store = null;
-      if (s) await s.then((x) => x.close()).catch(() => undefined);
     },
   };
 }

@@ -30,6 +30,8 @@ import type { Logger, LogLevel } from '../logging/index.js';
 import {
   ControlError,
   parseWorkerToDaemon,
+  type BusHubMessage,
+  type BusPeerMessage,
   type DaemonToWorker,
   type WorkerExit,
   type WorkerInfo,
@@ -60,8 +62,20 @@ const MANAGER_ENV = [
   'JOURNAL_STREAM',
 ];
 
+/** Where the supervisor sends its workers' local-bus traffic (local profiles: the daemon's hub). */
+export interface SupervisorBusHooks {
+  /** A worker process was forked; `send` reaches it over IPC (false once it is gone). */
+  spawned(workerId: string, name: string, send: (msg: BusHubMessage) => boolean): void;
+  /** A bus message from a worker. */
+  message(workerId: string, msg: BusPeerMessage): void;
+  /** A worker process ended (before `onWorkerExit`). */
+  exited(workerId: string): void;
+}
+
 /** Options of {@link Supervisor}. */
 export interface SupervisorOptions {
+  /** The local bus hub, for local profiles. */
+  bus?: SupervisorBusHooks;
   profile: Profile;
   /** Absolute path of the worker entry module. */
   workerModule: string;
@@ -439,6 +453,9 @@ export class Supervisor {
     const inst = new Instance(slot, child, workerId, Date.now());
     slot.current = inst;
     log.info(`started worker ${slot.name} (pid ${inst.pid ?? '?'}, id ${workerId})`);
+    this.opts.bus?.spawned(workerId, `worker ${slot.name} (pid ${inst.pid ?? '?'})`, (m) =>
+      this.send(inst, { kind: 'bus', message: m }),
+    );
     const wlog = (this.opts.outputLogger ?? log).child(`${slot.name} ${inst.pid ?? '?'}`);
     this.pipeLines(inst, child.stdout, wlog, 'info');
     this.pipeLines(inst, child.stderr, wlog, 'warn');
@@ -512,6 +529,9 @@ export class Supervisor {
         if (changed) this.changed();
         break;
       }
+      case 'bus':
+        this.opts.bus?.message(inst.workerId, msg.message);
+        break;
       case 'fatal':
         inst.slot.lastError = msg.message;
         log.error(`worker ${inst.slot.name} (pid ${inst.pid}) failed: ${msg.message}`);
@@ -549,6 +569,7 @@ export class Supervisor {
       slot.lastDead = inst;
     }
     inst.resolveExit(exit);
+    this.opts.bus?.exited(inst.workerId);
     this.opts.onWorkerExit?.(inst.workerId, exit, expected && code === 0);
     this.changed();
   }

@@ -59,7 +59,8 @@ function positiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 }
 
-function parseState(raw: Record<string, unknown>): StateBroadcast {
+/** Validates a state broadcast given as an object (without its JSON envelope). */
+export function parseStateBroadcast(raw: Record<string, unknown>): StateBroadcast {
   if (!positiveInt(raw.processId)) throw new ProtocolError('state broadcast: processId must be a positive integer');
   if (typeof raw.state !== 'string' || !(PROCESS_STATES as readonly string[]).includes(raw.state)) {
     throw new ProtocolError(`state broadcast: unknown state ${JSON.stringify(raw.state)}`);
@@ -75,6 +76,20 @@ function parseState(raw: Record<string, unknown>): StateBroadcast {
     exitStatus: typeof raw.exitStatus === 'number' ? raw.exitStatus : null,
     time: typeof raw.time === 'number' ? raw.time : Date.now(),
   };
+}
+
+/** Validates a control message given as an object (without its JSON envelope). */
+export function parseControlMessage(raw: Record<string, unknown>): ControlMessage {
+  if (raw.v !== BROKER_PROTOCOL_VERSION || raw.kind !== 'control') {
+    throw new ProtocolError('control message: expected {"v":1,"kind":"control",...}');
+  }
+  if (!positiveInt(raw.processId)) throw new ProtocolError('control message: processId must be a positive integer');
+  if (raw.action !== 'kill' && raw.action !== 'pause' && raw.action !== 'play') {
+    throw new ProtocolError(`control message: unknown action ${JSON.stringify(raw.action)}`);
+  }
+  const msg: ControlMessage = { v: 1, kind: 'control', action: raw.action, processId: raw.processId };
+  if (typeof raw.message === 'string') msg.message = raw.message;
+  return msg;
 }
 
 /** Parses and validates a broker message body. */
@@ -96,17 +111,10 @@ export function parseBrokerMessage(body: Buffer | string): BrokerMessage {
     case 'continue':
       if (!positiveInt(raw.processId)) throw new ProtocolError('continue task: processId must be a positive integer');
       return { v: 1, kind: 'continue', processId: raw.processId };
-    case 'control': {
-      if (!positiveInt(raw.processId)) throw new ProtocolError('control message: processId must be a positive integer');
-      if (raw.action !== 'kill' && raw.action !== 'pause' && raw.action !== 'play') {
-        throw new ProtocolError(`control message: unknown action ${JSON.stringify(raw.action)}`);
-      }
-      const msg: ControlMessage = { v: 1, kind: 'control', action: raw.action, processId: raw.processId };
-      if (typeof raw.message === 'string') msg.message = raw.message;
-      return msg;
-    }
+    case 'control':
+      return parseControlMessage(raw);
     case 'state':
-      return parseState(raw);
+      return parseStateBroadcast(raw);
     case 'states': {
       if (!Array.isArray(raw.events)) throw new ProtocolError('state batch: events must be an array');
       return {
@@ -114,7 +122,7 @@ export function parseBrokerMessage(body: Buffer | string): BrokerMessage {
         kind: 'states',
         events: raw.events.map((e) => {
           if (!isJsonObject(e)) throw new ProtocolError('state batch: every event must be an object');
-          return parseState(e);
+          return parseStateBroadcast(e);
         }),
       };
     }

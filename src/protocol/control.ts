@@ -396,10 +396,27 @@ export async function callControlHandler<M extends ControlMethod>(
 }
 
 /**
- * Handles one request line end to end: JSON decoding, validation, the handler call and error
- * mapping. Never rejects: every outcome is a response.
+ * The method of the local message bus (see protocol/bus.ts). It is carried by the socket only, not
+ * by D-Bus: its peers keep a connection open and receive pushed lines `{"v":1,"bus":...}`.
  */
-export async function handleControlLine(handler: ControlHandler, line: string): Promise<ControlResponse> {
+export const BUS_METHOD = 'bus';
+
+/**
+ * Handles the `bus` method for one connection: gets the params (validated by the handler, which
+ * throws a ControlError or ProtocolError for bad ones) and returns the result.
+ */
+export type BusMethodHandler = (params: unknown) => unknown;
+
+/**
+ * Handles one request line end to end: JSON decoding, validation, the handler call and error
+ * mapping. Never rejects: every outcome is a response. `bus` handles the {@link BUS_METHOD}
+ * (absent: that method is unknown).
+ */
+export async function handleControlLine(
+  handler: ControlHandler,
+  line: string,
+  bus?: BusMethodHandler,
+): Promise<ControlResponse> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -407,6 +424,15 @@ export async function handleControlLine(handler: ControlHandler, line: string): 
     return controlErrorResponse(null, 'PROTOCOL_INVALID', `request is not valid JSON: ${describe(line)}`);
   }
   const id = isJsonObject(raw) && isRequestId(raw.id) ? raw.id : null;
+  if (bus && isJsonObject(raw) && raw.method === BUS_METHOD && id !== null && raw.v === CONTROL_PROTOCOL_VERSION) {
+    try {
+      return { v: 1, id, ok: true, result: (await bus(raw.params)) ?? {} };
+    } catch (err) {
+      const b = errorBody(err);
+      // A malformed bus message is the sender's fault, not an internal error.
+      return controlErrorResponse(id, b.code === 'PROTOCOL_INVALID' ? 'PARAMS_INVALID' : b.code, b.message);
+    }
+  }
   let request: ControlRequest;
   try {
     request = parseControlRequest(raw);

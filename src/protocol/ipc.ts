@@ -9,6 +9,7 @@
  */
 import { ProtocolError } from '../errors/index.js';
 import { isJsonObject } from './json.js';
+import { parseBusHubMessage, parseBusPeerMessage, type BusHubMessage, type BusPeerMessage } from './bus.js';
 
 /** Daemon → worker. */
 export type DaemonToWorker =
@@ -17,7 +18,9 @@ export type DaemonToWorker =
   /** Re-publish every process whose dispatch is pending now (e.g. after another worker died). */
   | { kind: 'sweep' }
   /** Ask for a `stats` message. */
-  | { kind: 'stats?' };
+  | { kind: 'stats?' }
+  /** A message of the local bus (the daemon is the hub; see protocol/bus.ts). */
+  | { kind: 'bus'; message: BusHubMessage };
 
 /** Worker → daemon. */
 export type WorkerToDaemon =
@@ -26,7 +29,9 @@ export type WorkerToDaemon =
   /** Sent on change and on request. */
   | { kind: 'stats'; workerId: string; running: number; processIds: number[]; slots: number }
   /** The worker cannot start or continue (bad module, unreachable broker): it will exit non-zero. */
-  | { kind: 'fatal'; workerId: string; message: string };
+  | { kind: 'fatal'; workerId: string; message: string }
+  /** A message of the local bus for the hub. */
+  | { kind: 'bus'; workerId: string; message: BusPeerMessage };
 
 /** Validates a message received by a worker. */
 export function parseDaemonToWorker(raw: unknown): DaemonToWorker {
@@ -38,6 +43,8 @@ export function parseDaemonToWorker(raw: unknown): DaemonToWorker {
       return { kind: 'sweep' };
     case 'stats?':
       return { kind: 'stats?' };
+    case 'bus':
+      return { kind: 'bus', message: parseBusHubMessage(raw.message) };
     default:
       throw new ProtocolError(`unknown IPC message kind ${JSON.stringify(raw.kind)}`);
   }
@@ -61,6 +68,8 @@ export function parseWorkerToDaemon(raw: unknown): WorkerToDaemon {
       };
     case 'fatal':
       return { kind: 'fatal', workerId: raw.workerId, message: typeof raw.message === 'string' ? raw.message : '' };
+    case 'bus':
+      return { kind: 'bus', workerId: raw.workerId, message: parseBusPeerMessage(raw.message) };
     default:
       throw new ProtocolError(`unknown IPC message kind ${JSON.stringify(raw.kind)}`);
   }

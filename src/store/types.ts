@@ -119,8 +119,21 @@ export interface ProcessStore {
    * oldest first. Also turns expired leases of non-terminal processes into pending dispatches.
    */
   pendingDispatches(olderThanMs: number, limit: number): Promise<number[]>;
+  /**
+   * Ids of processes whose dispatch is pending now (not paused), oldest request first, at most
+   * `limit`, leaving out `excluding` (what a hub already handed out). Read-only: expired leases
+   * become pending through {@link ProcessStore.expireLeases} (or `pendingDispatches`).
+   */
+  nextDispatches(limit: number, excluding?: readonly number[]): Promise<number[]>;
+  /** Turns expired leases of active processes into pending dispatches; returns how many. */
+  expireLeases(): Promise<number>;
 
-  /** Atomically claims each process for `owner` for `leaseMs`; see {@link ClaimResult}. */
+  /**
+   * Atomically claims each process for `owner` for `leaseMs`; see {@link ClaimResult}. A claim
+   * clears the process's dispatch-pending flag, refused or not (a refused process needs no
+   * dispatch now: whatever makes it runnable again, a release, a wake-up or an un-pause, marks it
+   * pending anew), so a hub reading the outbox never hands out the same refused process twice.
+   */
   claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]>;
   /** Extends the leases `owner` holds on `ids`; returns the ids it still holds. */
   renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]>;

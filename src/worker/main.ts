@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { resolveProfile, type Profile } from '../config/index.js';
 import { createLogger, streamSink, stdoutIsJournal, type Logger } from '../logging/index.js';
 import { errorMessage } from '../errors/index.js';
-import { BrokerConnection } from '../broker/index.js';
+import { openBus, type IpcChannel, type MessageBus } from '../broker/index.js';
 import { openStore } from '../store/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { ProcessRegistry } from '../engine/index.js';
@@ -47,18 +47,22 @@ export async function startWorker(
 ): Promise<Worker> {
   const registry = await ProcessRegistry.load(profile.options['processes.modules']);
   let store: ProcessStore | null = null;
-  let broker: BrokerConnection | null = null;
+  let bus: MessageBus | null = null;
   try {
     const s = await openStore(profile.storage, { logger });
     store = s;
-    broker = await BrokerConnection.open(profile.broker, profile.uuid, {
+    // A worker forked by the daemon of a local profile gets its tasks over its IPC channel.
+    const forked = typeof process.send === 'function';
+    bus = await openBus(profile, {
       logger,
       connectionName: `drover worker ${workerId}`,
       connectTimeoutMs: Math.max(5000, profile.options['daemon.timeout'] * 1000),
+      workerId,
+      ipc: forked ? (process as unknown as IpcChannel) : undefined,
     });
-    return await Worker.start({ profile, workerId, store: s, broker, registry, logger, onStats });
+    return await Worker.start({ profile, workerId, store: s, bus, registry, logger, onStats });
   } catch (err) {
-    await broker?.close();
+    await bus?.close();
     await store?.close();
     throw err;
   }

@@ -1,43 +1,40 @@
 /**
- * A worker: consumes the profile's task queue and runs processes, up to
- * `daemon.worker_process_slots` at once.
+ * A worker: consumes the profile's tasks from its message bus and runs processes, up to
+ * `daemon.worker_process_slots` at once. It does not know which bus it has (see broker/bus.ts).
  *
- * Life of a delivery ("continue process N"):
- * 1. Malformed bodies are rejected without requeue (dead-lettered to `drover.<uuid>.dead`) with
- *    one log line: they never crash the worker and never loop.
- * 2. Deliveries arriving together are claimed in one store transaction. A claim is an atomic
- *    conditional update that takes a lease; a delivery for a process that is terminal, leased by
- *    someone alive, paused or still waiting is acknowledged and dropped, so a duplicate task never
- *    runs a process twice.
- * 3. The delivery is acknowledged as soon as the claim commits: the lease, not the delivery,
+ * Life of a task ("continue process N"):
+ * 1. The bus hands over at most as many tasks as the worker has free slots (its credit).
+ * 2. Tasks arriving together are claimed in one store transaction. A claim is an atomic
+ *    conditional update that takes a lease; a task for a process that is terminal, leased by
+ *    someone alive, paused or still waiting is dropped (its slot's credit returned at once), so a
+ *    duplicate task never runs a process twice.
+ * 3. The tasks are acknowledged as soon as the claim commits: the lease, not the delivery,
  *    protects the process from then on, so work longer than RabbitMQ's `consumer_timeout` never
- *    gets the channel closed. The lease is renewed every third of its length while running.
- * 4. When all slots are busy, further deliveries (at most `slots`, the prefetch) wait unacked in
- *    memory; if they would wait longer than {@link HOLD_LIMIT_MS} the consumer is cancelled and they
- *    are requeued for other workers, and consuming resumes when a slot frees. So no delivery is
- *    held unacked for long, whatever runs.
+ *    gets a channel closed. The lease is renewed every third of its length while running.
+ * 4. When a run ends (or suspends: waiting for children, paused, lease lost) its slot's credit goes
+ *    back to the bus.
  * 5. Outcomes are written in batches (one transaction per batch); a child's completion that wakes
  *    its waiting parent re-dispatches the parent at once.
  *
- * The outbox (processes whose dispatch is pending: just created and not yet confirmed by the
- * broker, released by a dead or draining worker, or with an expired lease) is swept at start, every
- * {@link SWEEP_INTERVAL_MS}, and on request (the daemon asks after a worker died).
+ * With a bus in dispatch mode `'publish'` (RabbitMQ) the worker also sweeps the outbox: processes
+ * whose dispatch is pending (just created and not yet confirmed by the broker, released by a dead
+ * or draining worker, or with an expired lease) are re-published at start, every
+ * {@link SWEEP_INTERVAL_MS}, and on request (the daemon asks after a worker died). With `'outbox'`
+ * (local) the hub reads the outbox itself.
  *
  * @module
  */
-import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
 import { BrokerError, errorMessage } from '../errors/index.js';
-import type { BrokerConnection } from '../broker/index.js';
+import type { ControlMessage } from '../protocol/index.js';
+import type { MessageBus, TaskConsumer, TaskDelivery } from '../broker/index.js';
 import type { ProcessStore } from '../store/types.js';
-import { parseBrokerMessage, type ProcessOutcome, type ProcessRecord } from '../protocol/index.js';
+import type { ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import type { ProcessRegistry } from '../engine/index.js';
 import { startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
 import { sleep, withTimeout } from '../util/index.js';
 
-/** Longest time a delivery may wait unacked for a free slot before it is handed back. */
-export const HOLD_LIMIT_MS = 60_000;
 /** How long a dispatch waits for the broker before leaving the task to the sweep. */
 export const DISPATCH_TIMEOUT_MS = 5_000;
 /** Period of the outbox sweep. */
@@ -58,18 +55,11 @@ export interface WorkerOptions {
   profile: Profile;
   workerId: string;
   store: ProcessStore;
-  broker: BrokerConnection;
+  bus: MessageBus;
   registry: ProcessRegistry;
   logger: Logger;
   /** Called (debounced) when the set of running processes changes. */
   onStats?: (stats: WorkerStats) => void;
-}
-
-interface Held {
-  id: number;
-  msg: ConsumeMessage;
-  ch: Channel;
-  since: number;
 }
 
 /** A running worker. */
@@ -79,16 +69,12 @@ export class Worker {
   private readonly leaseMs: number;
   private readonly running = new Map<number, RunHandle>();
   private readonly claiming = new Set<number>();
-  private held: Held[] = [];
-  /** Delivery tags not yet acked or nacked, per channel (see ackAll). */
-  private readonly unacked = new Map<Channel, Set<number>>();
-  private claimQueue: Held[] = [];
+  private claimQueue: TaskDelivery[] = [];
   private claimScheduled = false;
   private completions: Array<{ record: ProcessRecord; outcome: ProcessOutcome; resolve: () => void }> = [];
   private completionScheduled = false;
-  private consumeCh: Channel | null = null;
-  private consumerTag: string | null = null;
-  private consuming = false;
+  private consumer: TaskConsumer | null = null;
+  private stopControl: (() => Promise<void>) | null = null;
   private stopping = false;
   private timers: NodeJS.Timeout[] = [];
   private statsTimer: NodeJS.Timeout | null = null;
@@ -107,7 +93,7 @@ export class Worker {
       logger: opts.logger,
       dispatch: (ids) => this.dispatch(ids),
       announce: (r) =>
-        opts.broker.publishState({
+        opts.bus.publishState({
           v: 1,
           kind: 'state',
           processId: r.id,
@@ -124,13 +110,14 @@ export class Worker {
   /** Starts consuming and the periodic tasks. */
   static async start(opts: WorkerOptions): Promise<Worker> {
     const w = new Worker(opts);
-    await w.startControlConsumer();
-    await w.startTaskConsumer();
+    w.stopControl = await opts.bus.consumeControl((m) => w.onControl(m));
+    w.consumer = await opts.bus.consumeTasks({ slots: w.slots, onTasks: (tasks) => w.onTasks(tasks) });
     w.timers.push(setInterval(() => void w.renewLeases(), Math.max(500, w.leaseMs / 3)));
-    w.timers.push(setInterval(() => void w.sweep(SWEEP_MIN_AGE_MS), SWEEP_INTERVAL_MS));
-    w.timers.push(setInterval(() => w.housekeeping(), 1000));
+    if (opts.bus.dispatch === 'publish') {
+      w.timers.push(setInterval(() => void w.sweep(SWEEP_MIN_AGE_MS), SWEEP_INTERVAL_MS));
+      void w.sweep(SWEEP_MIN_AGE_MS);
+    }
     for (const t of w.timers) t.unref();
-    void w.sweep(SWEEP_MIN_AGE_MS);
     return w;
   }
 
@@ -157,85 +144,7 @@ export class Worker {
     this.statsTimer.unref();
   }
 
-  private async startTaskConsumer(): Promise<void> {
-    const { broker } = this.opts;
-    await broker.addSetup(async (model) => {
-      const ch = await model.createChannel();
-      ch.on('error', (err: Error) => this.log.warn(`task channel error: ${errorMessage(err)}`));
-      ch.on('close', () => {
-        if (this.consumeCh === ch) {
-          this.consumeCh = null;
-          this.consumerTag = null;
-          this.consuming = false;
-          // Unacked deliveries of a closed channel are requeued by the broker.
-          this.held = this.held.filter((h) => h.ch !== ch);
-          this.unacked.delete(ch);
-          this.claimQueue = this.claimQueue.filter((h) => h.ch !== ch);
-        }
-      });
-      await ch.prefetch(this.slots);
-      this.consumeCh = ch;
-      if (!this.stopping) await this.consume();
-    });
-  }
-
-  private async consume(): Promise<void> {
-    const ch = this.consumeCh;
-    if (!ch || this.consuming || this.stopping) return;
-    this.consuming = true;
-    try {
-      const ok = await ch.consume(this.opts.broker.topology.taskQueue, (msg) => {
-        if (msg === null) {
-          this.log.warn('task consumer cancelled by the broker; resubscribing');
-          this.consumerTag = null;
-          this.consuming = false;
-          setTimeout(() => void this.consume(), 1000).unref();
-          return;
-        }
-        this.onDelivery(msg, ch);
-      });
-      this.consumerTag = ok.consumerTag;
-    } catch (err) {
-      this.consuming = false;
-      throw err;
-    }
-  }
-
-  private async stopConsuming(): Promise<void> {
-    const ch = this.consumeCh;
-    const tag = this.consumerTag;
-    this.consumerTag = null;
-    this.consuming = false;
-    if (ch && tag) await ch.cancel(tag).catch(() => undefined);
-  }
-
-  private async startControlConsumer(): Promise<void> {
-    const { broker } = this.opts;
-    await broker.addSetup(async (model) => {
-      const ch = await model.createChannel();
-      ch.on('error', (err: Error) => this.log.warn(`control channel error: ${errorMessage(err)}`));
-      const q = await ch.assertQueue('', { exclusive: true, autoDelete: true });
-      await ch.bindQueue(q.queue, broker.topology.controlExchange, '');
-      await ch.consume(
-        q.queue,
-        (msg) => {
-          if (msg === null) return;
-          this.onControl(msg.content);
-        },
-        { noAck: true },
-      );
-    });
-  }
-
-  private onControl(body: Buffer): void {
-    let msg;
-    try {
-      msg = parseBrokerMessage(body);
-    } catch (err) {
-      this.log.warn(`dropped malformed control message: ${errorMessage(err)}`);
-      return;
-    }
-    if (msg.kind !== 'control') return;
+  private onControl(msg: ControlMessage): void {
     const h = this.running.get(msg.processId);
     if (!h) return;
     this.log.info(`process ${msg.processId}: ${msg.action} requested`);
@@ -244,106 +153,12 @@ export class Worker {
     else h.play();
   }
 
-  private ack(h: Held): void {
-    this.unackedOn(h.ch).delete(h.msg.fields.deliveryTag);
-    try {
-      h.ch.ack(h.msg);
-    } catch {
-      // Channel closed meanwhile: the broker requeued the delivery; the claim decides again.
-    }
-  }
-
-  /**
-   * Acknowledges a batch. Where every outstanding delivery of a channel up to the batch's highest
-   * tag is in the batch, one `multiple` ack covers them all (one frame instead of one per task).
-   */
-  private ackAll(batch: readonly Held[]): void {
-    const byChannel = new Map<Channel, Held[]>();
-    for (const h of batch) {
-      const list = byChannel.get(h.ch);
-      if (list) list.push(h);
-      else byChannel.set(h.ch, [h]);
-    }
-    for (const [ch, hs] of byChannel) {
-      const outstanding = this.unackedOn(ch);
-      let top = hs[0]!;
-      const tags = new Set<number>();
-      for (const h of hs) {
-        tags.add(h.msg.fields.deliveryTag);
-        if (h.msg.fields.deliveryTag > top.msg.fields.deliveryTag) top = h;
-      }
-      const max = top.msg.fields.deliveryTag;
-      let covered = true;
-      for (const t of outstanding) {
-        if (t <= max && !tags.has(t)) {
-          covered = false;
-          break;
-        }
-      }
-      if (!covered) {
-        for (const h of hs) this.ack(h);
-        continue;
-      }
-      for (const t of tags) outstanding.delete(t);
-      try {
-        ch.ack(top.msg, true);
-      } catch {
-        // as in ack()
-      }
-    }
-  }
-
-  private nack(h: Held, requeue: boolean): void {
-    this.unackedOn(h.ch).delete(h.msg.fields.deliveryTag);
-    try {
-      h.ch.nack(h.msg, false, requeue);
-    } catch {
-      // as above
-    }
-  }
-
-  private unackedOn(ch: Channel): Set<number> {
-    let set = this.unacked.get(ch);
-    if (!set) {
-      set = new Set();
-      this.unacked.set(ch, set);
-    }
-    return set;
-  }
-
-  private freeSlots(): number {
-    return this.slots - this.running.size - this.claiming.size;
-  }
-
-  private onDelivery(msg: ConsumeMessage, ch: Channel): void {
-    this.unackedOn(ch).add(msg.fields.deliveryTag);
-    let parsed;
-    try {
-      parsed = parseBrokerMessage(msg.content);
-    } catch (err) {
-      this.log.warn(`rejected malformed task (dead-lettered): ${errorMessage(err)}`);
-      this.nack({ id: 0, msg, ch, since: 0 }, false);
-      return;
-    }
-    if (parsed.kind !== 'continue') {
-      this.log.warn(`rejected task of unexpected kind '${parsed.kind}' (dead-lettered)`);
-      this.nack({ id: 0, msg, ch, since: 0 }, false);
-      return;
-    }
-    const h: Held = { id: parsed.processId, msg, ch, since: Date.now() };
+  private onTasks(tasks: TaskDelivery[]): void {
     if (this.stopping) {
-      this.nack(h, true);
+      this.consumer?.requeue(tasks);
       return;
     }
-    if (this.freeSlots() - this.claimQueue.length <= 0) {
-      this.held.push(h);
-      return;
-    }
-    this.enqueueClaim(h);
-  }
-
-  private enqueueClaim(h: Held): void {
-    this.claimQueue.push(h);
+    for (const t of tasks) this.claimQueue.push(t);
     if (!this.claimScheduled) {
       this.claimScheduled = true;
       setImmediate(() => void this.flushClaims());
@@ -355,31 +170,34 @@ export class Worker {
     const batch = this.claimQueue;
     this.claimQueue = [];
     if (batch.length === 0) return;
-    const ids = batch.map((h) => h.id);
+    const consumer = this.consumer!;
+    const ids = batch.map((t) => t.processId);
     for (const id of ids) this.claiming.add(id);
     let results;
     try {
       results = await this.opts.store.claim(ids, this.workerId, this.leaseMs);
     } catch (err) {
       for (const id of ids) this.claiming.delete(id);
-      this.log.error(`claiming ${ids.length} process(es) failed: ${errorMessage(err)}; requeueing in 1 s`);
+      this.log.error(`claiming ${ids.length} process(es) failed: ${errorMessage(err)}; handing them back in 1 s`);
       await sleep(1000);
-      for (const h of batch) this.nack(h, true);
+      consumer.requeue(batch);
       return;
     }
-    this.ackAll(batch);
+    consumer.ack(batch);
+    let dropped = 0;
     for (let i = 0; i < batch.length; i++) {
       const id = ids[i]!;
       const r = results[i]!;
       this.claiming.delete(id);
       if (!r.claimed) {
+        dropped++;
         if (r.reason === 'not-found') this.log.warn(`dropped task for process ${id}: no such process`);
         else this.log.debug(`dropped task for process ${id}: ${r.reason}`);
         continue;
       }
       this.begin(r.process, r.journal);
     }
-    this.pullHeld();
+    consumer.credit(dropped);
   }
 
   private begin(record: ProcessRecord, journal: Parameters<typeof startRun>[2]): void {
@@ -427,7 +245,7 @@ export class Worker {
     } finally {
       this.running.delete(record.id);
       this.statsChanged();
-      this.pullHeld();
+      if (!this.stopping) this.consumer?.credit(1);
     }
   }
 
@@ -471,28 +289,6 @@ export class Worker {
     for (const c of batch) c.resolve();
   }
 
-  private pullHeld(): void {
-    if (this.stopping) return;
-    while (this.held.length > 0 && this.freeSlots() - this.claimQueue.length > 0) {
-      this.enqueueClaim(this.held.shift()!);
-    }
-    if (!this.consuming && this.freeSlots() > 0 && this.held.length === 0) void this.consume().catch(() => undefined);
-  }
-
-  private housekeeping(): void {
-    // Deliveries waiting too long for a slot go back to the queue for other workers, and this
-    // worker stops consuming until a slot frees (see step 4 in the module comment).
-    const oldest = this.held[0];
-    if (oldest && Date.now() - oldest.since > HOLD_LIMIT_MS) {
-      const give = this.held;
-      this.held = [];
-      void this.stopConsuming().then(() => {
-        for (const h of give) this.nack(h, true);
-        this.log.info(`all ${this.slots} slots busy for ${HOLD_LIMIT_MS / 1000} s: handed ${give.length} task(s) back`);
-      });
-    }
-  }
-
   private async renewLeases(): Promise<void> {
     const ids = [...this.running.keys()];
     if (ids.length === 0) return;
@@ -506,17 +302,21 @@ export class Worker {
     }
   }
 
-  /** Publishes continue tasks and clears the dispatch flag; failures leave them to the sweep. */
+  /**
+   * Publishes continue tasks and (dispatch mode `'publish'`) clears the dispatch flag; failures
+   * leave them to the sweep.
+   */
   async dispatch(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     const markedBy = Date.now();
+    const { bus } = this.opts;
     try {
       // While the broker is away, do not hold up the caller (and its slot): the dispatch stays
       // pending in the store and the sweep publishes it after the reconnect.
-      await withTimeout(this.opts.broker.publishContinue(ids), DISPATCH_TIMEOUT_MS, () => {
+      await withTimeout(bus.publishContinue(ids), DISPATCH_TIMEOUT_MS, () => {
         return new BrokerError(`broker did not confirm within ${DISPATCH_TIMEOUT_MS / 1000} s`);
       });
-      await this.opts.store.markDispatched(ids, markedBy);
+      if (bus.dispatch === 'publish') await this.opts.store.markDispatched(ids, markedBy);
     } catch (err) {
       this.log.warn(`dispatching ${ids.length} process(es) failed (the sweep will retry): ${errorMessage(err)}`);
     }
@@ -524,9 +324,11 @@ export class Worker {
 
   /**
    * Re-publishes pending dispatches at least `minAgeMs` old (0: all, e.g. right after the daemon
-   * released a dead worker's leases). Concurrent calls share one run.
+   * released a dead worker's leases). Concurrent calls share one run. Nothing to do on a bus that
+   * reads the outbox itself.
    */
   sweep(minAgeMs = 0): Promise<void> {
+    if (this.opts.bus.dispatch !== 'publish') return Promise.resolve();
     if (this.sweeping) return this.sweeping;
     this.sweeping = (async () => {
       try {
@@ -535,7 +337,7 @@ export class Worker {
           const markedBy = Date.now();
           if (ids.length === 0) break;
           this.log.debug(`sweep: re-publishing ${ids.length} pending dispatch(es)`);
-          await this.opts.broker.publishContinue(ids);
+          await this.opts.bus.publishContinue(ids);
           await this.opts.store.markDispatched(ids, markedBy);
           if (ids.length < 1000) break;
         }
@@ -554,8 +356,7 @@ export class Worker {
    */
   async drain(graceSeconds: number): Promise<{ finished: number; released: number[] }> {
     this.stopping = true;
-    await this.stopConsuming();
-    for (const h of this.held.splice(0)) this.nack(h, true);
+    await this.consumer?.cancel();
     const before = this.running.size;
     const deadline = Date.now() + graceSeconds * 1000;
     while ((this.running.size > 0 || this.claiming.size > 0) && Date.now() < deadline) await sleep(50);
@@ -582,7 +383,9 @@ export class Worker {
       this.closed = (async () => {
         for (const t of this.timers) clearInterval(t);
         if (this.statsTimer) clearTimeout(this.statsTimer);
-        await this.opts.broker.close();
+        await this.consumer?.cancel();
+        await this.stopControl?.();
+        await this.opts.bus.close();
         await this.opts.store.close();
       })();
     }

@@ -33,21 +33,20 @@ describe('cli: drover status', function () {
   });
   after(() => cleanupTempDirs());
 
-  it('on first use creates the default profile, says so in one line, and reports store and broker reachable', async function () {
-    const rabbit = new URL(RABBIT_URL);
-    requireService(this, await portOpen(Number(rabbit.port || 5672), rabbit.hostname), `RabbitMQ at ${rabbit.host}`);
+  it('on first use creates the default profile (local bus), says so in one line, and reports the store reachable', async () => {
     // Async: the sync runner does not capture stderr of a successful command.
     const r = await runCliAsync(['status', '--json'], env);
     assert.equal(r.status, 0, r.stderr + r.stdout);
-    assert.match(r.stderr, /^Created profile 'default' in .*config\.json .*\n$/);
+    assert.match(
+      r.stderr,
+      /^Created profile 'default' in .*config\.json .*local \(the daemon\).*--broker rabbitmq.*\n$/,
+    );
     const s = JSON.parse(r.stdout) as StatusResult;
     assert.equal(s.profile, 'default');
     assert.equal(s.store.backend, 'sqlite');
     assert.equal(s.store.reachable, true, s.store.error ?? '');
     assert.equal(typeof s.store.schemaVersion, 'number');
-    assert.equal(s.broker.reachable, true, s.broker.error ?? '');
-    assert.equal(s.broker.product, 'RabbitMQ');
-    assert.match(s.broker.serverVersion ?? '', /^\d+\.\d+/);
+    assert.deepEqual(s.broker, { kind: 'local', url: 'local (the daemon)', reachable: true });
     assert.deepEqual(s.daemon, { running: false, pid: null, summary: 'not running' });
     assert.equal(s.reachable, true);
 
@@ -58,11 +57,26 @@ describe('cli: drover status', function () {
     assert.match(h.stdout, /^Config file: .*config\.json$/m);
     assert.match(h.stdout, /^Profile: +default /m);
     assert.match(h.stdout, /^Store: +reachable +sqlite:.*\(schema version \d+, SQLite /m);
+    assert.match(h.stdout, /^Broker: +local +the daemon carries tasks \(no broker server\)$/m);
+    assert.match(h.stdout, /^Daemon: +not running$/m);
+  });
+
+  it('reports the broker of a RabbitMQ profile reachable, with its version', async function () {
+    const rabbit = new URL(RABBIT_URL);
+    requireService(this, await portOpen(Number(rabbit.port || 5672), rabbit.hostname), `RabbitMQ at ${rabbit.host}`);
+    setup('profile', 'setup', 'rmq', '--broker', 'rabbitmq', '--broker-url', RABBIT_URL);
+    const j = drover('status', '-p', 'rmq', '--json');
+    assert.equal(j.status, 0, j.stderr + j.stdout);
+    const s = JSON.parse(j.stdout) as StatusResult;
+    assert.ok(s.broker.kind === 'rabbitmq');
+    assert.equal(s.broker.reachable, true, s.broker.error ?? '');
+    assert.equal(s.broker.product, 'RabbitMQ');
+    assert.match(s.broker.serverVersion ?? '', /^\d+\.\d+/);
+    const h = drover('status', '-p', 'rmq');
     assert.match(
       h.stdout,
       new RegExp(`^Broker: +reachable +${rabbit.hostname}:${rabbit.port || 5672} vhost / \\(RabbitMQ \\d`, 'm'),
     );
-    assert.match(h.stdout, /^Daemon: +not running$/m);
   });
 
   it('reports a broker on a closed port unreachable and exits 3', async () => {
@@ -76,6 +90,7 @@ describe('cli: drover status', function () {
     const j = drover('status', '-p', 'down', '--json');
     assert.equal(j.status, 3);
     const s = JSON.parse(j.stdout) as StatusResult;
+    assert.ok(s.broker.kind === 'rabbitmq');
     assert.deepEqual([s.broker.reachable, s.broker.port, s.reachable, s.store.reachable], [false, port, false, true]);
   });
 

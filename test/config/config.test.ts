@@ -65,6 +65,8 @@ describe('config/config: the configuration file', () => {
     assert.equal(d.optionSource('daemon.default_workers', 'demo'), 'default');
     const pg = d.getProfile('pg');
     assert.equal(pg.options['daemon.timeout'], 2);
+    assert.equal(demo.broker.kind, 'local', 'a profile set up without broker settings uses the local bus');
+    assert.ok(pg.broker.kind === 'rabbitmq');
     assert.deepEqual(
       { host: pg.broker.host, port: pg.broker.port, user: pg.broker.user, vhost: pg.broker.vhost },
       { host: 'mq', port: 5673, user: 'u', vhost: 'v' },
@@ -76,12 +78,19 @@ describe('config/config: the configuration file', () => {
 
   it('resolves broker settings given as parts', () => {
     const b = resolveBroker({ host: 'rabbit.local', port: 5700, user: 'me', password: 'p@ss', vhost: '/' });
+    assert.ok(
+      b.kind === 'rabbitmq',
+      'settings without a kind are RabbitMQ settings (files written before the local bus)',
+    );
     assert.equal(b.host, 'rabbit.local');
     assert.equal(b.port, 5700);
     assert.equal(b.vhost, '/');
     assert.equal(b.user, 'me');
     assert.ok(!b.displayUrl.includes('p%40ss') && b.displayUrl.includes('***'));
-    assert.equal(resolveBroker({}).url, 'amqp://guest:guest@127.0.0.1:5672');
+    const d = resolveBroker({});
+    assert.ok(d.kind === 'rabbitmq');
+    assert.equal(d.url, 'amqp://guest:guest@127.0.0.1:5672');
+    assert.deepEqual(resolveBroker({ kind: 'local' }), { kind: 'local', displayUrl: 'local (the daemon)' });
   });
 
   it('a failed change leaves the object and the file as they were', () => {
@@ -313,7 +322,7 @@ describe('config/config: the configuration file', () => {
     assert.equal(notices.length, 1);
     assert.match(
       notices[0]!,
-      /^Created profile 'default' in .*config\.json \(store sqlite:.*, broker amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672\)\.$/,
+      /^Created profile 'default' in .*config\.json \(store sqlite:.*, broker local \(the daemon\); for RabbitMQ instead: drover profile setup NAME --broker rabbitmq\)\.$/,
     );
     assert.equal(mode(configFilePath(env)), 0o600);
     // Second use: nothing created, nothing said.

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import amqp from 'amqplib';
 import { Config, type Profile, type OptionValue } from '../../src/config/index.js';
-import { topologyFor, deleteTopology } from '../../src/broker/index.js';
+import { topologyFor, deleteTopology } from '../../src/broker/rabbitmq/index.js';
 import { RABBIT_URL, REPO_ROOT, spawnCli, tempDir, waitUntil, freshPostgresDatabase } from './env.js';
 
 /** Absolute path of the compiled test process types. */

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
 import { ProcessClient } from '../../src/api/processes.js';
+import type { RabbitBus } from '../../src/broker/rabbitmq/index.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { RABBIT_URL, portOpen, requireService, runCli, runCliAsync, tempDir, cleanupTempDirs } from '../helpers/env.js';
 import {
@@ -119,7 +120,7 @@ describe('processes run to completion (issue 3)', function () {
     const runs = path.join(dir, 'runs-dup');
     workers = [await startWorker(tp)];
     const [id] = await client.store.createProcesses([{ type: 'test.record_add', inputs: { x: 1, y: 1, file: runs } }]);
-    const broker = (await client.broker())!;
+    const broker = (await client.bus())!;
     await broker.publishContinue([id!, id!]);
     await waitAllTerminal([id!]);
     await broker.publishContinue([id!]);
@@ -171,7 +172,7 @@ describe('processes run to completion (issue 3)', function () {
 
   it('survives garbage on the task queue: logs one line each, dead-letters it, no loop', async () => {
     workers = [await startWorker(tp)];
-    const broker = (await client.broker())!;
+    const broker = ((await client.bus()) as RabbitBus).connection;
     await broker.publishRawTask(Buffer.from('this is not json'));
     await broker.publishRawTask(Buffer.from(JSON.stringify({ v: 1, kind: 'continue', processId: 987654321 })));
     await broker.publishRawTask(Buffer.from(JSON.stringify({ v: 1, kind: 'continue', processId: 'seven' })));

@@ -17,7 +17,7 @@ import { makeProfile, type TestProfile } from '../helpers/profile.js';
 import { requireUserManager, type UserManager } from '../helpers/systemd.js';
 import { killProcessesOfHome, pidAlive, processesOfHome } from '../daemon/helpers.js';
 import { Config, configFilePath } from '../../src/config/index.js';
-import { topologyFor, deleteTopology } from '../../src/broker/index.js';
+import { topologyFor, deleteTopology } from '../../src/broker/rabbitmq/index.js';
 import { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { DaemonClient as BareDaemonClient } from '../../src/client/index.js';

@@ -24,13 +24,13 @@ export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
     const { isTerminal } = await import('../../protocol/index.js');
     const client = await ProcessClient.open(this.resolveProfile());
     try {
-      const broker = await client.broker();
-      if (!broker) throw new BrokerError(`cannot reach the broker at ${client.profile.broker.displayUrl}`);
+      const bus = await client.bus();
+      if (!bus) throw new BrokerError(`cannot reach the broker at ${client.profile.broker.displayUrl}`);
       const root = args.id;
       const family = new Set<number>(root === undefined ? [] : [root]);
       let finish: () => void = () => undefined;
       const done = new Promise<void>((resolve) => (finish = resolve));
-      const unsubscribe = await broker.subscribeEvents((m) => {
+      const unsubscribe = await bus.subscribeEvents((m) => {
         if (root !== undefined) {
           if (m.parentId !== null && family.has(m.parentId)) family.add(m.processId);
           if (!family.has(m.processId)) return;

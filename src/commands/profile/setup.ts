@@ -9,11 +9,13 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
   static override summary = 'Create a profile.';
   static override description =
     'Adds a profile to the configuration file: a SQLite store under the data directory (or a PostgreSQL ' +
-    'database) and a RabbitMQ broker (default amqp://guest:guest@127.0.0.1:5672). The first profile ' +
-    'becomes the default. Nothing is created in the store or the broker until the profile is used.';
+    'database) and a message bus: `local` (the default: the daemon itself carries tasks, nothing else to ' +
+    'install; workers run on this machine only) or `rabbitmq` (default amqp://guest:guest@127.0.0.1:5672; ' +
+    'for workers on several machines). The first profile becomes the default. Nothing is created in the ' +
+    'store or the broker until the profile is used.';
   static override examples = [
     '<%= config.bin %> profile setup demo',
-    '<%= config.bin %> profile setup prod --storage postgres --postgres-url postgres://drover:secret@db/drover --broker-url amqp://drover:secret@mq:5672/drover --set-default',
+    '<%= config.bin %> profile setup prod --storage postgres --postgres-url postgres://drover:secret@db/drover --broker rabbitmq --broker-url amqp://drover:secret@mq:5672/drover --set-default',
     '<%= config.bin %> profile setup scratch --sqlite-path ./scratch.sqlite --json',
   ];
   static override args = {
@@ -31,7 +33,13 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
     'sqlite-path': Flags.string({
       description: 'SQLite file (default: processes.sqlite in the profile data directory).',
     }),
-    'broker-url': Flags.string({ description: 'RabbitMQ URL (default amqp://guest:guest@127.0.0.1:5672).' }),
+    broker: Flags.string({
+      options: ['local', 'rabbitmq'],
+      description: 'Message bus (default: local, or rabbitmq when --broker-url is given).',
+    }),
+    'broker-url': Flags.string({
+      description: 'RabbitMQ URL (with --broker rabbitmq; default amqp://guest:guest@127.0.0.1:5672).',
+    }),
     'set-default': Flags.boolean({ description: 'Make the new profile the default.' }),
   };
 
@@ -42,6 +50,7 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
       storage: this.flags.storage as 'sqlite' | 'postgres' | undefined,
       postgresUrl: this.flags['postgres-url'],
       sqlitePath: this.flags['sqlite-path'],
+      broker: this.flags.broker as 'local' | 'rabbitmq' | undefined,
       brokerUrl: this.flags['broker-url'],
       setDefault: this.flags['set-default'],
     });
@@ -50,6 +59,7 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
     this.say(`Created profile '${name}'${view.default ? ' (default)' : ''} in ${config.file}`);
     this.say(`  store:  ${view.storageDisplay}`);
     this.say(`  broker: ${view.broker.url}`);
+    this.say(`  workers: ${view.workersOn}`);
     return view;
   }
 }

@@ -29,6 +29,7 @@ export default class ProfileShow extends DroverCommand<typeof ProfileShow> {
       ['config file', v.configFile],
       ['store', v.storageDisplay],
       ['broker', v.broker.url],
+      ['workers on', v.workersOn],
       ['data dir', v.dataDir],
       ['log dir', v.logDir],
     ];

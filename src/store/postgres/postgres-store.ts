@@ -246,6 +246,15 @@ const Q = {
   expireLeases: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
       dispatch_requested_at = least(lease_expires_at, ${NOW} - $1), mtime = ${NOW}
     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ${NOW} AND state IN ${ACTIVE}`,
+  next: `SELECT id FROM processes
+    WHERE dispatch_requested_at IS NOT NULL AND NOT paused
+    ORDER BY dispatch_requested_at, id LIMIT $1`,
+  // Refused processes that cannot be claimed now need no dispatch (see ProcessStore.claim); one
+  // that became claimable since the claim (released meanwhile) keeps its request.
+  clearRefused: `UPDATE processes SET dispatch_requested_at = NULL
+    WHERE id = ANY($1::bigint[]) AND dispatch_requested_at IS NOT NULL
+      AND NOT (state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
+               AND (lease_owner IS NULL OR lease_expires_at <= ${NOW}))`,
   pending: `SELECT id FROM processes
     WHERE dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ${NOW} - $1 AND NOT paused
     ORDER BY dispatch_requested_at, id LIMIT $2`,
@@ -483,6 +492,24 @@ export class PostgresStore implements ProcessStore {
     return r.rows.map((row) => row.id);
   }
 
+  async nextDispatches(limit: number, excluding: readonly number[] = []): Promise<number[]> {
+    const max = checkLimit(limit, 'nextDispatches');
+    const skip = new Set(checkIds(excluding, 'nextDispatches'));
+    const r = await this.q<{ id: number }>('nextDispatches', 'next', Q.next, [max + skip.size]);
+    const out: number[] = [];
+    for (const row of r.rows) {
+      if (skip.has(row.id)) continue;
+      out.push(row.id);
+      if (out.length === max) break;
+    }
+    return out;
+  }
+
+  async expireLeases(): Promise<number> {
+    const r = await this.q('expireLeases', 'expireLeases', Q.expireLeases, [0]);
+    return r.rowCount ?? 0;
+  }
+
   async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
     if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
     for (const id of ids) checkId(id, 'claim');
@@ -497,6 +524,7 @@ export class PostgresStore implements ProcessStore {
     if (lost.length > 0) {
       const r = await this.q<LeaseRow>('claim', 'leaseRows', Q.leaseRows, [lost]);
       for (const row of r.rows) reasons.set(row.id, row);
+      await this.q('claim', 'clearRefused', Q.clearRefused, [lost]);
     }
     const given = new Set<number>();
     return ids.map((id): ClaimResult => {

@@ -240,6 +240,16 @@ export class SqliteStore implements ProcessStore {
          WHERE dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ? AND paused = 0
          ORDER BY dispatch_requested_at, id LIMIT ?`,
       ),
+      next: p(
+        `SELECT id FROM processes
+         WHERE dispatch_requested_at IS NOT NULL AND paused = 0
+         ORDER BY dispatch_requested_at, id LIMIT ?`,
+      ),
+      // Refused processes need no dispatch (see ProcessStore.claim); inside the claim's
+      // transaction nothing can make them claimable in between.
+      clearRefused: p(
+        'UPDATE processes SET dispatch_requested_at = NULL WHERE id = ? AND dispatch_requested_at IS NOT NULL',
+      ),
       claim: p(
         `UPDATE processes SET state = 'running', lease_owner = @owner, lease_expires_at = @expires,
            worker_id = @owner, runs = runs + 1, dispatch_requested_at = NULL, mtime = @now
@@ -327,6 +337,10 @@ export class SqliteStore implements ProcessStore {
         const cutoff = now - olderThanMs;
         this.s.expireLeases.run({ now, cutoff });
         return (this.s.pending.all(cutoff, limit) as { id: number }[]).map((r) => r.id);
+      }),
+      expire: db.transaction(() => {
+        const now = Date.now();
+        return this.s.expireLeases.run({ now, cutoff: now }).changes;
       }),
       claim: db.transaction((ids: number[], owner: string, leaseMs: number) => this.claimTx(ids, owner, leaseMs)),
       renew: db.transaction((owner: string, ids: number[], leaseMs: number) => {
@@ -471,6 +485,25 @@ export class SqliteStore implements ProcessStore {
     return this.guard('pendingDispatches', () => this.tx.pending.immediate(age, max));
   }
 
+  async nextDispatches(limit: number, excluding: readonly number[] = []): Promise<number[]> {
+    const max = checkLimit(limit, 'nextDispatches');
+    const skip = new Set(checkIds(excluding, 'nextDispatches'));
+    return this.guard('nextDispatches', () => {
+      const rows = this.s.next.all(max + skip.size) as { id: number }[];
+      const out: number[] = [];
+      for (const r of rows) {
+        if (skip.has(r.id)) continue;
+        out.push(r.id);
+        if (out.length === max) break;
+      }
+      return out;
+    });
+  }
+
+  async expireLeases(): Promise<number> {
+    return this.guard('expireLeases', () => this.tx.expire.immediate());
+  }
+
   async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
     if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
     for (const id of ids) checkId(id, 'claim');
@@ -489,6 +522,7 @@ export class SqliteStore implements ProcessStore {
         const journal = (this.s.journal.all(id) as JournalRow[]).map(toEntry);
         return { claimed: true, process: toRecord(row), journal };
       }
+      this.s.clearRefused.run(id);
       return claimRefusal(this.s.leaseRow.get(id) as LeaseRow | undefined, now);
     });
   }

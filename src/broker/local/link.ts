@@ -1,0 +1,306 @@
+/**
+ * How a peer of the local bus reaches the hub (the profile's daemon):
+ * - {@link IpcLink}: a worker forked by the daemon, over the IPC channel it already has. It lives
+ *   and dies with the worker's tie to its daemon (no reconnect: a worker whose daemon died drains),
+ *   and nobody else can reach it.
+ * - {@link SocketLink}: any other program of the user, over the daemon's control socket (0600 in
+ *   the 0700 runtime dir). It connects when first needed and, while it carries a consumer or a
+ *   subscription, reconnects whenever the daemon comes back (a new daemon knows nothing of the old
+ *   one's peers, so the bus re-sends what it holds: see {@link BusLink.onConnect}).
+ *
+ * @module
+ */
+import net from 'node:net';
+import { BrokerError } from '../../errors/index.js';
+import type { Logger } from '../../logging/index.js';
+import {
+  CONTROL_PROTOCOL_VERSION,
+  LineSplitter,
+  MAX_CONTROL_LINE_BYTES,
+  parseBusHubMessage,
+  type BusHubMessage,
+  type BusPeerMessage,
+  type BusReply,
+} from '../../protocol/index.js';
+import { isJsonObject } from '../../protocol/index.js';
+
+/** A peer's connection to the hub. */
+export interface BusLink {
+  /** True while the hub can be reached now. */
+  readonly connected: boolean;
+  /** Who is at the other end, for status: `daemon pid 123`, or null. */
+  readonly peerName: string | null;
+  /** Sends a message; silently dropped when the hub cannot be reached (hints, credit). */
+  post(msg: BusPeerMessage): void;
+  /** Sends a message and waits for the hub's reply; throws {@link BrokerError} when unreachable. */
+  call(msg: BusPeerMessage, timeoutMs: number): Promise<BusReply>;
+  /** Receives the hub's messages. */
+  onMessage: ((msg: BusHubMessage) => void) | null;
+  /** Called after each (re)connection to a hub: a new hub holds none of this peer's state. */
+  onConnect: (() => void) | null;
+  /** While true the link stays connected and reconnects when the hub comes back. */
+  setPersistent(on: boolean): void;
+  close(): Promise<void>;
+}
+
+/** The part of `process` (a forked child) an {@link IpcLink} uses. */
+export interface IpcChannel {
+  send?: (msg: unknown, cb?: (err: Error | null) => void) => boolean;
+  readonly connected?: boolean;
+  on(event: 'message', fn: (msg: unknown) => void): unknown;
+  off(event: 'message', fn: (msg: unknown) => void): unknown;
+}
+
+/** A worker's link to the daemon that forked it. */
+export class IpcLink implements BusLink {
+  onMessage: ((msg: BusHubMessage) => void) | null = null;
+  onConnect: (() => void) | null = null;
+  private readonly listener: (raw: unknown) => void;
+
+  constructor(
+    private readonly channel: IpcChannel,
+    private readonly workerId: string,
+    private readonly logger: Logger,
+  ) {
+    this.listener = (raw) => {
+      if (!isJsonObject(raw) || raw.kind !== 'bus') return;
+      let msg: BusHubMessage;
+      try {
+        msg = parseBusHubMessage(raw.message);
+      } catch (err) {
+        this.logger.warn(`ignored malformed bus message from the daemon: ${(err as Error).message}`);
+        return;
+      }
+      this.onMessage?.(msg);
+    };
+    channel.on('message', this.listener);
+  }
+
+  get connected(): boolean {
+    return this.channel.connected === true;
+  }
+
+  get peerName(): string | null {
+    return this.connected ? 'daemon (IPC)' : null;
+  }
+
+  post(msg: BusPeerMessage): void {
+    if (!this.connected || !this.channel.send) return;
+    try {
+      // The callback keeps a write to a channel that closes meanwhile from throwing.
+      this.channel.send({ kind: 'bus', workerId: this.workerId, message: msg }, () => undefined);
+    } catch {
+      // The daemon is gone; the worker notices through 'disconnect'.
+    }
+  }
+
+  async call(msg: BusPeerMessage): Promise<BusReply> {
+    if (!this.connected) throw new BrokerError('the daemon is gone (IPC channel closed)');
+    this.post(msg);
+    return {};
+  }
+
+  setPersistent(): void {
+    // One channel for the worker's life.
+  }
+
+  async close(): Promise<void> {
+    this.channel.off('message', this.listener);
+  }
+}
+
+/** Errors of connect() that mean no daemon listens. */
+const NOT_RUNNING = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
+/** Largest line accepted from the daemon. */
+const MAX_PUSH_BYTES = 32 * 1024 * 1024;
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_MAX_MS = 2000;
+
+/** A program's link to the daemon over its control socket. */
+export class SocketLink implements BusLink {
+  onMessage: ((msg: BusHubMessage) => void) | null = null;
+  onConnect: (() => void) | null = null;
+  private socket: net.Socket | null = null;
+  private isConnected = false;
+  private persistent = false;
+  private closed = false;
+  private nextId = 1;
+  private readonly calls = new Map<number, { resolve: (r: BusReply) => void; reject: (e: Error) => void }>();
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectDelay = RECONNECT_FIRST_MS;
+
+  constructor(
+    readonly socketPath: string,
+    private readonly profileName: string,
+    private readonly logger: Logger,
+  ) {}
+
+  get connected(): boolean {
+    return this.isConnected;
+  }
+
+  get peerName(): string | null {
+    return this.isConnected ? `daemon of '${this.profileName}'` : null;
+  }
+
+  private connect(): net.Socket {
+    if (this.socket) return this.socket;
+    const socket = net.createConnection(this.socketPath);
+    this.socket = socket;
+    const splitter = new LineSplitter(MAX_PUSH_BYTES);
+    socket.on('connect', () => {
+      this.isConnected = true;
+      this.reconnectDelay = RECONNECT_FIRST_MS;
+      this.onConnect?.();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      for (const line of splitter.push(chunk)) this.onLine(line);
+      if (splitter.overflow) socket.destroy();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!NOT_RUNNING.has(err.code ?? '')) this.logger.debug(`bus link to the daemon: ${err.message}`);
+    });
+    socket.on('close', () => {
+      if (this.socket === socket) {
+        this.socket = null;
+        this.isConnected = false;
+      }
+      const err = new BrokerError(`the daemon of profile '${this.profileName}' is not reachable`);
+      for (const c of this.calls.values()) c.reject(err);
+      this.calls.clear();
+      this.scheduleReconnect();
+    });
+    socket.unref();
+    return socket;
+  }
+
+  private scheduleReconnect(): void {
+    if (!this.persistent || this.closed || this.reconnectTimer) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.persistent && !this.closed && !this.socket) this.connect();
+    }, this.reconnectDelay);
+    this.reconnectTimer.unref();
+    this.reconnectDelay = Math.min(RECONNECT_MAX_MS, this.reconnectDelay * 2);
+  }
+
+  private onLine(line: string): void {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (!isJsonObject(raw) || raw.v !== CONTROL_PROTOCOL_VERSION) return;
+    if ('bus' in raw) {
+      let msg: BusHubMessage;
+      try {
+        msg = parseBusHubMessage(raw.bus);
+      } catch (err) {
+        this.logger.warn(`ignored malformed bus message from the daemon: ${(err as Error).message}`);
+        return;
+      }
+      this.onMessage?.(msg);
+      return;
+    }
+    if (typeof raw.id !== 'number') return;
+    const c = this.calls.get(raw.id);
+    if (!c) return; // the reply to a post
+    this.calls.delete(raw.id);
+    if (raw.ok === true) {
+      const r = isJsonObject(raw.result) ? raw.result : {};
+      c.resolve(typeof r.delivered === 'number' ? { delivered: r.delivered } : {});
+    } else {
+      const e = isJsonObject(raw.error) ? raw.error : {};
+      c.reject(new BrokerError(`the daemon refused a bus message: ${String(e.message ?? 'unknown error')}`));
+    }
+  }
+
+  /** Writes `msg` (split when its line would be too long); returns the request id of the last part. */
+  private write(msg: BusPeerMessage): number {
+    const socket = this.connect();
+    const parts = splitToFit(msg);
+    let id = 0;
+    for (const part of parts) {
+      id = this.nextId++;
+      socket.write(JSON.stringify({ v: CONTROL_PROTOCOL_VERSION, id, method: 'bus', params: part }) + '\n');
+    }
+    return id;
+  }
+
+  post(msg: BusPeerMessage): void {
+    if (this.closed) return;
+    this.write(msg);
+  }
+
+  call(msg: BusPeerMessage, timeoutMs: number): Promise<BusReply> {
+    if (this.closed) return Promise.reject(new BrokerError('the bus is closed'));
+    return new Promise<BusReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(id);
+        reject(new BrokerError(`the daemon of profile '${this.profileName}' did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const id = this.write(msg);
+      this.calls.set(id, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+  }
+
+  setPersistent(on: boolean): void {
+    this.persistent = on;
+    if (on) {
+      this.socket?.ref();
+      if (!this.socket) this.connect();
+    } else {
+      this.socket?.unref();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.persistent = false;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const s = this.socket;
+    this.socket = null;
+    if (s) {
+      await new Promise<void>((resolve) => {
+        s.once('close', () => resolve());
+        s.end();
+        setTimeout(() => {
+          s.destroy();
+          resolve();
+        }, 200).unref();
+      });
+    }
+  }
+}
+
+/** Splits a message whose encoded line would exceed the socket's line limit into several. */
+function splitToFit(msg: BusPeerMessage): BusPeerMessage[] {
+  const size = Buffer.byteLength(JSON.stringify({ v: 1, id: 0, method: 'bus', params: msg }));
+  if (size <= MAX_CONTROL_LINE_BYTES - 256) return [msg];
+  const halve = <T>(list: T[], make: (part: T[]) => BusPeerMessage): BusPeerMessage[] => {
+    if (list.length <= 1) return [make(list)];
+    const mid = Math.ceil(list.length / 2);
+    return [...splitToFit(make(list.slice(0, mid))), ...splitToFit(make(list.slice(mid)))];
+  };
+  switch (msg.kind) {
+    case 'dispatch':
+    case 'ack':
+    case 'requeue':
+      return halve(msg.ids, (ids) => ({ kind: msg.kind, ids }));
+    case 'states':
+      return halve(msg.events, (events) => ({ kind: 'states', events }));
+    default:
+      return [msg];
+  }
+}

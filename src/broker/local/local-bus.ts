@@ -1,0 +1,210 @@
+/**
+ * The `local` adapter of {@link MessageBus}: a peer of the hub that the profile's daemon runs (see
+ * hub.ts), over a {@link BusLink} (a forked worker's IPC channel, or the control socket).
+ *
+ * Dispatch mode `'outbox'`: the hub reads the store's pending dispatches itself, so
+ * `publishContinue` is a fire-and-forget hint, nobody marks dispatches, and nobody sweeps. When no
+ * daemon runs, hints go nowhere and the processes wait in the store until a daemon starts.
+ *
+ * @module
+ */
+import { BrokerError } from '../../errors/index.js';
+import type { Logger } from '../../logging/index.js';
+import type { BusHubMessage, ControlMessage, StateBroadcast } from '../../protocol/index.js';
+import type {
+  BusHealth,
+  MessageBus,
+  SubscribeOptions,
+  TaskConsumer,
+  TaskConsumerOptions,
+  TaskDelivery,
+} from '../bus.js';
+import type { BusLink } from './link.js';
+
+/** How long a control request waits for the daemon to take it. */
+const CONTROL_TIMEOUT_MS = 5000;
+
+class LocalTaskConsumer implements TaskConsumer {
+  /** Free credit as this side counts it (re-announced after a reconnect). */
+  credits: number;
+  cancelled = false;
+
+  constructor(
+    private readonly bus: LocalBus,
+    readonly opts: TaskConsumerOptions,
+    readonly workerId: string | null,
+  ) {
+    this.credits = opts.slots;
+  }
+
+  announce(): void {
+    if (!this.cancelled) this.bus.link.post({ kind: 'consume', credit: this.credits, workerId: this.workerId });
+  }
+
+  deliver(ids: number[]): void {
+    if (this.cancelled) return;
+    this.credits = Math.max(0, this.credits - ids.length);
+    this.opts.onTasks(ids.map((processId) => ({ processId })));
+  }
+
+  ack(tasks: readonly TaskDelivery[]): void {
+    if (tasks.length > 0) this.bus.link.post({ kind: 'ack', ids: tasks.map((t) => t.processId) });
+  }
+
+  requeue(tasks: readonly TaskDelivery[]): void {
+    if (tasks.length === 0) return;
+    this.credits += tasks.length;
+    this.bus.link.post({ kind: 'requeue', ids: tasks.map((t) => t.processId) });
+  }
+
+  credit(n: number): void {
+    if (n <= 0 || this.cancelled) return;
+    this.credits += n;
+    this.bus.link.post({ kind: 'credit', n });
+  }
+
+  async cancel(): Promise<void> {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.bus.link.post({ kind: 'cancel' });
+    this.bus.forgetConsumer(this);
+  }
+}
+
+/** Options of {@link LocalBus}. */
+export interface LocalBusOptions {
+  logger: Logger;
+  /** The lease owner id of the worker this bus serves (shown by the hub), or null. */
+  workerId?: string | null;
+}
+
+/** The `local` {@link MessageBus}. */
+export class LocalBus implements MessageBus {
+  readonly kind = 'local' as const;
+  readonly dispatch = 'outbox' as const;
+  private consumer: LocalTaskConsumer | null = null;
+  private readonly controlHandlers = new Set<(msg: ControlMessage) => void>();
+  private readonly subscribers = new Set<{ fn: (msg: StateBroadcast) => void; opts: SubscribeOptions }>();
+  private pendingStates: StateBroadcast[] = [];
+  private closing: Promise<void> | null = null;
+  private connects = 0;
+
+  constructor(
+    /** @internal */
+    readonly link: BusLink,
+    private readonly opts: LocalBusOptions,
+  ) {
+    link.onMessage = (msg) => this.onHubMessage(msg);
+    link.onConnect = () => this.onLinkConnect();
+  }
+
+  private onLinkConnect(): void {
+    // A (new) hub knows nothing of us: tell it what we consume and listen to.
+    const again = this.connects++ > 0;
+    this.consumer?.announce();
+    if (this.controlHandlers.size > 0) this.link.post({ kind: 'consume-control', on: true });
+    if (this.subscribers.size > 0) {
+      this.link.post({ kind: 'subscribe', on: true });
+      if (again) for (const s of this.subscribers) s.opts.onGap?.();
+    }
+  }
+
+  private onHubMessage(msg: BusHubMessage): void {
+    switch (msg.kind) {
+      case 'tasks':
+        this.consumer?.deliver(msg.ids);
+        break;
+      case 'control':
+        for (const fn of this.controlHandlers) fn(msg.message);
+        break;
+      case 'states':
+        for (const s of this.subscribers) for (const e of msg.events) s.fn(e);
+        break;
+    }
+  }
+
+  private updatePersistence(): void {
+    this.link.setPersistent(
+      !this.closing && (this.consumer !== null || this.controlHandlers.size > 0 || this.subscribers.size > 0),
+    );
+  }
+
+  async publishContinue(ids: readonly number[]): Promise<void> {
+    if (ids.length > 0 && !this.closing) this.link.post({ kind: 'dispatch', ids: [...ids] });
+  }
+
+  async consumeTasks(opts: TaskConsumerOptions): Promise<TaskConsumer> {
+    if (this.consumer) throw new BrokerError('this bus already has a task consumer');
+    const c = new LocalTaskConsumer(this, opts, this.opts.workerId ?? null);
+    this.consumer = c;
+    this.updatePersistence();
+    if (this.link.connected) c.announce();
+    return c;
+  }
+
+  /** @internal */
+  forgetConsumer(c: LocalTaskConsumer): void {
+    if (this.consumer === c) this.consumer = null;
+    this.updatePersistence();
+  }
+
+  async publishControl(msg: ControlMessage): Promise<void> {
+    if (this.closing) throw new BrokerError('the bus is closed');
+    await this.link.call({ kind: 'control', message: msg }, CONTROL_TIMEOUT_MS);
+  }
+
+  async consumeControl(onMessage: (msg: ControlMessage) => void): Promise<() => Promise<void>> {
+    this.controlHandlers.add(onMessage);
+    this.updatePersistence();
+    if (this.link.connected) this.link.post({ kind: 'consume-control', on: true });
+    return async () => {
+      if (!this.controlHandlers.delete(onMessage)) return;
+      if (this.controlHandlers.size === 0) this.link.post({ kind: 'consume-control', on: false });
+      this.updatePersistence();
+    };
+  }
+
+  publishState(msg: StateBroadcast): void {
+    if (this.closing) return;
+    this.pendingStates.push(msg);
+    if (this.pendingStates.length === 1) {
+      setImmediate(() => {
+        const events = this.pendingStates;
+        this.pendingStates = [];
+        if (events.length > 0) this.link.post({ kind: 'states', events });
+      });
+    }
+  }
+
+  async subscribeEvents(
+    onMessage: (msg: StateBroadcast) => void,
+    opts: SubscribeOptions = {},
+  ): Promise<() => Promise<void>> {
+    const entry = { fn: onMessage, opts };
+    this.subscribers.add(entry);
+    this.updatePersistence();
+    if (this.link.connected) this.link.post({ kind: 'subscribe', on: true });
+    return async () => {
+      if (!this.subscribers.delete(entry)) return;
+      if (this.subscribers.size === 0) this.link.post({ kind: 'subscribe', on: false });
+      this.updatePersistence();
+    };
+  }
+
+  health(): BusHealth {
+    return { kind: 'local', connected: this.link.connected, peer: this.link.peerName };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const events = this.pendingStates;
+      this.pendingStates = [];
+      if (events.length > 0) this.link.post({ kind: 'states', events });
+      await this.consumer?.cancel();
+      this.controlHandlers.clear();
+      this.subscribers.clear();
+      await this.link.close();
+    })();
+    return this.closing;
+  }
+}

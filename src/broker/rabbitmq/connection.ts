@@ -1,0 +1,371 @@
+/**
+ * A recovering RabbitMQ connection for one profile. amqplib's opt-in recovery reconnects with
+ * back-off and calls our setup after every (re)connect; there we declare the topology and re-open
+ * every {@link ManagedChannel}, so publishers and consumers survive a broker restart.
+ *
+ * A managed channel also survives the loss of the channel alone: RabbitMQ closes a channel on any
+ * channel-level error (a queue or exchange deleted under a consumer or publisher, a
+ * `consumer_timeout`, a 404 on publish). The channel is then re-opened on the live connection after
+ * a short back-off, the topology declared again and its consumers started again, so no error of the
+ * broker can leave a worker without its consumers, or crash it.
+ *
+ * Publishing of continue tasks uses a confirm channel: {@link BrokerConnection.publishContinue}
+ * resolves only once the broker has taken responsibility for every message (persistent, on a
+ * durable queue). Callers clear the store's dispatch-pending flag only after that.
+ *
+ * @module
+ */
+import amqp from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, RecoveringChannelModel } from 'amqplib';
+import { BrokerError, errorMessage } from '../../errors/index.js';
+import type { RabbitBrokerSettings } from '../../config/index.js';
+import type { Logger } from '../../logging/index.js';
+import { silentLogger } from '../../logging/index.js';
+import { deferred, sleep, type Deferred } from '../../util/index.js';
+import {
+  encodeBrokerMessage,
+  type ContinueTask,
+  type ControlMessage,
+  type StateBroadcast,
+  type StateBatch,
+} from '../../protocol/index.js';
+import { assertTopology, topologyFor, type TaskQueueType, type Topology } from './topology.js';
+
+/** Options of {@link BrokerConnection.open}. */
+export interface BrokerConnectionOptions {
+  logger?: Logger;
+  /** Shown in RabbitMQ's connection list. */
+  connectionName?: string;
+  /** Fail when the first connection does not succeed within this time (ms). Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Task queue type (default classic). */
+  queueType?: TaskQueueType;
+  /** AMQP heartbeat in seconds (0: off; default: the server's proposal). */
+  heartbeatSeconds?: number;
+}
+
+/** Delay before re-opening a channel the broker closed, growing to {@link REOPEN_MAX_MS}. */
+const REOPEN_FIRST_MS = 200;
+const REOPEN_MAX_MS = 5000;
+
+/**
+ * A channel that is re-opened after every reconnect and after the broker closed it. `setup` runs on
+ * each fresh channel (declare, prefetch, consume); it must be idempotent.
+ */
+export class ManagedChannel<C extends Channel = Channel> {
+  private current: C | null = null;
+  private closed = false;
+  private reopening = false;
+  private ready: Deferred<C> = deferred<C>();
+
+  /** @internal create with {@link BrokerConnection.managedChannel}. */
+  constructor(
+    private readonly conn: BrokerConnection,
+    readonly name: string,
+    readonly confirm: boolean,
+    private readonly setup: (ch: C) => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The open channel, or null while it is being re-opened. */
+  get channel(): C | null {
+    return this.current;
+  }
+
+  /** Waits for an open channel (throws once closed). */
+  async wait(): Promise<C> {
+    for (;;) {
+      if (this.closed) throw new BrokerError(`${this.name} channel is closed`);
+      if (this.current) return this.current;
+      await this.ready.promise;
+    }
+  }
+
+  /** Opens the channel on `model` (a fresh connection), replacing any previous one. */
+  async openOn(model: ChannelModel): Promise<void> {
+    if (this.closed) return;
+    const ch = (this.confirm ? await model.createConfirmChannel() : await model.createChannel()) as C;
+    await this.adopt(ch);
+  }
+
+  private async adopt(ch: C): Promise<void> {
+    ch.on('error', (err: Error) => this.logger.warn(`${this.name} channel error: ${errorMessage(err)}`));
+    ch.on('close', () => this.onClose(ch));
+    try {
+      await this.setup(ch);
+    } catch (err) {
+      await ch.close().catch(() => undefined);
+      throw err;
+    }
+    if (this.closed) {
+      await ch.close().catch(() => undefined);
+      return;
+    }
+    const old = this.current;
+    this.current = ch;
+    if (old && old !== ch) await old.close().catch(() => undefined);
+    this.ready.resolve(ch);
+  }
+
+  private onClose(ch: C): void {
+    if (this.current !== ch) return;
+    this.current = null;
+    this.ready = deferred<C>();
+    if (this.closed) return;
+    void this.reopen();
+  }
+
+  /** Re-opens the channel on the live connection (after the broker closed it). */
+  private async reopen(): Promise<void> {
+    if (this.reopening) return;
+    this.reopening = true;
+    let delay = REOPEN_FIRST_MS;
+    try {
+      while (!this.closed && !this.current && !this.conn.isClosed) {
+        await sleep(delay);
+        if (this.closed || this.current || this.conn.isClosed) break;
+        try {
+          const model = await this.conn.liveModel();
+          if (this.closed || this.current) break;
+          await this.openOn(model);
+          this.logger.info(`${this.name} channel re-opened`);
+        } catch (err) {
+          this.logger.warn(`re-opening the ${this.name} channel failed (${errorMessage(err)}); retrying`);
+          delay = Math.min(REOPEN_MAX_MS, delay * 2);
+        }
+      }
+    } finally {
+      this.reopening = false;
+    }
+  }
+
+  /** Closes the channel for good; safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.conn.forget(this as unknown as ManagedChannel);
+    const ch = this.current;
+    this.current = null;
+    this.ready.resolve(undefined as unknown as C);
+    await ch?.close().catch(() => undefined);
+  }
+}
+
+/** A recovering connection with the profile's topology declared. */
+export class BrokerConnection {
+  readonly topology: Topology;
+  private readonly managed = new Set<ManagedChannel>();
+  private publishCh!: ManagedChannel<ConfirmChannel>;
+  private eventCh!: ManagedChannel;
+  private connectedNow = false;
+  private closing: Promise<void> | null = null;
+  private serverVersionText = '';
+  private pendingStates: StateBroadcast[] = [];
+  private readonly queueType: TaskQueueType;
+
+  private constructor(
+    private readonly model: RecoveringChannelModel,
+    readonly profileUuid: string,
+    private readonly logger: Logger,
+    queueType: TaskQueueType,
+  ) {
+    this.topology = topologyFor(profileUuid);
+    this.queueType = queueType;
+    this.publishCh = this.managedChannel<ConfirmChannel>('publish', true, (ch) =>
+      assertTopology(ch, this.topology, this.queueType),
+    );
+    this.eventCh = this.managedChannel('event', false, async () => undefined);
+  }
+
+  /** Connects (with recovery) and declares the topology. */
+  static async open(
+    settings: RabbitBrokerSettings,
+    profileUuid: string,
+    opts: BrokerConnectionOptions = {},
+  ): Promise<BrokerConnection> {
+    const logger = opts.logger ?? silentLogger;
+    const timeoutMs = opts.connectTimeoutMs ?? 10_000;
+    let conn: BrokerConnection | null = null;
+    const queueType = opts.queueType ?? 'classic';
+    const model = (await amqp.connect(settings.url, {
+      noDelay: true,
+      timeout: Math.min(timeoutMs, 10_000),
+      ...(opts.heartbeatSeconds !== undefined ? { heartbeat: opts.heartbeatSeconds } : {}),
+      clientProperties: { connection_name: opts.connectionName ?? `drover pid ${process.pid}` },
+      recovery: {
+        waitForConnect: false,
+        initialDelay: 100,
+        maxDelay: 5000,
+        initialMaxRetries: 0,
+        maxRetries: Infinity,
+        setup: async (m: ChannelModel) => {
+          // `conn` is set synchronously below, before the first connect can complete.
+          await conn!.onConnect(m);
+        },
+      },
+    })) as RecoveringChannelModel;
+    conn = new BrokerConnection(model, profileUuid, logger, queueType);
+    const c = conn;
+    model.on('disconnect', (err: Error) => {
+      c.connectedNow = false;
+      if (c.closing) return;
+      logger.warn(`broker connection lost (${errorMessage(err)}); reconnecting`);
+    });
+    model.on('connect', () => {
+      c.connectedNow = true;
+      logger.debug(`connected to broker ${settings.displayUrl}`);
+    });
+    model.on('error', (err: Error) => logger.warn(`broker connection error: ${errorMessage(err)}`));
+    const first = model.waitForConnect();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        first,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new BrokerError(`timed out after ${timeoutMs} ms connecting to ${settings.displayUrl}`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } catch (err) {
+      await model.close().catch(() => undefined);
+      if (err instanceof BrokerError) throw err;
+      throw new BrokerError(`cannot connect to RabbitMQ at ${settings.displayUrl}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    return conn;
+  }
+
+  private async onConnect(model: ChannelModel): Promise<void> {
+    const props = model.connection.serverProperties as Record<string, unknown>;
+    this.serverVersionText = `${String(props.product ?? 'RabbitMQ')} ${String(props.version ?? '')}`.trim();
+    // The publish channel first: it declares the topology the consumers rely on.
+    await this.publishCh.openOn(model);
+    for (const m of this.managed) if (m !== (this.publishCh as unknown as ManagedChannel)) await m.openOn(model);
+  }
+
+  /** "RabbitMQ 3.10.x" as announced by the server. */
+  get serverVersion(): string {
+    return this.serverVersionText;
+  }
+
+  /** True while connected to the broker. */
+  get connected(): boolean {
+    return this.connectedNow && !this.closing;
+  }
+
+  /** True once {@link BrokerConnection.close} was called. */
+  get isClosed(): boolean {
+    return this.closing !== null;
+  }
+
+  /** @internal the live connection (waits through a reconnect). */
+  liveModel(): Promise<ChannelModel> {
+    if (this.closing) return Promise.reject(new BrokerError('broker connection is closed'));
+    return Promise.resolve(this.model as unknown as ChannelModel);
+  }
+
+  /** @internal */
+  forget(m: ManagedChannel): void {
+    this.managed.delete(m);
+  }
+
+  /**
+   * A channel kept open across reconnects and channel errors; `setup` runs on every fresh channel.
+   * It opens now when connected, else at the next connect.
+   */
+  managedChannel<C extends Channel = Channel>(
+    name: string,
+    confirm: boolean,
+    setup: (ch: C) => Promise<void>,
+  ): ManagedChannel<C> {
+    const m = new ManagedChannel<C>(this, name, confirm, setup, this.logger);
+    this.managed.add(m as unknown as ManagedChannel);
+    return m;
+  }
+
+  /**
+   * Opens a managed channel now (on the live connection), for channels added after the first
+   * connect; resolves once its setup ran.
+   */
+  async openManaged<C extends Channel>(m: ManagedChannel<C>): Promise<void> {
+    if (m.channel) return;
+    await m.openOn(await this.liveModel());
+  }
+
+  /** Publishes continue tasks for `ids` and resolves once the broker confirmed all of them. */
+  async publishContinue(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    const ch = await this.publishCh.wait();
+    const q = this.topology.taskQueue;
+    try {
+      for (const id of ids) {
+        const task: ContinueTask = { v: 1, kind: 'continue', processId: id };
+        const ok = ch.sendToQueue(q, encodeBrokerMessage(task), { persistent: true, contentType: 'application/json' });
+        if (!ok) await new Promise<void>((resolve) => ch.once('drain', () => resolve()));
+      }
+      await ch.waitForConfirms();
+    } catch (err) {
+      throw new BrokerError(`broker did not confirm ${ids.length} continue task(s): ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** Publishes a raw body to the task queue (tests and tools; confirmed). */
+  async publishRawTask(body: Buffer): Promise<void> {
+    const ch = await this.publishCh.wait();
+    ch.sendToQueue(this.topology.taskQueue, body, { persistent: true });
+    await ch.waitForConfirms();
+  }
+
+  /** Publishes a control request to every worker of the profile (confirmed). */
+  async publishControl(msg: ControlMessage): Promise<void> {
+    const ch = await this.publishCh.wait();
+    try {
+      ch.publish(this.topology.controlExchange, '', encodeBrokerMessage(msg), { contentType: 'application/json' });
+      await ch.waitForConfirms();
+    } catch (err) {
+      throw new BrokerError(`broker did not confirm a control request: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Broadcasts a state change; best effort (dropped while disconnected: the store stays the
+   * truth). Changes made in one event-loop turn go out as one batch message.
+   */
+  publishState(msg: StateBroadcast): void {
+    this.pendingStates.push(msg);
+    if (this.pendingStates.length === 1) setImmediate(() => this.flushStates());
+  }
+
+  private flushStates(): void {
+    const events = this.pendingStates;
+    this.pendingStates = [];
+    const ch = this.eventCh.channel;
+    if (!ch || events.length === 0) return;
+    try {
+      const batch: StateBatch = { v: 1, kind: 'states', events };
+      ch.publish(this.topology.eventsExchange, 'states', encodeBrokerMessage(batch), {
+        contentType: 'application/json',
+      });
+    } catch (err) {
+      this.logger.debug(`state broadcast dropped: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
+        for (const m of [...this.managed]) await m.close();
+        await this.model.close().catch(() => undefined);
+      })();
+    }
+    return this.closing;
+  }
+}

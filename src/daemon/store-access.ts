@@ -1,0 +1,45 @@
+/**
+ * The daemon's connection to the profile's store, opened when first needed and kept open: a daemon
+ * whose workers never die and whose profile uses RabbitMQ never touches the store, and a store
+ * that cannot be reached costs a warning at the point of use, never the daemon.
+ *
+ * @module
+ */
+import type { Profile } from '../config/index.js';
+import type { Logger } from '../logging/index.js';
+import type { ProcessStore } from '../store/types.js';
+
+/** A lazily opened store. */
+export interface LazyStore {
+  /** The open store (opened on the first call; a failed open is retried on the next call). */
+  get(): Promise<ProcessStore>;
+  /** Closes the store if it was opened; safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** A {@link LazyStore} for `profile`'s store. */
+export function lazyStore(profile: Profile, logger: Logger): LazyStore {
+  let store: Promise<ProcessStore> | null = null;
+  let closed = false;
+  return {
+    get() {
+      if (closed) return Promise.reject(new Error('the daemon closed its store connection'));
+      if (!store) {
+        store = import('../store/index.js').then((m) =>
+          m.openStore(profile.storage, { logger: logger.child('store') }),
+        );
+        store.catch(() => {
+          store = null; // try again next time
+        });
+      }
+      return store;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      const s = store;
+      store = null;
+      if (s) await s.then((x) => x.close()).catch(() => undefined);
+    },
+  };
+}
