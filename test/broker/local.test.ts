@@ -1,0 +1,185 @@
+/**
+ * The `local` bus: the conformance suite against a real hub (the daemon's DaemonHub behind a real
+ * control socket, reading a real SQLite store's outbox), plus what only the local bus has: no hint
+ * needed, a hub that comes back, no daemon at all, and garbage on the socket.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { BrokerError } from '../../src/errors/index.js';
+import { LocalBus, SocketLink } from '../../src/broker/index.js';
+import { ControlServer } from '../../src/daemon/control-server.js';
+import { DaemonHub } from '../../src/daemon/bus-hub.js';
+import type { LazyStore } from '../../src/daemon/store-access.js';
+import { silentLogger } from '../../src/logging/index.js';
+import { ControlError, type ControlHandler } from '../../src/protocol/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
+import { busConformance, type BusHarness } from './conformance.js';
+
+const refuse = async (): Promise<never> => {
+  throw new ControlError('METHOD_UNKNOWN', 'not a daemon');
+};
+const noControl = new Proxy({}, { get: () => refuse }) as ControlHandler;
+
+/** A hub on its own socket and store: what the daemon of a local profile runs. */
+class TestHub {
+  server!: ControlServer;
+  hub!: DaemonHub;
+  constructor(
+    readonly socket: string,
+    readonly store: ProcessStore,
+  ) {}
+  async start(): Promise<this> {
+    const lazy: LazyStore = { get: async () => this.store, close: async () => undefined };
+    this.hub = new DaemonHub(lazy, silentLogger, 30_000);
+    this.server = new ControlServer(this.socket, noControl, silentLogger);
+    this.server.bus = this.hub.socketHooks();
+    await this.server.listen();
+    this.hub.start();
+    return this;
+  }
+  async stop(): Promise<void> {
+    this.hub.close();
+    await this.server.close();
+  }
+}
+
+function bus(socket: string): LocalBus {
+  return new LocalBus(new SocketLink(socket, 'conformance', silentLogger), { logger: silentLogger });
+}
+
+async function makeHarness(): Promise<BusHarness & { hub: TestHub; socket: string }> {
+  const dir = tempDir('drover-bus-');
+  fs.chmodSync(dir, 0o700);
+  const socket = path.join(dir, 'daemon.sock');
+  const store = await openStore({ backend: 'sqlite', path: path.join(dir, 'store.sqlite') });
+  const hub = await new TestHub(socket, store).start();
+  return {
+    hub,
+    socket,
+    store,
+    open: async () => bus(socket),
+    teardown: async () => {
+      await hub.stop();
+      await store.close();
+    },
+  };
+}
+
+busConformance('local', async () => makeHarness());
+
+describe('local bus: the daemon is the hub', function () {
+  this.timeout(30_000);
+  let h: Awaited<ReturnType<typeof makeHarness>>;
+  const opened: LocalBus[] = [];
+  const open = (): LocalBus => {
+    const b = bus(h.socket);
+    opened.push(b);
+    return b;
+  };
+
+  beforeEach(async () => {
+    h = await makeHarness();
+  });
+  afterEach(async () => {
+    for (const b of opened.splice(0)) await b.close();
+    await h.teardown();
+  });
+  after(() => cleanupTempDirs());
+
+  it('needs no hint: processes committed without any publish are handed out by the hub reading the outbox', async () => {
+    const got: number[] = [];
+    const c = await open().consumeTasks({ slots: 50, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+    const ids = await h.store.createProcesses(Array.from({ length: 20 }, () => ({ type: 'nohint', inputs: null })));
+    await waitUntil(() => got.length === 20, 10_000, 'the hub to find the processes on its own');
+    assert.deepEqual(got, ids, 'in the order they were committed');
+    await c.cancel();
+  });
+
+  it('survives its hub going away: a consumer and a subscriber resume with the next hub, the subscriber told of the gap', async () => {
+    const got: number[] = [];
+    const consumerBus = open();
+    await consumerBus.consumeTasks({ slots: 10, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+    let gaps = 0;
+    const seen: number[] = [];
+    const subBus = open();
+    await subBus.subscribeEvents((m) => seen.push(m.processId), { onGap: () => gaps++ });
+    await waitUntil(() => h.hub.hub.stats().consumers === 1 && h.hub.hub.stats().subscribers === 1, 10_000, 'peers');
+    await h.hub.stop();
+    await waitUntil(() => !consumerBus.health().connected, 5000, 'the link to notice');
+    const [id] = await h.store.createProcesses([{ type: 'after-restart', inputs: null }]);
+    const again = await new TestHub(h.socket, h.store).start();
+    h.hub = again;
+    await waitUntil(() => got.includes(id!), 10_000, 'the consumer to get work from the new hub');
+    await waitUntil(() => gaps === 1, 10_000, 'the subscriber to be told it may have missed events');
+    open().publishState({
+      v: 1,
+      kind: 'state',
+      processId: 99,
+      type: 't',
+      state: 'running',
+      paused: false,
+      parentId: null,
+      exitStatus: null,
+      time: Date.now(),
+    });
+    await waitUntil(() => seen.includes(99), 10_000, 'events to flow again');
+  });
+
+  it('with no daemon: hints go nowhere, control requests fail with BrokerError, subscribing does not throw', async () => {
+    const missing = path.join(tempDir(), 'nobody.sock');
+    const b = bus(missing);
+    opened.push(b);
+    await b.publishContinue([1, 2, 3]);
+    await assert.rejects(
+      b.publishControl({ v: 1, kind: 'control', action: 'kill', processId: 1 }),
+      (err: unknown) => err instanceof BrokerError && /not reachable/.test(err.message),
+    );
+    const un = await b.subscribeEvents(() => undefined);
+    assert.equal(b.health().connected, false);
+    await un();
+  });
+
+  it('answers malformed bus messages with PARAMS_INVALID and keeps working', async () => {
+    const replies = await new Promise<string[]>((resolve, reject) => {
+      const s = net.createConnection(h.socket);
+      let buf = '';
+      const lines = [
+        { v: 1, id: 1, method: 'bus', params: { kind: 'dispatch', ids: [-1] } },
+        { v: 1, id: 2, method: 'bus', params: { kind: 'credit', n: 'lots' } },
+        { v: 1, id: 3, method: 'bus', params: { kind: 'nonsense' } },
+        { v: 1, id: 4, method: 'bus', params: 'not an object' },
+        { v: 1, id: 5, method: 'bus', params: { kind: 'states', events: [{ processId: 1, state: 'bogus' }] } },
+        {
+          v: 1,
+          id: 6,
+          method: 'bus',
+          params: { kind: 'dispatch', ids: Array.from({ length: 6000 }, (_, i) => i + 1) },
+        },
+      ];
+      s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
+      s.on('data', (d) => {
+        buf += d.toString();
+        const got = buf.split('\n').filter((x) => x !== '');
+        if (got.length >= 5) {
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+    });
+    for (const r of replies.slice(0, 5)) {
+      const o = JSON.parse(r) as { ok: boolean; error?: { code: string } };
+      assert.equal(o.ok, false, r);
+      assert.equal(o.error!.code, 'PARAMS_INVALID', r);
+    }
+    // The hub still works.
+    const got: number[] = [];
+    await open().consumeTasks({ slots: 5, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+    const ids = await h.store.createProcesses([{ type: 'after-garbage', inputs: null }]);
+    await open().publishContinue(ids);
+    await waitUntil(() => got.includes(ids[0]!), 10_000, 'work after the garbage');
+  });
+});

@@ -1,0 +1,95 @@
+/**
+ * The `rabbitmq` bus: the conformance suite on a fresh topology of the real RabbitMQ, plus what
+ * only RabbitMQ has: a consumer whose queue is deleted under it re-declares it and goes on.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import amqp from 'amqplib';
+import { openBus, type MessageBus } from '../../src/broker/index.js';
+import { deleteTopology, topologyFor } from '../../src/broker/rabbitmq/index.js';
+import { resolveBroker, resolveOptions, type Profile } from '../../src/config/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { RABBIT_URL, cleanupTempDirs, portOpen, requireService, tempDir, waitUntil } from '../helpers/env.js';
+import { busConformance, type BusHarness } from './conformance.js';
+
+function rabbitProfile(): Profile {
+  return {
+    name: 'conformance',
+    uuid: crypto.randomUUID(),
+    storage: { backend: 'sqlite', path: '/nonexistent' },
+    broker: resolveBroker({ kind: 'rabbitmq', url: RABBIT_URL }),
+    options: resolveOptions({}, {}),
+    configFile: '/nonexistent',
+  };
+}
+
+async function dropTopology(uuid: string): Promise<void> {
+  const conn = await amqp.connect(RABBIT_URL);
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  await deleteTopology(ch, topologyFor(uuid)).catch(() => undefined);
+  await conn.close().catch(() => undefined);
+}
+
+async function makeHarness(ctx: Mocha.Context): Promise<BusHarness & { profile: Profile }> {
+  requireService(ctx, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
+  const profile = rabbitProfile();
+  const store: ProcessStore = await openStore({ backend: 'sqlite', path: path.join(tempDir(), 'store.sqlite') });
+  return {
+    profile,
+    store,
+    open: () => openBus(profile, { connectTimeoutMs: 5000 }),
+    teardown: async () => {
+      await store.close();
+      await dropTopology(profile.uuid);
+    },
+  };
+}
+
+busConformance('rabbitmq', makeHarness);
+
+describe('rabbitmq bus: broker errors', function () {
+  this.timeout(60_000);
+  let h: Awaited<ReturnType<typeof makeHarness>>;
+  const opened: MessageBus[] = [];
+  before(async function () {
+    h = await makeHarness(this);
+  });
+  after(async () => {
+    for (const b of opened) await b.close();
+    await h?.teardown();
+    cleanupTempDirs();
+  });
+
+  it('a consumer whose task queue is deleted under it re-declares the queue and keeps consuming', async () => {
+    const bus = await h.open();
+    opened.push(bus);
+    const got: number[] = [];
+    const c = await bus.consumeTasks({
+      slots: 10,
+      onTasks: (t) => {
+        got.push(...t.map((x) => x.processId));
+        c.ack(t);
+        c.credit(t.length);
+      },
+    });
+    await bus.publishContinue([1]);
+    await waitUntil(() => got.includes(1), 10_000, 'the first task');
+    const conn = await amqp.connect(RABBIT_URL);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(topologyFor(h.profile.uuid).taskQueue);
+    await conn.close();
+    // Publishing into the void until the consumer has declared the queue again; then it arrives.
+    await waitUntil(
+      async () => {
+        await bus.publishContinue([2]);
+        return got.includes(2);
+      },
+      20_000,
+      'a task published after the queue was deleted',
+      500,
+    );
+    assert.ok(got.includes(2));
+  });
+});
