@@ -46,13 +46,22 @@ export class ProcessClient {
     readonly profile: Profile,
     readonly store: ProcessStore,
     private readonly logger: Logger,
+    private readonly env: NodeJS.ProcessEnv,
   ) {}
 
-  /** Opens the profile's store. */
-  static async open(profile?: string | Profile, opts: { logger?: Logger } = {}): Promise<ProcessClient> {
-    const p = toProfile(profile);
+  /**
+   * Opens the profile's store. `env` locates the profile's runtime directory, where a local
+   * profile's daemon listens (default `process.env`; the daemon's `DROVER_HOME` or
+   * `XDG_RUNTIME_DIR` must match).
+   */
+  static async open(
+    profile?: string | Profile,
+    opts: { logger?: Logger; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<ProcessClient> {
+    const env = opts.env ?? process.env;
+    const p = typeof profile === 'object' ? profile : resolveProfile(profile, { env });
     const store = await openStore(p.storage, { logger: opts.logger });
-    return new ProcessClient(p, store, opts.logger ?? silentLogger);
+    return new ProcessClient(p, store, opts.logger ?? silentLogger, env);
   }
 
   /** The registry of process types this profile knows (built-ins plus `processes.modules`). */
@@ -68,6 +77,7 @@ export class ProcessClient {
   bus(): Promise<MessageBus | null> {
     this.busConn ??= openBus(this.profile, {
       logger: this.logger,
+      env: this.env,
       connectionName: `drover client pid ${process.pid}`,
       connectTimeoutMs: Math.max(1000, this.profile.options['daemon.timeout'] * 1000),
     }).catch((err: unknown) => {

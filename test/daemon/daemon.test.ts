@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { ProcessClient } from '../../src/api/processes.js';
+import type { ProcessClient } from '../../src/api/processes.js';
 import type { DaemonClient } from '../../src/client/index.js';
 import { DaemonException, DaemonNotRunningException, DaemonTimeoutException } from '../../src/errors/index.js';
 import type { ProcessState, WorkerInfo } from '../../src/protocol/index.js';
@@ -27,7 +27,7 @@ describe('the daemon and its client (issue 4)', function () {
   before(async function () {
     requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
     tp = await makeProfile({ name: 'daemon-test' });
-    processes = await ProcessClient.open(tp.profile);
+    processes = await tp.openClient();
     dir = tempDir();
   });
 

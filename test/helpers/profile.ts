@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import amqp from 'amqplib';
 import { Config, type Profile, type OptionValue } from '../../src/config/index.js';
+import { ProcessClient } from '../../src/api/processes.js';
 import { topologyFor, deleteTopology } from '../../src/broker/rabbitmq/index.js';
 import { RABBIT_URL, REPO_ROOT, spawnCli, tempDir, waitUntil, freshPostgresDatabase } from './env.js';
 
@@ -24,30 +25,39 @@ export interface TestProfile {
   /** Re-reads the profile after option changes. */
   reload(): Profile;
   setOption(key: string, value: OptionValue): void;
+  /** A process client of the profile that finds its daemon (the test's DROVER_HOME). */
+  openClient(): Promise<ProcessClient>;
   cleanup(): Promise<void>;
 }
 
 /** Creates a profile in a fresh DROVER_HOME. */
 export async function makeProfile(
-  opts: { name?: string; options?: Record<string, OptionValue>; storage?: 'sqlite' | 'postgres' } = {},
+  opts: {
+    name?: string;
+    options?: Record<string, OptionValue>;
+    storage?: 'sqlite' | 'postgres';
+    /** Message bus (default rabbitmq). */
+    bus?: 'local' | 'rabbitmq';
+  } = {},
 ): Promise<TestProfile> {
   const home = tempDir('drover-home-');
   const name = opts.name ?? 'test';
   const file = path.join(home, 'config.json');
   const config = Config.load(file);
   let dropDb: (() => Promise<void>) | null = null;
+  const broker = opts.bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT_URL };
   if (opts.storage === 'postgres') {
     const db = await freshPostgresDatabase();
     dropDb = db.drop;
     config.setupProfile(
       name,
-      { storage: 'postgres', postgresUrl: db.url, brokerUrl: RABBIT_URL, setDefault: true },
+      { storage: 'postgres', postgresUrl: db.url, ...broker, setDefault: true },
       {
         DROVER_HOME: home,
       },
     );
   } else {
-    config.setupProfile(name, { brokerUrl: RABBIT_URL, setDefault: true }, { DROVER_HOME: home });
+    config.setupProfile(name, { ...broker, setDefault: true }, { DROVER_HOME: home });
   }
   for (const [k, v] of Object.entries({ 'processes.modules': [FIXTURE_MODULE], ...(opts.options ?? {}) })) {
     config.setOption(k, v, name);
@@ -69,21 +79,29 @@ export async function makeProfile(
       c.save();
       tp.reload();
     },
+    openClient() {
+      return ProcessClient.open(tp.profile, { env: { ...process.env, ...env } });
+    },
     async cleanup() {
-      try {
-        const conn = await amqp.connect(RABBIT_URL);
-        const ch = await conn.createChannel();
-        ch.on('error', () => undefined);
-        await deleteTopology(ch, topologyFor(tp.profile.uuid)).catch(() => undefined);
-        await conn.close().catch(() => undefined);
-      } catch {
-        // broker gone: nothing to clean
-      }
+      if (tp.profile.broker.kind === 'rabbitmq') await dropTopology(tp.profile.uuid);
       await dropDb?.();
       fs.rmSync(home, { recursive: true, force: true });
     },
   };
   return tp;
+}
+
+/** Deletes a profile's RabbitMQ queues and exchanges (nothing when the broker is gone). */
+export async function dropTopology(uuid: string): Promise<void> {
+  try {
+    const conn = await amqp.connect(RABBIT_URL);
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    await deleteTopology(ch, topologyFor(uuid)).catch(() => undefined);
+    await conn.close().catch(() => undefined);
+  } catch {
+    // broker gone: nothing to clean
+  }
 }
 
 /** A worker started with `drover daemon worker`. */

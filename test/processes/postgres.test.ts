@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { ProcessClient } from '../../src/api/processes.js';
+import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { REPO_ROOT, portOpen, requireService, tempDir, cleanupTempDirs } from '../helpers/env.js';
 import {
@@ -33,7 +33,7 @@ describe('processes on a PostgreSQL profile', function () {
         'daemon.worker_process_slots': 20,
       },
     });
-    client = await ProcessClient.open(tp.profile);
+    client = await tp.openClient();
     workers = await Promise.all([startWorker(tp), startWorker(tp)]);
   });
 

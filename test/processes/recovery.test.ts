@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { ProcessClient } from '../../src/api/processes.js';
+import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { portOpen, requireService } from '../helpers/env.js';
 import {
@@ -48,7 +48,7 @@ describe('worker survives losing its broker connection', function () {
     }
     requireService(this, ctl, 'rabbitmqctl (to close connections)');
     tp = await makeProfile();
-    client = await ProcessClient.open(tp.profile);
+    client = await tp.openClient();
   });
 
   after(async () => {

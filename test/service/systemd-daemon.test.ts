@@ -18,7 +18,7 @@ import { requireUserManager, type UserManager } from '../helpers/systemd.js';
 import { killProcessesOfHome, pidAlive, processesOfHome } from '../daemon/helpers.js';
 import { Config, configFilePath } from '../../src/config/index.js';
 import { topologyFor, deleteTopology } from '../../src/broker/rabbitmq/index.js';
-import { ProcessClient } from '../../src/api/processes.js';
+import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { DaemonClient as BareDaemonClient } from '../../src/client/index.js';
 import {
@@ -117,7 +117,7 @@ describe('the daemon under a real systemd user manager', function () {
     config.save();
     v2Uuid = Config.load(configFilePath({ DROVER_HOME: tp.home })).getProfile(V2).uuid;
     env = { ...process.env, ...um.env, DROVER_HOME: tp.home };
-    pc = await ProcessClient.open(tp.profile);
+    pc = await tp.openClient();
   });
 
   after(async () => {

@@ -170,7 +170,8 @@ export class SocketLink implements BusLink {
       this.calls.clear();
       this.scheduleReconnect();
     });
-    socket.unref();
+    // Only a link that carries a consumer or a subscription keeps the program alive.
+    if (!this.persistent) socket.unref();
     return socket;
   }
 
