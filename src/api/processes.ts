@@ -29,10 +29,6 @@ export interface SubmitOptions extends ProfileOption {
   label?: string;
 }
 
-function toProfile(p: string | Profile | undefined): Profile {
-  return typeof p === 'object' ? p : resolveProfile(p);
-}
-
 /**
  * A connection to a profile's store (and, when needed, its broker) for several calls. Close it
  * when done; `close()` is safe to call twice.
