@@ -8,6 +8,37 @@
  * Requests on one connection are answered in order; a client that half-closes its side still gets
  * the replies to what it sent, then the daemon closes.
  *
+ * ## Staying available to the owner
+ *
+ * Only the owner (and root) can reach the socket (0600 in a 0700 directory), so every connection is
+ * the owner's; the daemon cannot tell a flood from its programs apart from the one `drover daemon
+ * status` that must get an answer (Node offers no SO_PEERCRED to count connections per process).
+ * What it can see is how each connection behaves, and it bounds connections by that:
+ *
+ * - A new connection is never refused. At {@link ControlServerLimits.maxConnections} the server
+ *   closes one open connection to make room, chosen in this order (the first class that has one;
+ *   within a class the one idle the longest):
+ *   1. connections that have sent no request in the {@link FRESH_GRACE_MS} since they connected;
+ *   2. connections that sent requests, with none pending and no subscription;
+ *   3. connections younger than {@link FRESH_GRACE_MS} that have sent no request yet: a client
+ *      writes its request right after connecting, and the daemon may simply not have read it yet;
+ *   4. connections holding a subscription (see {@link ControlConnection.hold}) with no request
+ *      pending: a subscriber waiting for events is cut only when everything else left is one too;
+ *   5. connections with a request pending.
+ *   The closed connection gets a `BUSY` error line first. So `drover daemon status`, which sends its
+ *   request as soon as it is connected, gets in and is answered whatever else is open, unless more
+ *   than `maxConnections` other connections arrive before the daemon reads its request.
+ * - A connection must send its first complete request within
+ *   {@link ControlServerLimits.firstRequestTimeoutMs} of connecting (a short deadline, not reset by
+ *   partial lines), else it is closed.
+ * - After that, a connection with no request pending and no subscription is closed after
+ *   {@link ControlServerLimits.idleTimeoutMs} without traffic. A subscription disables the idle
+ *   timeout: a subscriber may legitimately wait hours for its next event (a Unix socket tells the
+ *   daemon at once when its peer is gone, so no heartbeat is needed).
+ *
+ * Code that serves subscriptions (long-lived connections that receive events) gets the
+ * {@link ControlConnection} of each connection by passing a handler factory instead of a handler.
+ *
  * @module
  */
 import fs from 'node:fs';
@@ -28,9 +59,17 @@ export interface ControlServerLimits {
   maxLineBytes: number;
   /** Requests waiting for their reply on one connection. */
   maxPendingPerConnection: number;
+  /**
+   * Connections open at once. A new connection past it is admitted and another one is closed to
+   * make room (see the module comment for which).
+   */
   maxConnections: number;
-  /** A connection with no traffic for this long is closed. */
+  /** A connection that has not sent a complete request this long after connecting is closed. */
+  firstRequestTimeoutMs: number;
+  /** A connection with no request pending and no subscription is closed after this long without traffic. */
   idleTimeoutMs: number;
+  /** Bytes pushed to a subscriber that it has not read yet; past it the subscriber is cut off. */
+  maxPushBufferBytes: number;
 }
 
 /** Default limits. */
@@ -38,26 +77,99 @@ export const DEFAULT_CONTROL_LIMITS: ControlServerLimits = {
   maxLineBytes: MAX_CONTROL_LINE_BYTES,
   maxPendingPerConnection: 64,
   maxConnections: 256,
+  firstRequestTimeoutMs: 5_000,
   idleTimeoutMs: 60_000,
+  maxPushBufferBytes: 16 * 1024 * 1024,
 };
+
+/**
+ * One client connection, as code serving subscriptions sees it (through a handler factory given to
+ * {@link ControlServer}).
+ */
+export interface ControlConnection {
+  /** Unique among the server's connections, for logs. */
+  readonly id: number;
+  /**
+   * Marks the connection as holding a subscription until the returned function is called (or the
+   * connection closes): no idle timeout, and closed to make room only after every connection
+   * without one. Holds count: each `hold()` needs its own release. Releasing twice is harmless.
+   */
+  hold(): () => void;
+  /**
+   * Writes one line (without its newline) to the client, e.g. an event for a subscriber. Returns
+   * false when the connection is gone; a client that lets more than
+   * {@link ControlServerLimits.maxPushBufferBytes} pile up unread is disconnected.
+   */
+  push(line: string): boolean;
+  /** Runs `fn` once when the connection closes (at once when it is already closed). */
+  onClose(fn: () => void): void;
+}
+
+/** The handler, or a factory making one per connection (to reach its {@link ControlConnection}). */
+export type ControlHandlerSource = ControlHandler | ((connection: ControlConnection) => ControlHandler);
+
+/** What the server tracks about one connection for its admission and idle rules. */
+interface ConnectionState {
+  readonly id: number;
+  readonly socket: net.Socket;
+  /** Complete requests received. */
+  requests: number;
+  /** Requests received and not answered yet. */
+  pending: number;
+  /** Active subscriptions ({@link ControlConnection.hold}). */
+  holds: number;
+  /** `performance.now()` of the connect. */
+  readonly connectedAt: number;
+  /** `performance.now()` of the last request received or line written (or of the connect). */
+  lastActivity: number;
+  closed: boolean;
+  readonly closeListeners: Array<() => void>;
+}
+
+/**
+ * How long a new connection that has not sent a request yet is presumed to be a client whose request
+ * is on its way (see the module comment).
+ */
+export const FRESH_GRACE_MS = 1000;
+
+/** Eviction class of a connection at `now`: lower is closed first (see the module comment). */
+function evictionClass(c: ConnectionState, now: number): number {
+  if (c.pending > 0) return 5;
+  if (c.holds > 0) return 4;
+  if (c.requests > 0) return 2;
+  return now - c.connectedAt < FRESH_GRACE_MS ? 3 : 1;
+}
 
 /** Serves the control protocol on a Unix socket. */
 export class ControlServer {
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly connections = new Map<net.Socket, ConnectionState>();
   private readonly limits: ControlServerLimits;
   private closing: Promise<void> | null = null;
+  private nextId = 1;
+  private evictedCount = 0;
 
   constructor(
     readonly socketPath: string,
-    private readonly handler: ControlHandler,
+    private readonly handler: ControlHandlerSource,
     private readonly logger: Logger,
     limits: Partial<ControlServerLimits> = {},
   ) {
     this.limits = { ...DEFAULT_CONTROL_LIMITS, ...limits };
+    // No `server.maxConnections`: Node would refuse the newest connection, which locks the owner
+    // out under a flood; the server makes room itself instead.
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
-    this.server.maxConnections = this.limits.maxConnections;
     this.server.on('error', (err) => this.logger.error(`control socket: ${err.message}`));
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Connections closed so far to make room for new ones. */
+  get evictions(): number {
+    return this.evictedCount;
   }
 
   /** Starts listening; the socket file is made 0600 before anyone can be told it exists. */
@@ -79,14 +191,61 @@ export class ControlServer {
     if (this.closing) return this.closing;
     this.closing = (async () => {
       if (this.server.listening) this.server.close();
-      for (const s of this.sockets) s.end();
+      for (const s of this.connections.keys()) s.end();
       // Give replies in flight a moment to be written, then cut whatever is left.
       const until = Date.now() + 1000;
-      while (this.sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-      for (const s of this.sockets) s.destroy();
+      while (this.connections.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      for (const s of this.connections.keys()) s.destroy();
       fs.rmSync(this.socketPath, { force: true });
     })();
     return this.closing;
+  }
+
+  /** Closes the connection that matters least, to make room for a new one. */
+  private evictOne(): void {
+    let victim: ConnectionState | null = null;
+    let victimClass = Infinity;
+    const now = performance.now();
+    for (const c of this.connections.values()) {
+      const k = evictionClass(c, now);
+      if (k < victimClass || (k === victimClass && c.lastActivity < victim!.lastActivity)) {
+        victim = c;
+        victimClass = k;
+      }
+    }
+    if (victim === null) return;
+    this.evictedCount++;
+    this.logger.debug(
+      `control socket: ${this.connections.size} connections open; closing connection ${victim.id} (class ${victimClass}) to make room`,
+    );
+    this.forget(victim);
+    const s = victim.socket;
+    if (s.writable) {
+      s.write(
+        encodeControlResponse(
+          controlErrorResponse(
+            null,
+            'BUSY',
+            `more than ${this.limits.maxConnections} connections open; closing this idle one to make room`,
+          ),
+        ),
+      );
+    }
+    s.destroy();
+  }
+
+  /** Drops a connection from the accounting and tells its close listeners; idempotent. */
+  private forget(c: ConnectionState): void {
+    if (c.closed) return;
+    c.closed = true;
+    this.connections.delete(c.socket);
+    for (const fn of c.closeListeners.splice(0)) {
+      try {
+        fn();
+      } catch (err) {
+        this.logger.error(`control connection ${c.id}: close listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   private onConnection(socket: net.Socket): void {
@@ -94,10 +253,71 @@ export class ControlServer {
       socket.destroy();
       return;
     }
-    this.sockets.add(socket);
-    const splitter = new LineSplitter(this.limits.maxLineBytes);
+    while (this.connections.size >= this.limits.maxConnections) this.evictOne();
+    const state: ConnectionState = {
+      id: this.nextId++,
+      socket,
+      requests: 0,
+      pending: 0,
+      holds: 0,
+      connectedAt: performance.now(),
+      lastActivity: performance.now(),
+      closed: false,
+      closeListeners: [],
+    };
+    this.connections.set(socket, state);
+    const limits = this.limits;
+
+    // Idle rule: an activity-based timeout while nothing is pending or held, none otherwise.
+    const armIdle = (): void => {
+      socket.setTimeout(state.pending === 0 && state.holds === 0 && state.requests > 0 ? limits.idleTimeoutMs : 0);
+    };
+    socket.on('timeout', () => {
+      if (state.pending === 0 && state.holds === 0) socket.destroy();
+      else armIdle();
+    });
+    // First-request rule: a hard deadline, which a trickle of bytes without a newline cannot extend.
+    const firstDeadline = setTimeout(() => {
+      if (state.requests === 0 && state.holds === 0) socket.destroy();
+    }, limits.firstRequestTimeoutMs);
+    firstDeadline.unref();
+
+    const connection: ControlConnection = {
+      id: state.id,
+      hold: () => {
+        if (state.closed) return () => undefined;
+        state.holds++;
+        armIdle();
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          state.holds--;
+          if (!state.closed) armIdle();
+        };
+      },
+      push: (line) => {
+        if (state.closed || socket.destroyed || !socket.writable) return false;
+        if (socket.writableLength > limits.maxPushBufferBytes) {
+          this.logger.warn(
+            `control connection ${state.id}: more than ${limits.maxPushBufferBytes} bytes unread; disconnecting it`,
+          );
+          socket.destroy();
+          return false;
+        }
+        socket.write(line.endsWith('\n') ? line : `${line}\n`);
+        state.lastActivity = performance.now();
+        return true;
+      },
+      onClose: (fn) => {
+        if (state.closed) fn();
+        else state.closeListeners.push(fn);
+      },
+    };
+    const handler = typeof this.handler === 'function' ? this.handler(connection) : this.handler;
+
+    const splitter = new LineSplitter(limits.maxLineBytes);
     let chain: Promise<void> = Promise.resolve();
-    let pending = 0;
     let finished = false; // no more requests will be read
     const finish = (): void => {
       if (finished) return;
@@ -111,6 +331,7 @@ export class ControlServer {
     };
     const reply = (response: ControlResponse): void => {
       if (socket.destroyed || !socket.writable) return;
+      state.lastActivity = performance.now();
       try {
         if (!socket.write(encodeControlResponse(response)) && !finished) {
           // The client does not read its replies: stop reading its requests until it does.
@@ -123,35 +344,38 @@ export class ControlServer {
         socket.destroy();
       }
     };
-    socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
     socket.on('data', (chunk: Buffer) => {
       const lines = splitter.push(chunk);
       for (const line of lines) {
         if (line.trim() === '') continue;
-        if (pending >= this.limits.maxPendingPerConnection) {
+        state.requests++;
+        state.lastActivity = performance.now();
+        if (state.pending >= limits.maxPendingPerConnection) {
           chain = chain.then(() =>
             reply(
               controlErrorResponse(
                 null,
                 'BUSY',
-                `more than ${this.limits.maxPendingPerConnection} requests pending on one connection; closing`,
+                `more than ${limits.maxPendingPerConnection} requests pending on one connection; closing`,
               ),
             ),
           );
           finish();
           return;
         }
-        pending++;
+        state.pending++;
+        armIdle();
         chain = chain.then(async () => {
           let response: ControlResponse;
           try {
-            response = await handleControlLine(this.handler, line);
+            response = await handleControlLine(handler, line);
           } catch (err) {
             // handleControlLine never rejects; this is a last line of defence.
             response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
           }
-          pending--;
+          state.pending--;
           reply(response);
+          if (!state.closed) armIdle();
         });
       }
       if (splitter.overflow) {
@@ -160,7 +384,7 @@ export class ControlServer {
             controlErrorResponse(
               null,
               'REQUEST_TOO_LARGE',
-              `request line longer than ${this.limits.maxLineBytes} bytes; closing the connection`,
+              `request line longer than ${limits.maxLineBytes} bytes; closing the connection`,
             ),
           ),
         );
@@ -169,9 +393,12 @@ export class ControlServer {
     });
     socket.on('end', finish);
     socket.on('error', (err) => {
-      this.logger.debug(`control connection error: ${err.message}`);
+      this.logger.debug(`control connection ${state.id} error: ${err.message}`);
       socket.destroy();
     });
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('close', () => {
+      clearTimeout(firstDeadline);
+      this.forget(state);
+    });
   }
 }
