@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { InputError, UnknownProcessTypeError, errorMessage } from '../errors/index.js';
-import type { JsonValue } from '../protocol/index.js';
+import { INPUT_LIMITS, checkJsonValue, type JsonValue } from '../protocol/index.js';
 import type { ProcessDefinition } from './definition.js';
 import { BUILTIN_PROCESSES } from './builtins.js';
 
@@ -109,9 +109,15 @@ export class ProcessRegistry {
     return [...this.defs.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Checks type and inputs of a submission; throws InputError saying what is wrong. */
+  /**
+   * Checks type and inputs of a submission: the inputs' depth and size limits first (so a type's
+   * own `validateInputs` never sees a value deep enough to overflow a recursive check), then the
+   * type's `validateInputs`.
+   * @throws UnknownProcessTypeError, JsonLimitError or InputError saying what is wrong.
+   */
   validateSubmission(type: string, inputs: JsonValue): void {
     const def = this.get(type);
+    checkJsonValue(inputs, `inputs of '${type}'`, INPUT_LIMITS);
     const problem = def.validateInputs?.(inputs) ?? null;
     if (problem !== null) throw new InputError(`invalid inputs for '${type}': ${problem}`);
   }

@@ -41,6 +41,14 @@ export class InputError extends DroverError {
   override readonly code: string = 'INPUT_INVALID';
 }
 
+/**
+ * A JSON value (process inputs, outputs, a step result) nests deeper or is larger than Drover's
+ * limits (see docs/processes.md); the message names the limit.
+ */
+export class JsonLimitError extends InputError {
+  override readonly code: string = 'JSON_LIMIT_EXCEEDED';
+}
+
 /** A message that crossed a boundary (socket, IPC, broker) does not match the protocol. */
 export class ProtocolError extends DroverError {
   override readonly code: string = 'PROTOCOL_INVALID';
