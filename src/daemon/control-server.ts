@@ -132,6 +132,9 @@ interface ConnectionState {
  */
 export const FRESH_GRACE_MS = 1000;
 
+/** Pending connections the kernel queues for the server (Node's default is 511). */
+const LISTEN_BACKLOG = 4096;
+
 /** Eviction class of a connection at `now`: lower is closed first (see the module comment). */
 function evictionClass(c: ConnectionState, now: number): number {
   if (c.pending > 0) return 5;
@@ -177,7 +180,9 @@ export class ControlServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen(this.socketPath, () => {
+      // A long accept queue (the kernel caps it at net.core.somaxconn): while a burst of connections
+      // waits to be accepted, a client's connect is queued instead of failing with EAGAIN.
+      this.server.listen({ path: this.socketPath, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         resolve();
       });
