@@ -54,6 +54,15 @@ export class ProtocolError extends DroverError {
   override readonly code: string = 'PROTOCOL_INVALID';
 }
 
+/**
+ * A file or directory Drover would trust (the runtime directory, a process module) could have been
+ * planted or replaced by another local user; nothing was used or changed. The message names the
+ * path, what is wrong and what to do.
+ */
+export class UnsafePathError extends DroverError {
+  override readonly code: string = 'PATH_UNSAFE';
+}
+
 /** The process store failed or is unreachable. */
 export class StoreError extends DroverError {
   override readonly code: string = 'STORE_ERROR';

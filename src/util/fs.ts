@@ -42,3 +42,39 @@ export function ensurePrivateDir(dir: string): void {
   const st = fs.statSync(dir);
   if ((st.mode & 0o777) !== 0o700) fs.chmodSync(dir, 0o700);
 }
+
+function myUid(): number {
+  return typeof process.getuid === 'function' ? process.getuid() : -1;
+}
+
+function octal(mode: number): string {
+  return `0${(mode & 0o7777).toString(8)}`;
+}
+
+/**
+ * Why another local user could change or replace `target` (an existing file or directory), or null
+ * when no one but this user and root can. Walks the real path from `target` up to `/`: every
+ * component must belong to this user or to root, `target` must not be writable by everyone, and an
+ * ancestor writable by everyone must be sticky (then others cannot rename what is ours in it).
+ * Group-writable is accepted: with per-user groups (umask 002) it is the norm, and membership cannot
+ * be judged here.
+ * @param opts.stickyTarget - accept a sticky world-writable `target` (a parent like `/tmp`).
+ */
+export function replaceableByOthers(target: string, opts: { stickyTarget?: boolean } = {}): string | null {
+  const uid = myUid();
+  let p = fs.realpathSync(target);
+  let isTarget = true;
+  for (;;) {
+    const st = fs.lstatSync(p);
+    if (st.uid !== uid && st.uid !== 0) return `${p} belongs to another user (uid ${st.uid})`;
+    if ((st.mode & 0o002) !== 0) {
+      const sticky = st.isDirectory() && (st.mode & 0o1000) !== 0;
+      if (!sticky) return `${p} is writable by every user (mode ${octal(st.mode)})`;
+      if (isTarget && !opts.stickyTarget) return `${p} is writable by every user (mode ${octal(st.mode)})`;
+    }
+    isTarget = false;
+    const parent = path.dirname(p);
+    if (parent === p) return null;
+    p = parent;
+  }
+}
