@@ -110,7 +110,8 @@ function inspect(v: unknown, maxDepth: number, maxBytes: number): Problem | null
           return { kind: 'not-json', path: pathOf(stack), what: whatIsIt(current) };
         }
       }
-      if (onPath.has(current)) return { kind: 'not-json', path: pathOf(stack), what: 'a cycle' };
+      if (onPath.has(current))
+        return { kind: 'not-json', path: pathOf(stack), what: 'a reference to a value containing it (a cycle)' };
       if (stack.length >= maxDepth) return { kind: 'too-deep' };
       const keys = isArray ? null : Object.keys(current);
       const length = isArray ? (current as unknown[]).length : keys!.length;
@@ -190,9 +191,10 @@ export function checkJsonValue(v: unknown, what: string, limits: JsonLimits, plu
   let text: string;
   try {
     text = JSON.stringify(v);
-  } catch {
-    // Only a string longer than V8 allows can get here (the depth is bounded).
-    throwProblem({ kind: 'too-large' }, what, plural, limits);
+  } catch (err) {
+    // The depth is bounded, so a RangeError is a text longer than V8's strings allow.
+    if (err instanceof RangeError) throwProblem({ kind: 'too-large' }, what, plural, limits);
+    throw new InputError(`${what} cannot be serialized as JSON: ${(err as Error).message}`, { cause: err });
   }
   // A quick bound first: UTF-8 takes at most 3 bytes per UTF-16 unit.
   if (text.length * 3 > limits.maxBytes && Buffer.byteLength(text, 'utf8') > limits.maxBytes) {
