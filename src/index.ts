@@ -10,6 +10,7 @@ import { findInstalledServiceManager } from './service/supervisor.js';
 export * from './errors/index.js';
 export type { JsonValue, JsonObject, ProcessRecord, ProcessState, ReportLine } from './protocol/index.js';
 export { PROCESS_STATES, TERMINAL_STATES, ACTIVE_STATES, isTerminal } from './protocol/index.js';
+export { INPUT_LIMITS, RESULT_LIMITS, MAX_JSON_DEPTH, type JsonLimits } from './protocol/index.js';
 export { defineProcess, ExitCode, ProcessRegistry } from './engine/index.js';
 export type { ProcessDefinition, RunContext, ChildResult } from './engine/index.js';
 export { resolveProfile, Config, OPTION_SPECS } from './config/index.js';

@@ -62,7 +62,7 @@ export class ProcessClient {
 
   /** The registry of process types this profile knows (built-ins plus `processes.modules`). */
   registry(): Promise<ProcessRegistry> {
-    this.registryP ??= ProcessRegistry.load(this.profile.options['processes.modules']);
+    this.registryP ??= ProcessRegistry.forProfile(this.profile);
     return this.registryP;
   }
 

@@ -5,3 +5,4 @@ export * from './profile-name.js';
 export * from './json-position.js';
 export * from './profile-view.js';
 export * from './profile-data.js';
+export * from './module-spec.js';

@@ -6,8 +6,10 @@
  *
  * @module
  */
+import path from 'node:path';
 import { ConfigError } from '../errors/index.js';
 import type { BackoffPolicy } from '../util/backoff.js';
+import { moduleSpecProblem } from './module-spec.js';
 
 /** A JSON-compatible option value. */
 export type OptionValue = number | string | boolean | string[] | { [key: string]: number };
@@ -16,8 +18,14 @@ export type OptionValue = number | string | boolean | string[] | { [key: string]
 export type OptionType =
   | { kind: 'number'; min?: number; max?: number; integer?: boolean; unit?: string }
   | { kind: 'enum'; choices: readonly string[] }
-  | { kind: 'string-list' }
-  | { kind: 'backoff' };
+  | {
+      kind: 'string-list';
+      /** Why an item is refused (completing "entry 'X' ..."), or null; none: any non-empty string. */
+      itemProblem?: (item: string) => string | null;
+    }
+  | { kind: 'backoff' }
+  /** An absolute directory path, or '' for none. */
+  | { kind: 'directory' };
 
 /** One entry of the registry. */
 export interface OptionSpec {
@@ -87,10 +95,21 @@ const specs: OptionSpec[] = [
   },
   {
     name: 'processes.modules',
-    type: { kind: 'string-list' },
+    type: { kind: 'string-list', itemProblem: moduleSpecProblem },
     default: [],
     description:
-      'Modules (absolute paths or package names) that define process types; loaded by workers and submitters.',
+      'Modules that define process types, loaded by workers and submitters: absolute file paths, or package ' +
+      'names resolved from processes.modules_root (never from the current directory). URLs and relative paths ' +
+      'are refused.',
+    restartRequired: true,
+  },
+  {
+    name: 'processes.modules_root',
+    type: { kind: 'directory' },
+    default: '',
+    description:
+      'Directory (absolute path) whose node_modules holds the packages named in processes.modules, e.g. your ' +
+      "project's directory; '' (the default): package names are refused, only absolute paths are loaded.",
     restartRequired: true,
   },
 ];
@@ -108,6 +127,8 @@ export interface Options {
   'daemon.lease_seconds': number;
   'logging.level': 'debug' | 'info' | 'warn' | 'error';
   'processes.modules': string[];
+  /** '' when not set. */
+  'processes.modules_root': string;
 }
 
 /** Returns the spec of `name` or throws a ConfigError listing the known options. */
@@ -136,6 +157,8 @@ export function describeOptionType(t: OptionType): string {
       return `one of ${t.choices.join(', ')}`;
     case 'string-list':
       return 'a list of strings';
+    case 'directory':
+      return "an absolute directory path, or '' for none";
     case 'backoff':
       return 'an object {"initial": seconds > 0, "max": seconds from initial to 3600, "factor": 1 to 100}';
   }
@@ -164,9 +187,22 @@ export function validateOptionValue(name: string, value: unknown, where: string)
     case 'enum':
       if (typeof value !== 'string' || !t.choices.includes(value)) return fail();
       return value;
-    case 'string-list':
+    case 'string-list': {
       if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) return fail();
-      return [...(value as string[])];
+      const items = value as string[];
+      if (t.itemProblem) {
+        for (const item of items) {
+          const problem = t.itemProblem(item);
+          if (problem !== null) {
+            throw new ConfigError(`${where === '' ? '' : `${where}: `}option '${name}': entry '${item}' ${problem}`);
+          }
+        }
+      }
+      return [...items];
+    }
+    case 'directory':
+      if (typeof value !== 'string' || (value !== '' && !path.isAbsolute(value))) return fail();
+      return value;
     case 'backoff': {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail();
       const v = value as Record<string, unknown>;
@@ -201,6 +237,7 @@ export function parseOptionValue(name: string, text: string): OptionValue {
       value = Number(text);
       break;
     case 'enum':
+    case 'directory':
       value = text;
       break;
     case 'string-list':
@@ -224,6 +261,14 @@ export function parseOptionValue(name: string, text: string): OptionValue {
         return fail(' (invalid JSON)');
       }
       break;
+  }
+  const t = spec.type;
+  if (t.kind === 'string-list' && t.itemProblem && Array.isArray(value)) {
+    // A refused entry gets its own message (why it is refused), not the generic one.
+    for (const item of value as unknown[]) {
+      const problem = typeof item === 'string' && item !== '' ? t.itemProblem(item) : null;
+      if (problem !== null) throw new ConfigError(`option '${name}': entry '${String(item)}' ${problem}`);
+    }
   }
   try {
     return validateOptionValue(name, value, '');

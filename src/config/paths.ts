@@ -7,6 +7,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { ensureOwnPrivateDir } from '../util/fs.js';
 import { validateProfileName } from './profile-name.js';
 
 type Env = NodeJS.ProcessEnv;
@@ -48,9 +49,18 @@ export function logDir(profile: string, env: Env = process.env): string {
 const MAX_SOCKET_PATH = 100;
 
 /**
- * Private runtime directory of a profile (socket, PID and lock files). When the natural place
- * would make the socket path too long for a Unix socket, a short hashed directory under the
- * temp dir is used instead.
+ * Private runtime directory of a profile (socket, PID and lock files):
+ * `$DROVER_HOME/run/<profile>`, else `$XDG_RUNTIME_DIR/drover/<profile>`, else the fallback
+ * `$TMPDIR/drover-<uid>/<profile>`. When the natural place would make the socket path too long for
+ * a Unix socket, a short hashed directory in the fallback is used instead.
+ *
+ * The fallback lives in a directory other users can write to, so on every call that uses it (every
+ * start of a daemon and every client call go through here) `drover-<uid>` is created race-free
+ * if missing and checked: it must be ours, mode 0700, not a symbolic link, in a parent that others
+ * cannot rename it out of (sticky, like /tmp); an existing profile directory in it is checked the
+ * same way. Otherwise another user could have prepared it, or could swap it, and receive our
+ * connections or feed us their socket.
+ * @throws UnsafePathError when the fallback directory is not safe; nothing is used or changed.
  */
 export function runtimeDir(profile: string, env: Env = process.env): string {
   validateProfileName(profile); // it becomes a path component
@@ -61,8 +71,16 @@ export function runtimeDir(profile: string, env: Env = process.env): string {
   else if (env.XDG_RUNTIME_DIR && path.isAbsolute(env.XDG_RUNTIME_DIR))
     base = path.resolve(env.XDG_RUNTIME_DIR, 'drover');
   else base = tmpBase;
-  const dir = path.join(base, profile);
-  if (Buffer.byteLength(path.join(dir, 'daemon.sock')) <= MAX_SOCKET_PATH) return dir;
-  const hash = crypto.createHash('sha256').update(dir).digest('hex').slice(0, 16);
-  return path.join(tmpBase, hash);
+  let dir = path.join(base, profile);
+  if (Buffer.byteLength(path.join(dir, 'daemon.sock')) > MAX_SOCKET_PATH) {
+    const hash = crypto.createHash('sha256').update(dir).digest('hex').slice(0, 16);
+    dir = path.join(tmpBase, hash);
+  }
+  if (path.dirname(dir) === tmpBase) {
+    const remedy =
+      'remove it if it is not yours, or set XDG_RUNTIME_DIR (or TMPDIR) to a directory only you can write to';
+    ensureOwnPrivateDir(tmpBase, { create: true, label: 'runtime directory', remedy });
+    ensureOwnPrivateDir(dir, { create: false, label: 'runtime directory', remedy });
+  }
+  return dir;
 }

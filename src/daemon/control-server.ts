@@ -8,6 +8,37 @@
  * Requests on one connection are answered in order; a client that half-closes its side still gets
  * the replies to what it sent, then the daemon closes.
  *
+ * ## Staying available to the owner
+ *
+ * Only the owner (and root) can reach the socket (0600 in a 0700 directory), so every connection is
+ * the owner's; the daemon cannot tell a flood from its programs apart from the one `drover daemon
+ * status` that must get an answer (Node offers no SO_PEERCRED to count connections per process).
+ * What it can see is how each connection behaves, and it bounds connections by that:
+ *
+ * - A new connection is never refused. At {@link ControlServerLimits.maxConnections} the server
+ *   closes one open connection to make room, chosen in this order (the first class that has one;
+ *   within a class the one idle the longest):
+ *   1. connections that have sent no request in the {@link FRESH_GRACE_MS} since they connected;
+ *   2. connections that sent requests, with none pending and no subscription;
+ *   3. connections younger than {@link FRESH_GRACE_MS} that have sent no request yet: a client
+ *      writes its request right after connecting, and the daemon may simply not have read it yet;
+ *   4. connections holding a subscription (see {@link ControlConnection.hold}) with no request
+ *      pending: a subscriber waiting for events is cut only when everything else left is one too;
+ *   5. connections with a request pending.
+ *   The closed connection gets a `BUSY` error line first. So `drover daemon status`, which sends its
+ *   request as soon as it is connected, gets in and is answered whatever else is open, unless more
+ *   than `maxConnections` other connections arrive before the daemon reads its request.
+ * - A connection must send its first complete request within
+ *   {@link ControlServerLimits.firstRequestTimeoutMs} of connecting (a short deadline, not reset by
+ *   partial lines), else it is closed.
+ * - After that, a connection with no request pending and no subscription is closed after
+ *   {@link ControlServerLimits.idleTimeoutMs} without traffic. A subscription disables the idle
+ *   timeout: a subscriber may legitimately wait hours for its next event (a Unix socket tells the
+ *   daemon at once when its peer is gone, so no heartbeat is needed).
+ *
+ * Code that serves subscriptions (long-lived connections that receive events) gets the
+ * {@link ControlConnection} of each connection by passing a handler factory instead of a handler.
+ *
  * @module
  */
 import fs from 'node:fs';
@@ -15,6 +46,7 @@ import net from 'node:net';
 import type { Logger } from '../logging/index.js';
 import {
   CONTROL_PROTOCOL_VERSION,
+  ControlError,
   LineSplitter,
   MAX_CONTROL_LINE_BYTES,
   controlErrorResponse,
@@ -36,29 +68,34 @@ export interface SocketBusPeer {
 export interface SocketBusSession {
   /** Handles the params of one `bus` request; returns its result (throws for a bad message). */
   handle(params: unknown): unknown;
-  /** True while the connection holds a subscription or consumes: it is exempt from the idle timeout. */
+  /** True while the connection consumes or listens: it then holds the connection like a subscription. */
   readonly longLived: boolean;
   /** The connection closed. */
   close(): void;
 }
 
-/** The local bus on the control socket (local profiles only). */
+/** The local bus on the control socket (the daemon of a local profile is its hub). */
 export interface SocketBusHooks {
   /** Called on a connection's first `bus` request. */
   attach(peer: SocketBusPeer): SocketBusSession;
 }
-
-/** Pushed output a bus peer may leave unread before it is cut off (a subscriber that stopped reading). */
-const MAX_PUSH_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 /** Limits of the control server. */
 export interface ControlServerLimits {
   maxLineBytes: number;
   /** Requests waiting for their reply on one connection. */
   maxPendingPerConnection: number;
+  /**
+   * Connections open at once. A new connection past it is admitted and another one is closed to
+   * make room (see the module comment for which).
+   */
   maxConnections: number;
-  /** A connection with no traffic for this long is closed. */
+  /** A connection that has not sent a complete request this long after connecting is closed. */
+  firstRequestTimeoutMs: number;
+  /** A connection with no request pending and no subscription is closed after this long without traffic. */
   idleTimeoutMs: number;
+  /** Bytes pushed to a subscriber that it has not read yet; past it the subscriber is cut off. */
+  maxPushBufferBytes: number;
 }
 
 /** Default limits. */
@@ -66,30 +103,104 @@ export const DEFAULT_CONTROL_LIMITS: ControlServerLimits = {
   maxLineBytes: MAX_CONTROL_LINE_BYTES,
   maxPendingPerConnection: 64,
   maxConnections: 256,
+  firstRequestTimeoutMs: 5_000,
   idleTimeoutMs: 60_000,
+  maxPushBufferBytes: 16 * 1024 * 1024,
 };
+
+/**
+ * One client connection, as code serving subscriptions sees it (through a handler factory given to
+ * {@link ControlServer}).
+ */
+export interface ControlConnection {
+  /** Unique among the server's connections, for logs. */
+  readonly id: number;
+  /**
+   * Marks the connection as holding a subscription until the returned function is called (or the
+   * connection closes): no idle timeout, and closed to make room only after every connection
+   * without one. Holds count: each `hold()` needs its own release. Releasing twice is harmless.
+   */
+  hold(): () => void;
+  /**
+   * Writes one line (without its newline) to the client, e.g. an event for a subscriber. Returns
+   * false when the connection is gone; a client that lets more than
+   * {@link ControlServerLimits.maxPushBufferBytes} pile up unread is disconnected.
+   */
+  push(line: string): boolean;
+  /** Runs `fn` once when the connection closes (at once when it is already closed). */
+  onClose(fn: () => void): void;
+}
+
+/** The handler, or a factory making one per connection (to reach its {@link ControlConnection}). */
+export type ControlHandlerSource = ControlHandler | ((connection: ControlConnection) => ControlHandler);
+
+/** What the server tracks about one connection for its admission and idle rules. */
+interface ConnectionState {
+  readonly id: number;
+  readonly socket: net.Socket;
+  /** Complete requests received. */
+  requests: number;
+  /** Requests received and not answered yet. */
+  pending: number;
+  /** Active subscriptions ({@link ControlConnection.hold}). */
+  holds: number;
+  /** `performance.now()` of the connect. */
+  readonly connectedAt: number;
+  /** `performance.now()` of the last request received or line written (or of the connect). */
+  lastActivity: number;
+  closed: boolean;
+  readonly closeListeners: Array<() => void>;
+}
+
+/**
+ * How long a new connection that has not sent a request yet is presumed to be a client whose request
+ * is on its way (see the module comment).
+ */
+export const FRESH_GRACE_MS = 1000;
+
+/** Pending connections the kernel queues for the server (Node's default is 511). */
+const LISTEN_BACKLOG = 4096;
+
+/** Eviction class of a connection at `now`: lower is closed first (see the module comment). */
+function evictionClass(c: ConnectionState, now: number): number {
+  if (c.pending > 0) return 5;
+  if (c.holds > 0) return 4;
+  if (c.requests > 0) return 2;
+  return now - c.connectedAt < FRESH_GRACE_MS ? 3 : 1;
+}
 
 /** Serves the control protocol on a Unix socket. */
 export class ControlServer {
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly connections = new Map<net.Socket, ConnectionState>();
   private readonly limits: ControlServerLimits;
   private closing: Promise<void> | null = null;
-
-  private nextPeer = 1;
-  /** The local bus, when the daemon is its hub. */
+  private nextId = 1;
+  private evictedCount = 0;
+  /** The local bus, when the daemon is its hub (the `bus` method; absent: that method is unknown). */
   bus: SocketBusHooks | null = null;
 
   constructor(
     readonly socketPath: string,
-    private readonly handler: ControlHandler,
+    private readonly handler: ControlHandlerSource,
     private readonly logger: Logger,
     limits: Partial<ControlServerLimits> = {},
   ) {
     this.limits = { ...DEFAULT_CONTROL_LIMITS, ...limits };
+    // No `server.maxConnections`: Node would refuse the newest connection, which locks the owner
+    // out under a flood; the server makes room itself instead.
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
-    this.server.maxConnections = this.limits.maxConnections;
     this.server.on('error', (err) => this.logger.error(`control socket: ${err.message}`));
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Connections closed so far to make room for new ones. */
+  get evictions(): number {
+    return this.evictedCount;
   }
 
   /** Starts listening; the socket file is made 0600 before anyone can be told it exists. */
@@ -97,7 +208,9 @@ export class ControlServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen(this.socketPath, () => {
+      // A long accept queue (the kernel caps it at net.core.somaxconn): while a burst of connections
+      // waits to be accepted, a client's connect is queued instead of failing with EAGAIN.
+      this.server.listen({ path: this.socketPath, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         resolve();
       });
@@ -111,14 +224,61 @@ export class ControlServer {
     if (this.closing) return this.closing;
     this.closing = (async () => {
       if (this.server.listening) this.server.close();
-      for (const s of this.sockets) s.end();
+      for (const s of this.connections.keys()) s.end();
       // Give replies in flight a moment to be written, then cut whatever is left.
       const until = Date.now() + 1000;
-      while (this.sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-      for (const s of this.sockets) s.destroy();
+      while (this.connections.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      for (const s of this.connections.keys()) s.destroy();
       fs.rmSync(this.socketPath, { force: true });
     })();
     return this.closing;
+  }
+
+  /** Closes the connection that matters least, to make room for a new one. */
+  private evictOne(): void {
+    let victim: ConnectionState | null = null;
+    let victimClass = Infinity;
+    const now = performance.now();
+    for (const c of this.connections.values()) {
+      const k = evictionClass(c, now);
+      if (k < victimClass || (k === victimClass && c.lastActivity < victim!.lastActivity)) {
+        victim = c;
+        victimClass = k;
+      }
+    }
+    if (victim === null) return;
+    this.evictedCount++;
+    this.logger.debug(
+      `control socket: ${this.connections.size} connections open; closing connection ${victim.id} (class ${victimClass}) to make room`,
+    );
+    this.forget(victim);
+    const s = victim.socket;
+    if (s.writable) {
+      s.write(
+        encodeControlResponse(
+          controlErrorResponse(
+            null,
+            'BUSY',
+            `more than ${this.limits.maxConnections} connections open; closing this idle one to make room`,
+          ),
+        ),
+      );
+    }
+    s.destroy();
+  }
+
+  /** Drops a connection from the accounting and tells its close listeners; idempotent. */
+  private forget(c: ConnectionState): void {
+    if (c.closed) return;
+    c.closed = true;
+    this.connections.delete(c.socket);
+    for (const fn of c.closeListeners.splice(0)) {
+      try {
+        fn();
+      } catch (err) {
+        this.logger.error(`control connection ${c.id}: close listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   private onConnection(socket: net.Socket): void {
@@ -126,10 +286,94 @@ export class ControlServer {
       socket.destroy();
       return;
     }
-    this.sockets.add(socket);
-    const splitter = new LineSplitter(this.limits.maxLineBytes);
+    while (this.connections.size >= this.limits.maxConnections) this.evictOne();
+    const state: ConnectionState = {
+      id: this.nextId++,
+      socket,
+      requests: 0,
+      pending: 0,
+      holds: 0,
+      connectedAt: performance.now(),
+      lastActivity: performance.now(),
+      closed: false,
+      closeListeners: [],
+    };
+    this.connections.set(socket, state);
+    const limits = this.limits;
+
+    // Idle rule: an activity-based timeout while nothing is pending or held, none otherwise.
+    const armIdle = (): void => {
+      socket.setTimeout(state.pending === 0 && state.holds === 0 && state.requests > 0 ? limits.idleTimeoutMs : 0);
+    };
+    socket.on('timeout', () => {
+      if (state.pending === 0 && state.holds === 0) socket.destroy();
+      else armIdle();
+    });
+    // First-request rule: a hard deadline, which a trickle of bytes without a newline cannot extend.
+    const firstDeadline = setTimeout(() => {
+      if (state.requests === 0 && state.holds === 0) socket.destroy();
+    }, limits.firstRequestTimeoutMs);
+    firstDeadline.unref();
+
+    const connection: ControlConnection = {
+      id: state.id,
+      hold: () => {
+        if (state.closed) return () => undefined;
+        state.holds++;
+        armIdle();
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          state.holds--;
+          if (!state.closed) armIdle();
+        };
+      },
+      push: (line) => {
+        if (state.closed || socket.destroyed || !socket.writable) return false;
+        if (socket.writableLength > limits.maxPushBufferBytes) {
+          this.logger.warn(
+            `control connection ${state.id}: more than ${limits.maxPushBufferBytes} bytes unread; disconnecting it`,
+          );
+          socket.destroy();
+          return false;
+        }
+        socket.write(line.endsWith('\n') ? line : `${line}\n`);
+        state.lastActivity = performance.now();
+        return true;
+      },
+      onClose: (fn) => {
+        if (state.closed) fn();
+        else state.closeListeners.push(fn);
+      },
+    };
+    const handler = typeof this.handler === 'function' ? this.handler(connection) : this.handler;
+
+    // The local bus: a connection becomes a peer of the hub on its first `bus` request, and holds
+    // the connection (no idle timeout, evicted last) while it consumes or listens.
+    let session: SocketBusSession | null = null;
+    let release: (() => void) | null = null;
+    const busHandler = (params: unknown): unknown => {
+      if (!this.bus) throw new ControlError('METHOD_UNKNOWN', 'this daemon is not the hub of a local bus');
+      if (!session) {
+        const s = this.bus.attach({
+          name: `socket client ${state.id}`,
+          push: (msg) => connection.push(JSON.stringify({ v: CONTROL_PROTOCOL_VERSION, bus: msg })),
+        });
+        session = s;
+        connection.onClose(() => s.close());
+      }
+      const result = session.handle(params);
+      if (session.longLived && !release) release = connection.hold();
+      else if (!session.longLived && release) {
+        release();
+        release = null;
+      }
+      return result;
+    };
+
+    const splitter = new LineSplitter(limits.maxLineBytes);
     let chain: Promise<void> = Promise.resolve();
-    let pending = 0;
     let finished = false; // no more requests will be read
     const finish = (): void => {
       if (finished) return;
@@ -143,6 +387,7 @@ export class ControlServer {
     };
     const reply = (response: ControlResponse): void => {
       if (socket.destroyed || !socket.writable) return;
+      state.lastActivity = performance.now();
       try {
         if (!socket.write(encodeControlResponse(response)) && !finished) {
           // The client does not read its replies: stop reading its requests until it does.
@@ -155,60 +400,38 @@ export class ControlServer {
         socket.destroy();
       }
     };
-    let session: SocketBusSession | null = null;
-    const busHandler = (params: unknown): unknown => {
-      if (!this.bus)
-        throw Object.assign(new Error('this daemon is not the hub of a local bus'), { code: 'METHOD_UNKNOWN' });
-      if (!session) {
-        const name = `socket client ${this.nextPeer++}`;
-        session = this.bus.attach({
-          name,
-          push: (msg) => {
-            if (socket.destroyed || !socket.writable) return false;
-            if (socket.writableLength > MAX_PUSH_BACKLOG_BYTES) {
-              this.logger.warn(`${name} does not read what the daemon pushes; closing it`);
-              socket.destroy();
-              return false;
-            }
-            socket.write(JSON.stringify({ v: CONTROL_PROTOCOL_VERSION, bus: msg }) + '\n');
-            return true;
-          },
-        });
-      }
-      const result = session.handle(params);
-      // A subscriber waits for pushes without sending anything: no idle timeout while it listens.
-      socket.setTimeout(session.longLived ? 0 : this.limits.idleTimeoutMs);
-      return result;
-    };
-    socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
     socket.on('data', (chunk: Buffer) => {
       const lines = splitter.push(chunk);
       for (const line of lines) {
         if (line.trim() === '') continue;
-        if (pending >= this.limits.maxPendingPerConnection) {
+        state.requests++;
+        state.lastActivity = performance.now();
+        if (state.pending >= limits.maxPendingPerConnection) {
           chain = chain.then(() =>
             reply(
               controlErrorResponse(
                 null,
                 'BUSY',
-                `more than ${this.limits.maxPendingPerConnection} requests pending on one connection; closing`,
+                `more than ${limits.maxPendingPerConnection} requests pending on one connection; closing`,
               ),
             ),
           );
           finish();
           return;
         }
-        pending++;
+        state.pending++;
+        armIdle();
         chain = chain.then(async () => {
           let response: ControlResponse;
           try {
-            response = await handleControlLine(this.handler, line, busHandler);
+            response = await handleControlLine(handler, line, busHandler);
           } catch (err) {
             // handleControlLine never rejects; this is a last line of defence.
             response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
           }
-          pending--;
+          state.pending--;
           reply(response);
+          if (!state.closed) armIdle();
         });
       }
       if (splitter.overflow) {
@@ -217,7 +440,7 @@ export class ControlServer {
             controlErrorResponse(
               null,
               'REQUEST_TOO_LARGE',
-              `request line longer than ${this.limits.maxLineBytes} bytes; closing the connection`,
+              `request line longer than ${limits.maxLineBytes} bytes; closing the connection`,
             ),
           ),
         );
@@ -226,12 +449,12 @@ export class ControlServer {
     });
     socket.on('end', finish);
     socket.on('error', (err) => {
-      this.logger.debug(`control connection error: ${err.message}`);
+      this.logger.debug(`control connection ${state.id} error: ${err.message}`);
       socket.destroy();
     });
     socket.on('close', () => {
-      this.sockets.delete(socket);
-      session?.close();
+      clearTimeout(firstDeadline);
+      this.forget(state);
     });
   }
 }

@@ -8,13 +8,13 @@
  *
  * @module
  */
-import path from 'node:path';
-import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { InputError, UnknownProcessTypeError, errorMessage } from '../errors/index.js';
-import type { JsonValue } from '../protocol/index.js';
+import { INPUT_LIMITS, checkJsonValue, type JsonValue } from '../protocol/index.js';
 import type { ProcessDefinition } from './definition.js';
+import type { Options } from '../config/index.js';
 import { BUILTIN_PROCESSES } from './builtins.js';
+import { resolveModuleFile } from './module-resolution.js';
 
 function isDefinition(v: unknown): v is ProcessDefinition {
   return (
@@ -36,10 +36,23 @@ export class ProcessRegistry {
     return r;
   }
 
-  /** Built-ins plus the types of `modules` (paths or package names). */
-  static async load(modules: readonly string[]): Promise<ProcessRegistry> {
+  /**
+   * Built-ins plus the types of `modules` (the option `processes.modules`: absolute paths or
+   * package names). Package names resolve only from `modulesRoot` (the option
+   * `processes.modules_root`): without one they are refused.
+   */
+  /** The registry of a profile: built-ins plus its `processes.modules`, resolved from `processes.modules_root`. */
+  static forProfile(profile: {
+    options: Pick<Options, 'processes.modules' | 'processes.modules_root'>;
+  }): Promise<ProcessRegistry> {
+    return ProcessRegistry.load(profile.options['processes.modules'], {
+      modulesRoot: profile.options['processes.modules_root'],
+    });
+  }
+
+  static async load(modules: readonly string[], opts: { modulesRoot?: string | null } = {}): Promise<ProcessRegistry> {
     const r = ProcessRegistry.withBuiltins();
-    for (const m of modules) await r.loadModule(m);
+    for (const m of modules) await r.loadModule(m, opts.modulesRoot || null);
     return r;
   }
 
@@ -51,22 +64,13 @@ export class ProcessRegistry {
     this.defs.set(def.name, def);
   }
 
-  /** Imports a module and registers every definition it exports. */
-  async loadModule(spec: string): Promise<number> {
-    let url: string;
-    if (path.isAbsolute(spec)) {
-      url = pathToFileURL(spec).href;
-    } else if (spec.startsWith('.')) {
-      throw new InputError(
-        `processes.modules entry '${spec}' is a relative path; use an absolute path or a package name`,
-      );
-    } else {
-      try {
-        url = pathToFileURL(createRequire(path.join(process.cwd(), 'noop.js')).resolve(spec)).href;
-      } catch {
-        url = spec; // resolved from Drover's own node_modules, or fails below with a clear message
-      }
-    }
+  /**
+   * Imports a module and registers every definition it exports.
+   * @param modulesRoot - the directory package names resolve from (its `node_modules`), or null.
+   */
+  async loadModule(spec: string, modulesRoot: string | null = null): Promise<number> {
+    const file = resolveModuleFile(spec, modulesRoot);
+    const url = pathToFileURL(file).href;
     let mod: Record<string, unknown>;
     try {
       mod = (await import(url)) as Record<string, unknown>;
@@ -109,9 +113,15 @@ export class ProcessRegistry {
     return [...this.defs.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Checks type and inputs of a submission; throws InputError saying what is wrong. */
+  /**
+   * Checks type and inputs of a submission: the inputs' depth and size limits first (so a type's
+   * own `validateInputs` never sees a value deep enough to overflow a recursive check), then the
+   * type's `validateInputs`.
+   * @throws UnknownProcessTypeError, JsonLimitError or InputError saying what is wrong.
+   */
   validateSubmission(type: string, inputs: JsonValue): void {
     const def = this.get(type);
+    checkJsonValue(inputs, `inputs of '${type}'`, INPUT_LIMITS);
     const problem = def.validateInputs?.(inputs) ?? null;
     if (problem !== null) throw new InputError(`invalid inputs for '${type}': ${problem}`);
   }

@@ -18,7 +18,7 @@
  */
 import { DroverError, InputError, NonDeterminismError, errorMessage } from '../errors/index.js';
 import type { JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
-import { isJsonValue, isTerminal } from '../protocol/index.js';
+import { RESULT_LIMITS, checkJsonShape, checkJsonValue, isJsonValue, isTerminal } from '../protocol/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { deferred } from '../util/index.js';
 import type { Logger } from '../logging/index.js';
@@ -124,7 +124,7 @@ export function startRun(
       await boundary();
       const result = await fn();
       const value = result === undefined ? null : result;
-      if (!isJsonValue(value)) throw new InputError(`step '${name}' returned a value that is not JSON`);
+      checkJsonShape(value, `the result of step '${name}'`, RESULT_LIMITS, false);
       await host.store.appendJournal(id, host.owner, { seq: my, kind: 'step', name, result: value });
       return value as T;
     },
@@ -194,14 +194,15 @@ export function startRun(
       await Promise.all(reports);
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       if (isExitCode(raw)) {
-        if (!isJsonValue(raw.outputs)) throw new InputError('the outputs of the ExitCode are not JSON');
+        // Checked here, not only by the store: outputs the store refuses would be retried forever.
+        checkJsonValue(raw.outputs, `the outputs of process '${def.name}' (its ExitCode)`, RESULT_LIMITS);
         return {
           kind: 'outcome',
           outcome: { state: 'finished', outputs: raw.outputs, exitStatus: raw.status, exitMessage: raw.message },
         };
       }
       const outputs = raw === undefined ? null : raw;
-      if (!isJsonValue(outputs)) throw new InputError(`process '${def.name}' returned outputs that are not JSON`);
+      checkJsonValue(outputs, `the outputs of process '${def.name}'`, RESULT_LIMITS);
       return { kind: 'outcome', outcome: { state: 'finished', outputs, exitStatus: 0, exitMessage: null } };
     } catch (err) {
       await Promise.all(reports);

@@ -41,9 +41,26 @@ export class InputError extends DroverError {
   override readonly code: string = 'INPUT_INVALID';
 }
 
+/**
+ * A JSON value (process inputs, outputs, a step result) nests deeper or is larger than Drover's
+ * limits (see docs/processes.md); the message names the limit.
+ */
+export class JsonLimitError extends InputError {
+  override readonly code: string = 'JSON_LIMIT_EXCEEDED';
+}
+
 /** A message that crossed a boundary (socket, IPC, broker) does not match the protocol. */
 export class ProtocolError extends DroverError {
   override readonly code: string = 'PROTOCOL_INVALID';
+}
+
+/**
+ * A file or directory Drover would trust (the runtime directory, a process module) could have been
+ * planted or replaced by another local user; nothing was used or changed. The message names the
+ * path, what is wrong and what to do.
+ */
+export class UnsafePathError extends DroverError {
+  override readonly code: string = 'PATH_UNSAFE';
 }
 
 /** The process store failed or is unreachable. */

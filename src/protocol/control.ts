@@ -24,7 +24,7 @@
  */
 import path from 'node:path';
 import { ProtocolError } from '../errors/index.js';
-import { isJsonObject, type JsonValue } from './json.js';
+import { isJsonObject, jsonPreview, type JsonValue } from './json.js';
 
 /** Version of the control protocol this code speaks. */
 export const CONTROL_PROTOCOL_VERSION = 1;
@@ -309,15 +309,9 @@ export function validateControlParams<M extends ControlMethod>(method: M, raw: u
   return {} as ControlParams[M];
 }
 
+/** A short preview of a value for a message; bounded and iterative, so any value a line can hold is fine. */
 function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  let text: string;
-  try {
-    text = JSON.stringify(v) ?? String(v);
-  } catch {
-    text = String(v);
-  }
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  return v === undefined ? 'nothing' : jsonPreview(v, 60);
 }
 
 /**

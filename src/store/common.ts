@@ -7,9 +7,12 @@
  */
 import { InputError } from '../errors/index.js';
 import {
+  INPUT_LIMITS,
   PROCESS_STATES,
-  isJsonValue,
+  RESULT_LIMITS,
+  checkJsonValue,
   isTerminal,
+  jsonPreview,
   type JournalEntry,
   type ProcessOutcome,
   type ProcessState,
@@ -80,16 +83,14 @@ export function checkNewProcess(spec: unknown, where: string): CheckedNewProcess
   if (typeof spec !== 'object' || spec === null) throw new InputError(`${where}: a process spec must be an object`);
   const s = spec as Partial<NewProcess>;
   if (typeof s.type !== 'string' || s.type === '') {
-    throw new InputError(`${where}: process type must be a non-empty string, got ${JSON.stringify(s.type)}`);
+    throw new InputError(`${where}: process type must be a non-empty string, got ${jsonPreview(s.type)}`);
   }
   if (s.label !== undefined && s.label !== null && typeof s.label !== 'string') {
     throw new InputError(`${where}: label of a '${s.type}' process must be a string or null`);
   }
   const parentId = s.parentId === undefined || s.parentId === null ? null : checkId(s.parentId, `${where}: parentId`);
-  if (!isJsonValue(s.inputs)) {
-    throw new InputError(`${where}: inputs of a '${s.type}' process are not a JSON value`);
-  }
-  return { type: s.type, label: s.label ?? null, parentId, inputsJson: JSON.stringify(s.inputs) };
+  const inputsJson = checkJsonValue(s.inputs, `${where}: inputs of a '${s.type}' process`, INPUT_LIMITS);
+  return { type: s.type, label: s.label ?? null, parentId, inputsJson };
 }
 
 /** The columns an outcome writes. */
@@ -114,13 +115,13 @@ export function checkOutcome(outcome: unknown, where: string): OutcomeColumns {
   switch (o.state) {
     case 'finished': {
       if (typeof o.exitStatus !== 'number' || !Number.isSafeInteger(o.exitStatus)) {
-        throw new InputError(`${where}: exitStatus must be an integer, got ${JSON.stringify(o.exitStatus)}`);
+        throw new InputError(`${where}: exitStatus must be an integer, got ${jsonPreview(o.exitStatus)}`);
       }
       const outputs = o.outputs === undefined ? null : o.outputs;
-      if (!isJsonValue(outputs)) throw new InputError(`${where}: outputs are not a JSON value`);
+      const outputsJson = checkJsonValue(outputs, `${where}: outputs`, RESULT_LIMITS);
       return {
         state: 'finished',
-        outputsJson: outputs === null ? null : JSON.stringify(outputs),
+        outputsJson: outputs === null ? null : outputsJson,
         exitStatus: o.exitStatus,
         exitMessage: msg(o.exitMessage, 'exitMessage'),
         exception: null,
@@ -139,7 +140,7 @@ export function checkOutcome(outcome: unknown, where: string): OutcomeColumns {
       };
     default:
       throw new InputError(
-        `${where}: outcome state must be finished, excepted or killed, got ${JSON.stringify((o as { state?: unknown }).state)}`,
+        `${where}: outcome state must be finished, excepted or killed, got ${jsonPreview((o as { state?: unknown }).state)}`,
       );
   }
 }
@@ -149,15 +150,15 @@ export function checkJournalEntry(entry: unknown, where: string): JournalEntry &
   if (typeof entry !== 'object' || entry === null) throw new InputError(`${where}: journal entry must be an object`);
   const e = entry as JournalEntry;
   if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 0) {
-    throw new InputError(`${where}: journal seq must be a non-negative integer, got ${JSON.stringify(e.seq)}`);
+    throw new InputError(`${where}: journal seq must be a non-negative integer, got ${jsonPreview(e.seq)}`);
   }
   if (e.kind !== 'step' && e.kind !== 'submit') {
-    throw new InputError(`${where}: journal kind must be 'step' or 'submit', got ${JSON.stringify(e.kind)}`);
+    throw new InputError(`${where}: journal kind must be 'step' or 'submit', got ${jsonPreview(e.kind)}`);
   }
   if (typeof e.name !== 'string') throw new InputError(`${where}: journal name must be a string`);
   const result = e.result === undefined ? null : e.result;
-  if (!isJsonValue(result)) throw new InputError(`${where}: journal result at seq ${e.seq} is not a JSON value`);
-  return { seq: e.seq, kind: e.kind, name: e.name, result, resultJson: JSON.stringify(result) };
+  const resultJson = checkJsonValue(result, `${where}: the journal result at seq ${e.seq}`, RESULT_LIMITS, false);
+  return { seq: e.seq, kind: e.kind, name: e.name, result, resultJson };
 }
 
 /** Checks a message (kill message) that may be null. */

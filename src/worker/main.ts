@@ -45,7 +45,7 @@ export async function startWorker(
   logger: Logger,
   onStats?: (stats: WorkerStats) => void,
 ): Promise<Worker> {
-  const registry = await ProcessRegistry.load(profile.options['processes.modules']);
+  const registry = await ProcessRegistry.forProfile(profile);
   let store: ProcessStore | null = null;
   let bus: MessageBus | null = null;
   try {

@@ -147,7 +147,7 @@ describe('config/config: the configuration file', () => {
     const c = Config.load(file);
     c.setupProfile('demo', { brokerUrl: 'amqp://a:b@h:1/v' }, env);
     c.setOption('daemon.worker_restart_backoff', { initial: 1, max: 2.5e1, factor: 2 });
-    c.setOption('processes.modules', ['a\\b', 'c"d', 'ü']);
+    c.setOption('processes.modules', ['/a\\b', '/c"d', '/ü']);
     const text = JSON.stringify(c.toJSON(), null, 2);
     const alphabet = ['', '"', ',', '}', ']', '{', '[', ':', '\\', '-', '0', '.', 'e', 'x', ' ', '\n', '\u0001', 'n'];
     let seed = 42;

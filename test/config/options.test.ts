@@ -81,12 +81,48 @@ describe('config/options: the option registry', () => {
     }
   });
 
+  it('accepts only absolute paths and package names as process modules, and an absolute modules root', () => {
+    assert.deepEqual(parseOptionValue('processes.modules', '@me/procs, procs/extra.js, /srv/p.mjs'), [
+      '@me/procs',
+      'procs/extra.js',
+      '/srv/p.mjs',
+    ]);
+    const refused: Array<[string, RegExp]> = [
+      ['["data:text/javascript,1"]', /entry 'data:text\/javascript,1' is a URL \(data:\)/],
+      ['["file:///srv/p.js"]', /is a URL \(file:\); URLs are not accepted, write the absolute file path instead/],
+      ['node:fs', /is a URL \(node:\)/],
+      ['./p.js', /entry '\.\/p\.js' is a relative path/],
+      ['p/../../x', /is neither an absolute file path nor a package name/],
+      ['with space', /is neither an absolute file path nor a package name/],
+    ];
+    for (const [text, re] of refused) {
+      assert.throws(
+        () => parseOptionValue('processes.modules', text),
+        (err: Error) => err instanceof ConfigError && re.test(err.message),
+        text,
+      );
+    }
+    assert.equal(parseOptionValue('processes.modules_root', '/home/me/app'), '/home/me/app');
+    assert.equal(parseOptionValue('processes.modules_root', ''), '');
+    for (const bad of ['app', 'file:///home/me/app', '~/app']) {
+      assert.throws(
+        () => parseOptionValue('processes.modules_root', bad),
+        /option 'processes\.modules_root' must be an absolute directory path, or '' for none/,
+        bad,
+      );
+    }
+  });
+
   it('validates values from the file by their JSON type', () => {
     assert.throws(
       () => validateOptionValue('daemon.timeout', '5', 'f'),
       /f: option 'daemon\.timeout' must be a number/,
     );
     assert.throws(() => validateOptionValue('processes.modules', [''], 'f'), /list of strings/);
+    assert.throws(
+      () => validateOptionValue('processes.modules', ['/ok.js', 'http://h/x.js'], 'f'),
+      /f: option 'processes\.modules': entry 'http:\/\/h\/x\.js' is a URL \(http:\); URLs are not accepted/,
+    );
     assert.throws(() => validateOptionValue('logging.level', null, 'f'), /one of/);
   });
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
   InputError,
+  JsonLimitError,
   LeaseLostError,
   NonDeterminismError,
   ProcessNotFoundError,
@@ -214,6 +215,26 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           /inputs of a '.*' process are not a JSON value/,
         );
         await assert.rejects(store.createProcesses([{ type, inputs: 1, parentId: 999_999_999 }]), ProcessNotFoundError);
+        assert.deepEqual(await store.listProcesses({ type }), []);
+      });
+
+      it('refuses inputs past the depth and size limits, naming the limit, without overflowing the stack', async function () {
+        const type = uniqueType('limits');
+        let deep: JsonValue = [];
+        for (let i = 1; i < 100_000; i++) deep = [deep];
+        await assert.rejects(
+          store.createProcesses([
+            { type, inputs: 1 },
+            { type, inputs: deep },
+          ]),
+          (err: Error) =>
+            err instanceof JsonLimitError &&
+            /spec #1: inputs of a '.*' process nest deeper than the limit of 64 levels/.test(err.message),
+        );
+        await assert.rejects(
+          store.createProcesses([{ type, inputs: '\u0001'.repeat(3 * 1024 * 1024) }]),
+          /inputs of a '.*' process are larger than the limit of 16 MiB of JSON text/,
+        );
         assert.deepEqual(await store.listProcesses({ type }), []);
       });
 
