@@ -1,16 +1,21 @@
 /**
- * End-to-end throughput benchmark (`npm run bench`; not a test).
+ * End-to-end benchmark (`npm run bench`; not a test). In one run, on this machine:
  *
- * In one run, on this machine:
- * 1. Drover: N trivial `core.arithmetic.add` processes submitted in one go (one store transaction,
- *    one confirmed publish) to a fresh SQLite profile, run by 2 workers (`drover daemon worker`
- *    processes) until all are `finished` in the store.
- * 2. Raw amqplib baseline: N persistent messages published with confirms to a durable queue and
- *    consumed with manual acks (prefetch 200) by 2 consumers on separate connections.
- * Prints processes/s, the baseline msgs/s, their ratio, and the peak RSS of each worker.
+ * 1. Raw amqplib baseline: N persistent messages published with confirms to a durable queue and
+ *    consumed with manual acks (prefetch 200) by 2 consumers on separate connections; and the raw
+ *    AMQP request/reply round trip (publish, consume, reply, receive) over 500 sequential requests.
+ * 2. For each message bus (`local`, `rabbitmq`) on a fresh SQLite profile (BENCH_STORE for
+ *    PostgreSQL), a daemon with 2 workers, and:
+ *    - bulk: N trivial `core.arithmetic.add` processes submitted in one go, until all are
+ *      `finished` in the store;
+ *    - latency: 500 sequential processes, each submitted and awaited with the library's wait
+ *      (`waitForProcesses`), from submit to the finished state seen by the submitter; p50/p95/p99.
+ * 3. The raw baseline again (the machine is shared and noisy: compare ratios from one run).
  *
- * Options (env): BENCH_N (default 10000), BENCH_STORE (sqlite | postgres), BENCH_QUEUE_TYPE
- * (classic | quorum, for the baseline).
+ * Prints each figure and its ratio to the baseline, and the peak RSS of the workers.
+ *
+ * Options (env): BENCH_N (default 10000), BENCH_LATENCY_N (500), BENCH_STORE (sqlite | postgres),
+ * BENCH_BUSES (comma list, default local,rabbitmq).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,41 +25,18 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
 import pg from 'pg';
-import { Config } from '../src/config/index.js';
+import { Config, type Profile } from '../src/config/index.js';
 import { ProcessClient } from '../src/api/processes.js';
+import { waitForProcesses } from '../src/api/control.js';
 import { deleteTopology, topologyFor } from '../src/broker/rabbitmq/index.js';
 
 const N = Number(process.env.BENCH_N ?? 10_000);
+const LATENCY_N = Number(process.env.BENCH_LATENCY_N ?? 500);
 const STORE = process.env.BENCH_STORE ?? 'sqlite';
-const QUEUE_TYPE = process.env.BENCH_QUEUE_TYPE ?? 'classic';
+const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Array<'local' | 'rabbitmq'>;
 const RABBIT = 'amqp://guest:guest@127.0.0.1:5672';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/test';
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'drover.js');
-
-/** CPU seconds (user + system) used so far by process `pid`. */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-/** PID of the RabbitMQ server (beam.smp), to attribute CPU time; null when not found. */
-function brokerPid(): number | null {
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (cmd.includes('beam.smp') && cmd.includes('rabbit')) return Number(e);
-    } catch {
-      // gone
-    }
-  }
-  return null;
-}
 
 function peakRssMiB(pid: number): number {
   try {
@@ -66,15 +48,32 @@ function peakRssMiB(pid: number): number {
   }
 }
 
-async function drover(): Promise<{
-  perSecond: number;
-  seconds: number;
-  peakRss: number[];
-  cpu: { workers: number[]; broker: number; submitter: number };
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+interface Lat {
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
+function latencies(ms: number[]): Lat {
+  const s = [...ms].sort((a, b) => a - b);
+  return { p50: quantile(s, 0.5), p95: quantile(s, 0.95), p99: quantile(s, 0.99) };
+}
+
+/** A fresh profile with a daemon of 2 workers; returns it with a client and a stop function. */
+async function daemonProfile(bus: 'local' | 'rabbitmq'): Promise<{
+  profile: Profile;
+  client: ProcessClient;
+  workerPids: number[];
+  stop: () => Promise<void>;
 }> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-bench-'));
   let dropDb: (() => Promise<void>) | null = null;
   const config = Config.load(path.join(home, 'config.json'));
+  const broker = bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT };
   if (STORE === 'postgres') {
     const name = `drover_bench_${crypto.randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: PG_ADMIN });
@@ -89,71 +88,96 @@ async function drover(): Promise<{
     };
     config.setupProfile(
       'bench',
-      { storage: 'postgres', postgresUrl: `postgres://postgres@127.0.0.1:5432/${name}`, brokerUrl: RABBIT },
-      {
-        DROVER_HOME: home,
-      },
+      { storage: 'postgres', postgresUrl: `postgres://postgres@127.0.0.1:5432/${name}`, ...broker },
+      { DROVER_HOME: home },
     );
   } else {
-    config.setupProfile('bench', { brokerUrl: RABBIT }, { DROVER_HOME: home });
+    config.setupProfile('bench', broker, { DROVER_HOME: home });
   }
   config.save();
   const profile = config.getProfile('bench');
   const env = { ...process.env, DROVER_HOME: home, DROVER_PROFILE: 'bench' };
-  const client = await ProcessClient.open(profile);
-  await client.bus(); // declares the topology
-  const workers: ChildProcess[] = [];
+  const daemon: ChildProcess = spawn(process.execPath, [CLI, 'daemon', 'start', '2', '--foreground'], {
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    daemon.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('daemon ready')) resolve();
+    });
+    daemon.on('exit', () => reject(new Error(`daemon exited: ${out}`)));
+  });
+  const workerPids = [...out.matchAll(/started worker w\d+ \(pid (\d+)/g)].map((m) => Number(m[1]));
+  const client = await ProcessClient.open(profile, { env });
+  return {
+    profile,
+    client,
+    workerPids,
+    stop: async () => {
+      await client.close();
+      daemon.kill('SIGTERM');
+      await new Promise((r) => (daemon.exitCode !== null ? r(null) : daemon.on('exit', r)));
+      if (bus === 'rabbitmq') {
+        const conn = await amqp.connect(RABBIT);
+        const ch = await conn.createChannel();
+        await deleteTopology(ch, topologyFor(profile.uuid)).catch(() => undefined);
+        await conn.close();
+      }
+      await dropDb?.();
+      fs.rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+interface BusResult {
+  bus: string;
+  perSecond: number;
+  seconds: number;
+  latency: Lat;
+  peakRss: number[];
+}
+
+async function droverRun(bus: 'local' | 'rabbitmq'): Promise<BusResult> {
+  const d = await daemonProfile(bus);
   try {
-    for (let i = 0; i < 2; i++) {
-      const w = spawn(process.execPath, [CLI, 'daemon', 'worker'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      workers.push(w);
-      await new Promise<void>((resolve, reject) => {
-        let out = '';
-        w.stdout!.on('data', (d: Buffer) => {
-          out += d.toString();
-          if (out.includes('consuming profile')) resolve();
-        });
-        w.on('exit', () => reject(new Error(`worker exited: ${out}`)));
-      });
-      w.stdout!.resume();
-    }
+    const { client } = d;
+    // Warm up both workers and the connections.
+    await waitForProcesses(
+      client,
+      await client.submitMany(
+        'core.arithmetic.add',
+        Array.from({ length: 50 }, (_, i) => ({ x: i, y: 1 })),
+      ),
+    );
+    const base = (await client.store.countByState()).finished;
     const inputs = Array.from({ length: N }, (_, i) => ({ x: i, y: 1 }));
-    const beam = brokerPid();
-    const cpu0 = {
-      workers: workers.map((w) => cpuSeconds(w.pid!)),
-      broker: beam ? cpuSeconds(beam) : NaN,
-      self: process.cpuUsage(),
-    };
     const t0 = performance.now();
     await client.submitMany('core.arithmetic.add', inputs);
     for (;;) {
       const c = await client.store.countByState();
-      if (c.finished >= N) break;
+      if (c.finished - base >= N) break;
       if (c.excepted > 0) throw new Error(`${c.excepted} processes excepted`);
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 10));
     }
     const seconds = (performance.now() - t0) / 1000;
-    const peakRss = workers.map((w) => peakRssMiB(w.pid!));
-    const self = process.cpuUsage(cpu0.self);
-    const cpu = {
-      workers: workers.map((w, i) => cpuSeconds(w.pid!) - cpu0.workers[i]!),
-      broker: beam ? cpuSeconds(beam) - cpu0.broker : NaN,
-      submitter: (self.user + self.system) / 1e6,
-    };
-    return { perSecond: N / seconds, seconds, peakRss, cpu };
-  } finally {
-    for (const w of workers) w.kill('SIGTERM');
-    await Promise.all(workers.map((w) => new Promise((r) => (w.exitCode !== null ? r(null) : w.on('exit', r)))));
-    const b = await client.bus();
-    if (b) {
-      const conn = await amqp.connect(RABBIT);
-      const ch = await conn.createChannel();
-      await deleteTopology(ch, topologyFor(profile.uuid)).catch(() => undefined);
-      await conn.close();
+    const lat: number[] = [];
+    for (let i = 0; i < LATENCY_N; i++) {
+      const s = performance.now();
+      const id = await client.submit('core.arithmetic.add', { x: i, y: 1 });
+      await waitForProcesses(client, [id]);
+      lat.push(performance.now() - s);
     }
-    await client.close();
-    await dropDb?.();
-    fs.rmSync(home, { recursive: true, force: true });
+    return {
+      bus,
+      perSecond: N / seconds,
+      seconds,
+      latency: latencies(lat),
+      peakRss: d.workerPids.map(peakRssMiB),
+    };
+  } finally {
+    await d.stop();
   }
 }
 
@@ -161,7 +185,7 @@ async function rawBaseline(): Promise<{ perSecond: number; seconds: number }> {
   const queue = `drover.bench.raw.${crypto.randomUUID()}`;
   const pubConn = await amqp.connect(RABBIT, { noDelay: true });
   const pub = await pubConn.createConfirmChannel();
-  await pub.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': QUEUE_TYPE } });
+  await pub.assertQueue(queue, { durable: true });
   const consumers = await Promise.all([0, 1].map(() => amqp.connect(RABBIT, { noDelay: true })));
   let received = 0;
   let done!: () => void;
@@ -191,19 +215,68 @@ async function rawBaseline(): Promise<{ perSecond: number; seconds: number }> {
   return { perSecond: N / seconds, seconds };
 }
 
+/** Raw AMQP request/reply: publish a request, a consumer replies on a reply queue, the requester receives. */
+async function rawRoundTrip(): Promise<Lat> {
+  const conn = await amqp.connect(RABBIT, { noDelay: true });
+  const server = await amqp.connect(RABBIT, { noDelay: true });
+  const ch = await conn.createChannel();
+  const sch = await server.createChannel();
+  const q = `drover.bench.rpc.${crypto.randomUUID()}`;
+  await sch.assertQueue(q, { durable: false, autoDelete: true });
+  await sch.consume(
+    q,
+    (m) => {
+      if (!m) return;
+      sch.sendToQueue(m.properties.replyTo as string, m.content, { correlationId: m.properties.correlationId });
+      sch.ack(m);
+    },
+    {},
+  );
+  const replies = await ch.assertQueue('', { exclusive: true });
+  const waiting = new Map<string, () => void>();
+  await ch.consume(
+    replies.queue,
+    (m) => {
+      if (m) waiting.get(m.properties.correlationId as string)?.();
+    },
+    { noAck: true },
+  );
+  const ms: number[] = [];
+  for (let i = 0; i < LATENCY_N; i++) {
+    const id = String(i);
+    const s = performance.now();
+    await new Promise<void>((resolve) => {
+      waiting.set(id, resolve);
+      ch.sendToQueue(q, Buffer.from('{}'), { correlationId: id, replyTo: replies.queue });
+    });
+    waiting.delete(id);
+    ms.push(performance.now() - s);
+  }
+  await conn.close();
+  await server.close();
+  return latencies(ms);
+}
+
 const raw = await rawBaseline();
-const d = await drover();
+const rtt = await rawRoundTrip();
+const results: BusResult[] = [];
+for (const bus of BUSES) results.push(await droverRun(bus));
 const raw2 = await rawBaseline();
 const rawBest = Math.max(raw.perSecond, raw2.perSecond);
-console.log(`N = ${N}, store = ${STORE}, baseline queue type = ${QUEUE_TYPE}, ${os.cpus().length} cores`);
-console.log(`drover end-to-end: ${d.perSecond.toFixed(0)} processes/s (${d.seconds.toFixed(2)} s)`);
+const f = (x: number): string => x.toFixed(2);
+console.log(`N = ${N}, latency over ${LATENCY_N} sequential processes, store = ${STORE}, ${os.cpus().length} cores`);
 console.log(
-  `raw amqplib baseline: ${raw.perSecond.toFixed(0)} and ${raw2.perSecond.toFixed(0)} msgs/s (before and after; best ${rawBest.toFixed(0)})`,
+  `raw amqplib: ${raw.perSecond.toFixed(0)} and ${raw2.perSecond.toFixed(0)} msgs/s (before and after; best ${rawBest.toFixed(0)}); ` +
+    `request/reply p50 ${f(rtt.p50)} ms, p95 ${f(rtt.p95)} ms`,
 );
-console.log(`ratio drover / raw: ${(d.perSecond / rawBest).toFixed(2)}`);
-console.log(`worker peak RSS: ${d.peakRss.map((r) => `${r} MiB`).join(', ')}`);
-console.log(
-  `CPU seconds during the drover run: workers ${d.cpu.workers.map((c) => c.toFixed(2)).join(' + ')}, ` +
-    `RabbitMQ ${d.cpu.broker.toFixed(2)}, submitter/poller ${d.cpu.submitter.toFixed(2)} (wall ${d.seconds.toFixed(2)} s, 2 cores)`,
-);
+for (const r of results) {
+  console.log(
+    `drover ${r.bus.padEnd(8)} bulk ${r.perSecond.toFixed(0)} processes/s (${f(r.seconds)} s; ${f(r.perSecond / rawBest)}× raw); ` +
+      `latency p50 ${f(r.latency.p50)} ms (${f(r.latency.p50 / rtt.p50)}× raw RTT), p95 ${f(r.latency.p95)}, p99 ${f(r.latency.p99)} ms; ` +
+      `worker peak RSS ${r.peakRss.map((x) => `${x} MiB`).join(', ')}`,
+  );
+}
+const local = results.find((r) => r.bus === 'local');
+const rabbit = results.find((r) => r.bus === 'rabbitmq');
+if (local && rabbit) console.log(`local / rabbitmq bulk: ${f(local.perSecond / rabbit.perSecond)}×`);
 process.exit(0);

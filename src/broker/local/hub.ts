@@ -101,7 +101,7 @@ export class LocalHub {
   /** Something may be pending that no hint announced (e.g. leases were released): read the outbox. */
   wake(): void {
     this.caughtUp = false;
-    void this.pump();
+    this.schedulePump();
   }
 
   /** A new peer. */
@@ -211,11 +211,23 @@ export class LocalHub {
       return;
     }
     this.caughtUp = false;
-    void this.pump();
+    this.schedulePump();
   }
 
   private onCredit(): void {
-    if (!this.caughtUp) void this.pump();
+    if (!this.caughtUp) this.schedulePump();
+  }
+
+  private pumpScheduled = false;
+
+  /** A pump at the end of this event-loop turn: credit from many peers is read in one go. */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      void this.pump();
+    });
   }
 
   private totalCredit(): number {

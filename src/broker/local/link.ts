@@ -273,13 +273,19 @@ export class SocketLink implements BusLink {
     const s = this.socket;
     this.socket = null;
     if (s) {
+      // Flush what was posted (hints, states) before the program goes on or exits; kept referenced,
+      // or a program whose last act is close() would end with this promise unsettled.
+      s.ref();
       await new Promise<void>((resolve) => {
-        s.once('close', () => resolve());
-        s.end();
-        setTimeout(() => {
+        const timer = setTimeout(() => {
           s.destroy();
           resolve();
-        }, 200).unref();
+        }, 200);
+        s.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        s.end();
       });
     }
   }

@@ -28,6 +28,8 @@ class LocalTaskConsumer implements TaskConsumer {
   /** Free credit as this side counts it (re-announced after a reconnect). */
   credits: number;
   cancelled = false;
+  /** Credit freed in this event-loop turn, sent as one message (runs end in batches). */
+  private unsent = 0;
 
   constructor(
     private readonly bus: LocalBus,
@@ -38,6 +40,8 @@ class LocalTaskConsumer implements TaskConsumer {
   }
 
   announce(): void {
+    // What is still to be sent is part of `credits` already.
+    this.unsent = 0;
     if (!this.cancelled) this.bus.link.post({ kind: 'consume', credit: this.credits, workerId: this.workerId });
   }
 
@@ -60,7 +64,14 @@ class LocalTaskConsumer implements TaskConsumer {
   credit(n: number): void {
     if (n <= 0 || this.cancelled) return;
     this.credits += n;
-    this.bus.link.post({ kind: 'credit', n });
+    if (this.unsent === 0) {
+      setImmediate(() => {
+        const k = this.unsent;
+        this.unsent = 0;
+        if (k > 0 && !this.cancelled) this.bus.link.post({ kind: 'credit', n: k });
+      });
+    }
+    this.unsent += n;
   }
 
   async cancel(): Promise<void> {
