@@ -69,6 +69,8 @@ export class Worker {
   private readonly leaseMs: number;
   private readonly running = new Map<number, RunHandle>();
   private readonly claiming = new Set<number>();
+  /** Processes whose run ended and whose outcome is being written (their leases are still renewed). */
+  private readonly completing = new Set<number>();
   private claimQueue: TaskDelivery[] = [];
   private claimScheduled = false;
   private completions: Array<{ record: ProcessRecord; outcome: ProcessOutcome; resolve: () => void }> = [];
@@ -228,8 +230,14 @@ export class Worker {
   }
 
   private async finish(record: ProcessRecord, end: RunEnd): Promise<void> {
-    try {
-      if (end.kind === 'outcome') {
+    // The run is over: its slot is free at once. Writing its outcome runs no user code, so the
+    // next task may start while the write is under way (and the lease is renewed until it landed).
+    this.running.delete(record.id);
+    this.statsChanged();
+    if (!this.stopping) this.consumer?.credit(1);
+    if (end.kind === 'outcome') {
+      this.completing.add(record.id);
+      try {
         await new Promise<void>((resolve) => {
           this.completions.push({ record, outcome: end.outcome, resolve });
           if (!this.completionScheduled) {
@@ -237,15 +245,13 @@ export class Worker {
             setImmediate(() => void this.flushCompletions());
           }
         });
-      } else if (end.reason !== 'lease-lost') {
-        this.log.debug(`process ${record.id}: ${end.reason}; slot released`);
-      } else {
-        this.log.warn(`process ${record.id}: lease lost; another worker owns it now`);
+      } finally {
+        this.completing.delete(record.id);
       }
-    } finally {
-      this.running.delete(record.id);
-      this.statsChanged();
-      if (!this.stopping) this.consumer?.credit(1);
+    } else if (end.reason !== 'lease-lost') {
+      this.log.debug(`process ${record.id}: ${end.reason}; slot released`);
+    } else {
+      this.log.warn(`process ${record.id}: lease lost; another worker owns it now`);
     }
   }
 
@@ -290,7 +296,7 @@ export class Worker {
   }
 
   private async renewLeases(): Promise<void> {
-    const ids = [...this.running.keys()];
+    const ids = [...this.running.keys(), ...this.completing];
     if (ids.length === 0) return;
     try {
       const kept = new Set(await this.opts.store.renewLeases(this.workerId, ids, this.leaseMs));
@@ -360,6 +366,8 @@ export class Worker {
     const before = this.running.size;
     const deadline = Date.now() + graceSeconds * 1000;
     while ((this.running.size > 0 || this.claiming.size > 0) && Date.now() < deadline) await sleep(50);
+    // Outcomes being written are not given up: let them land (the store retry loop bounds it).
+    while (this.completing.size > 0 && Date.now() < deadline + 5000) await sleep(20);
     let released: number[] = [];
     const left = [...this.running.keys()];
     if (left.length > 0) {
