@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { StoreError } from '../../src/errors/index.js';
-import { openSqliteStore, openStore, type ProcessStore } from '../../src/store/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { REPO_ROOT, cleanupTempDirs, tempDir } from '../helpers/env.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
 

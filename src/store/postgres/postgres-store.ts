@@ -74,6 +74,7 @@ import type {
   WaitResult,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
+import { displayPostgresUrl } from './url.js';
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions {
@@ -183,16 +184,6 @@ function isLive(r: LeaseRow): boolean {
   return leaseIsLive(r, r.now);
 }
 
-/** The URL without its password, for messages. */
-export function displayPostgresUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable PostgreSQL URL)';
-  }
-}
 
 /** Named (server-side prepared) statements of the hot paths. */
 const Q = {
