@@ -848,15 +848,13 @@ export class PostgresStore implements ProcessStore {
         ]);
       } catch (err) {
         if (pgCode(err) !== '23505') throw err;
-        // A repeat finding the very entry the lost commit wrote: done.
-        if (a.afterMaybeApplied) {
-          const j = await c.query<{ kind: string; name: string; same: boolean }>(
-            'SELECT kind, name, result = $3::jsonb AS same FROM journal WHERE process_id = $1 AND seq = $2',
-            [id, e.seq, e.resultJson],
-          );
-          const row = j.rows[0];
-          if (row && row.kind === e.kind && row.name === e.name && row.same) return;
-        }
+        // A repeat of a write whose answer was lost finds the very entry it wrote: done.
+        const j = await c.query<{ kind: string; name: string; same: boolean }>(
+          'SELECT kind, name, result = $3::jsonb AS same FROM journal WHERE process_id = $1 AND seq = $2',
+          [id, e.seq, e.resultJson],
+        );
+        const row = j.rows[0];
+        if (row && row.kind === e.kind && row.name === e.name && row.same) return;
         throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
       }
       if (r.rowCount === 0) {
@@ -878,7 +876,7 @@ export class PostgresStore implements ProcessStore {
     checkId(id, where);
     checkOwner(owner, where);
     const list = checkIds(childIds, where);
-    return this.tx('waitForChildren', true, async (c, a) => {
+    return this.tx('waitForChildren', true, async (c) => {
       // Lock the parent before counting: see the module header (lost wake-up).
       const p = await c.query<{ lease_owner: string | null; state: ProcessState; worker_id: string | null }>(
         'SELECT lease_owner, state, worker_id FROM processes WHERE id = $1 FOR NO KEY UPDATE',
@@ -887,9 +885,9 @@ export class PostgresStore implements ProcessStore {
       if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
       const row = p.rows[0]!;
       if (row.lease_owner !== owner) {
-        // A repeat after a commit whose answer was lost: the checkpoint is there (the process is
-        // waiting, last claimed by this owner, which released the lease by waiting).
-        if (a.afterMaybeApplied && row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) {
+        // A repeat of a checkpoint that went through (its answer lost): the process is waiting,
+        // last claimed by this owner, which released the lease by waiting.
+        if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) {
           return { waiting: true };
         }
         throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);

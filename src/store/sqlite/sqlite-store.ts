@@ -29,6 +29,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import {
   DroverError,
@@ -132,6 +133,12 @@ interface LeaseRow {
   lease_owner: string | null;
   lease_expires_at: number | null;
   parent_id: number | null;
+  worker_id: string | null;
+}
+
+/** True when two JSON texts hold the same value (key order aside). */
+function sameJson(a: string, b: string): boolean {
+  return a === b || isDeepStrictEqual(JSON.parse(a), JSON.parse(b));
 }
 
 function toRecord(r: ProcessRow): ProcessRecord {
@@ -248,7 +255,7 @@ export class SqliteStore implements ProcessStore {
          RETURNING ${COLS}`,
       ),
       leaseRow: p(
-        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id FROM processes WHERE id = ?',
+        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, worker_id FROM processes WHERE id = ?',
       ),
       journal: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? ORDER BY seq'),
       journalAt: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? AND seq = ?'),
@@ -564,6 +571,9 @@ export class SqliteStore implements ProcessStore {
       }).changes;
     } catch (err) {
       if (sqliteCode(err).startsWith('SQLITE_CONSTRAINT')) {
+        // A repeat of a write whose answer was lost finds the very entry it wrote: done.
+        const there = this.s.journalAt.get(id, e.seq) as JournalRow | undefined;
+        if (there && there.kind === e.kind && there.name === e.name && sameJson(there.result, e.resultJson)) return;
         throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
       }
       throw err;
@@ -591,7 +601,11 @@ export class SqliteStore implements ProcessStore {
     const where = `waitForChildren(${id})`;
     const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
     if (row === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
-    if (row.lease_owner !== owner) throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    if (row.lease_owner !== owner) {
+      // A repeat of a checkpoint that went through: waiting, last claimed by this owner.
+      if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) return { waiting: true };
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    }
     if (childIds.length === 0) return { waiting: false };
     const found = this.s.children.all(id, JSON.stringify(childIds)) as { id: number; state: ProcessState }[];
     if (found.length !== childIds.length) {
