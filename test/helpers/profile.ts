@@ -29,7 +29,15 @@ export interface TestProfile {
 
 /** Creates a profile in a fresh DROVER_HOME. */
 export async function makeProfile(
-  opts: { name?: string; options?: Record<string, OptionValue>; storage?: 'sqlite' | 'postgres' } = {},
+  opts: {
+    name?: string;
+    options?: Record<string, OptionValue>;
+    storage?: 'sqlite' | 'postgres';
+    /** The SQLite file (default: under the home). */
+    sqlitePath?: string;
+    /** A database of the test's own PostgreSQL cluster (default: a fresh one on the shared server). */
+    postgresUrl?: string;
+  } = {},
 ): Promise<TestProfile> {
   const home = tempDir('drover-home-');
   const name = opts.name ?? 'test';
@@ -37,17 +45,25 @@ export async function makeProfile(
   const config = Config.load(file);
   let dropDb: (() => Promise<void>) | null = null;
   if (opts.storage === 'postgres') {
-    const db = await freshPostgresDatabase();
-    dropDb = db.drop;
+    let url = opts.postgresUrl;
+    if (url === undefined) {
+      const db = await freshPostgresDatabase();
+      dropDb = db.drop;
+      url = db.url;
+    }
     config.setupProfile(
       name,
-      { storage: 'postgres', postgresUrl: db.url, brokerUrl: RABBIT_URL, setDefault: true },
+      { storage: 'postgres', postgresUrl: url, brokerUrl: RABBIT_URL, setDefault: true },
       {
         DROVER_HOME: home,
       },
     );
   } else {
-    config.setupProfile(name, { brokerUrl: RABBIT_URL, setDefault: true }, { DROVER_HOME: home });
+    config.setupProfile(
+      name,
+      { brokerUrl: RABBIT_URL, setDefault: true, sqlitePath: opts.sqlitePath },
+      { DROVER_HOME: home },
+    );
   }
   for (const [k, v] of Object.entries({ 'processes.modules': [FIXTURE_MODULE], ...(opts.options ?? {}) })) {
     config.setOption(k, v, name);
