@@ -483,9 +483,12 @@ export class PostgresStore implements ProcessStore {
           );
         }
         const code = pgCode(err);
-        if (code !== '40001' && code !== '40P01') {
-          this.throttle?.warn('unavailable', `${message}; retrying for up to ${Math.round(this.retryMs / 1000)} s`);
+        if (code === '40001' || code === '40P01') {
+          // A race PostgreSQL settled by aborting this side: go again at once (a little apart).
+          await sleep(Math.random() * 10);
+          continue;
         }
+        this.throttle?.warn('unavailable', `${message}; retrying for up to ${Math.round(this.retryMs / 1000)} s`);
         await sleep(retryDelay(n));
       } finally {
         if (client !== null) {
