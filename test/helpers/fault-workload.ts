@@ -2,7 +2,9 @@
  * A mixed workload for fault tests, and the count of what ran twice: `core.shell` commands that
  * log their start and end, `examples.shell_pipeline` workflows whose steps are such commands (run
  * as child processes), and `test.append_steps` processes whose journaled steps append a line each.
- * Every command and step has a tag of its own, so a repeat shows up as a tag logged twice.
+ * Every command and step has a tag of its own, so a repeat shows up as a tag logged twice. Quick
+ * `test.record_add` processes keep the store busy with claims and completions (a transaction in
+ * flight at almost any moment); each appends its id to a file when it runs.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,12 +30,13 @@ function loggedCommand(log: string, tag: string, seconds: number): string[] {
 
 /**
  * Submits `shells` shell commands of `seconds` each, `workflows` pipelines of three shorter ones,
- * and `stepped` processes of four 300 ms steps; `round` keeps the tags of several calls apart.
+ * `stepped` processes of four 300 ms steps and `quick` additions; `round` keeps the tags of several
+ * calls apart.
  */
 export async function submitWorkload(
   client: ProcessClient,
   dir: string,
-  counts: { shells: number; workflows: number; stepped: number; seconds?: number; round?: string },
+  counts: { shells: number; workflows: number; stepped: number; quick?: number; seconds?: number; round?: string },
 ): Promise<number[]> {
   const log = path.join(dir, 'commands.log');
   const r = counts.round ?? 'a';
@@ -63,6 +66,15 @@ export async function submitWorkload(
       })),
     )),
   );
+  if ((counts.quick ?? 0) > 0) {
+    const file = path.join(dir, 'quick.log');
+    ids.push(
+      ...(await client.submitMany(
+        'test.record_add',
+        Array.from({ length: counts.quick! }, (_, k) => ({ x: k, y: 1, file })),
+      )),
+    );
+  }
   return ids;
 }
 
@@ -74,6 +86,8 @@ export interface RepeatCount {
   commandsOverlapping: string[];
   /** Journaled steps (file:step) that ran more than once. */
   stepsTwice: string[];
+  /** Quick processes (by id) that ran more than once. */
+  quickTwice: number[];
   /** Commands started, in all. */
   commandStarts: number;
 }
@@ -106,7 +120,13 @@ export function countRepeats(dir: string): RepeatCount {
     }
     for (const [step, n] of seen) if (n > 1) stepsTwice.push(`${f}:${step}`);
   }
+  const quick = new Map<number, number>();
+  const quickLog = path.join(dir, 'quick.log');
+  for (const l of fs.existsSync(quickLog) ? fs.readFileSync(quickLog, 'utf8').split('\n') : []) {
+    if (l !== '') quick.set(Number(l), (quick.get(Number(l)) ?? 0) + 1);
+  }
   return {
+    quickTwice: [...quick].filter(([, n]) => n > 1).map(([id]) => id),
     commandsTwice: [...starts].filter(([, n]) => n > 1).map(([t]) => t),
     commandsOverlapping: [...overlapping],
     stepsTwice,
