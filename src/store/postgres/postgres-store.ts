@@ -437,6 +437,7 @@ export class PostgresStore implements ProcessStore {
     const deadline = Date.now() + this.retryMs;
     let maybeApplied = false;
     for (let n = 0; ; n++) {
+      if (n > 0) this.checkOpen(op); // closed while waiting to retry
       const attempt: Attempt = { afterMaybeApplied: maybeApplied, committing: false, committed: false };
       let client: pg.PoolClient | null = null;
       let dropped = false;
@@ -464,7 +465,7 @@ export class PostgresStore implements ProcessStore {
             ? true
             : err instanceof pg.DatabaseError
               ? transientSqlState(pgCode(err))
-              : dropped || isSystemError(err);
+              : dropped || isSystemError(err) || !queryable(client);
         if (!passes) throw this.wrap(op, err);
         // The server answered with an ERROR: the statement (or transaction) was rolled back. A
         // FATAL (the backend was terminated) or a dropped connection during a commit leaves the
@@ -1050,6 +1051,15 @@ export class PostgresStore implements ProcessStore {
     if (this.closing === null) this.closing = this.pool.end().catch(() => undefined);
     return this.closing;
   }
+}
+
+/**
+ * False once a client's connection has failed. pg has no public flag for it; pg-pool reads this
+ * one (`_queryable`) to discard broken clients, and so do we, to tell a connection that broke
+ * before our listener was attached from a statement that failed.
+ */
+function queryable(client: pg.PoolClient): boolean {
+  return (client as unknown as { _queryable?: boolean })._queryable !== false;
 }
 
 /** A Node system error (refused, reset, broken pipe, timed out): the socket, not the statement. */
