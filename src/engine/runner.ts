@@ -14,13 +14,19 @@
  *   nothing is written.
  * A suspended `run` is abandoned at an `await` that never resolves; it holds nothing.
  *
+ * A store that is briefly unreachable (a database restart, a full disk) does not end a run: the
+ * run's writes (journal entries, child submissions, the checkpoint before waiting) that fail with
+ * a `StoreUnavailableError` are retried with back-off for as long as the run holds its lease. The
+ * worker keeps renewing the lease; once the store answers again, a lease still held lets the run go
+ * on, a lost one suspends it (`lease-lost`). Every one of these writes is safe to repeat.
+ *
  * @module
  */
-import { DroverError, InputError, NonDeterminismError, errorMessage } from '../errors/index.js';
+import { DroverError, InputError, NonDeterminismError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import type { JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import { RESULT_LIMITS, checkJsonShape, checkJsonValue, isJsonValue, isTerminal } from '../protocol/index.js';
 import type { ProcessStore } from '../store/types.js';
-import { deferred } from '../util/index.js';
+import { deferred, sleep } from '../util/index.js';
 import type { Logger } from '../logging/index.js';
 import { isExitCode, type ChildResult, type ProcessDefinition, type RunContext } from './definition.js';
 import type { ProcessRegistry } from './registry.js';
@@ -86,6 +92,20 @@ export function startRun(
 
   const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 
+  /** A store call of this run, waiting out store outages (see the module comment). */
+  const durable = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (!isRetryableStoreError(err) || lost || killMessage !== null) throw err;
+        log.debug(`process ${id}: ${what} failed (${errorMessage(err)}); retrying`);
+        await sleep(Math.min(2000, 100 * 2 ** attempt));
+        if (lost) return suspend<T>('lease-lost');
+      }
+    }
+  };
+
   const suspend = <T>(reason: Suspend['reason']): Promise<T> => {
     suspended.resolve(new Suspend(reason));
     return never<T>();
@@ -96,7 +116,7 @@ export function startRun(
     if (lost) await suspend('lease-lost');
     if (killMessage !== null) throw new ProcessKilledError(killMessage);
     if (pauseRequested) {
-      await host.store.releaseLeases(host.owner, [id]);
+      await durable('releasing the lease to pause', () => host.store.releaseLeases(host.owner, [id]));
       host.announce({ ...record, state: 'running', paused: true });
       await suspend('paused');
     }
@@ -125,7 +145,9 @@ export function startRun(
       const result = await fn();
       const value = result === undefined ? null : result;
       checkJsonShape(value, `the result of step '${name}'`, RESULT_LIMITS, false);
-      await host.store.appendJournal(id, host.owner, { seq: my, kind: 'step', name, result: value });
+      await durable(`journaling step '${name}'`, () =>
+        host.store.appendJournal(id, host.owner, { seq: my, kind: 'step', name, result: value }),
+      );
       return value as T;
     },
     async submit(type: string, inputs: JsonValue, options: { label?: string } = {}): Promise<number> {
@@ -134,12 +156,9 @@ export function startRun(
       await boundary();
       if (!isJsonValue(inputs)) throw new InputError(`inputs of child '${type}' are not JSON`);
       host.registry.validateSubmission(type, inputs);
-      const childId = await host.store.submitChild(id, host.owner, my, {
-        type,
-        inputs,
-        label: options.label ?? null,
-        parentId: id,
-      });
+      const childId = await durable(`submitting a '${type}' child`, () =>
+        host.store.submitChild(id, host.owner, my, { type, inputs, label: options.label ?? null, parentId: id }),
+      );
       host.announce({ id: childId, type, state: 'created', paused: false, parentId: id, exitStatus: null });
       await host.dispatch([childId]);
       return childId;
@@ -150,7 +169,7 @@ export function startRun(
         const results: ChildResult[] = [];
         let done = true;
         for (const cid of wanted) {
-          const c = await host.store.getProcess(cid);
+          const c = await durable(`reading child ${cid}`, () => host.store.getProcess(cid));
           if (!c) throw new InputError(`ctx.waitFor: process ${cid} does not exist`);
           if (c.parentId !== id) throw new InputError(`ctx.waitFor: process ${cid} is not a child of process ${id}`);
           if (!isTerminal(c.state)) {
@@ -171,7 +190,7 @@ export function startRun(
       if (r.done) return r.results;
       if (lost) return suspend('lease-lost');
       if (killMessage !== null) throw new ProcessKilledError(killMessage);
-      const w = await host.store.waitForChildren(id, host.owner, wanted);
+      const w = await durable('checkpointing to wait', () => host.store.waitForChildren(id, host.owner, wanted));
       if (w.waiting) {
         host.announce({ ...record, state: 'waiting', paused: false });
         return suspend('waiting');

@@ -68,6 +68,51 @@ export class StoreError extends DroverError {
   override readonly code: string = 'STORE_ERROR';
 }
 
+/** Options of {@link StoreUnavailableError}. */
+export interface StoreUnavailableErrorOptions extends DroverErrorOptions {
+  /** See {@link StoreUnavailableError.maybeApplied}; default false. */
+  maybeApplied?: boolean;
+}
+
+/**
+ * The store could not do an operation for a reason that passes: the database server is down,
+ * restarting or refusing connections, the connection broke, the file stayed locked past the busy
+ * timeout, or an I/O error occurred. The input was fine: the same call may succeed later. Callers
+ * tell "retry" from "your input is wrong" by this class (or its `code`), never by the message.
+ *
+ * The adapters already retry, for a while, every call that is safe to repeat; this error means
+ * that time ran out, or that repeating the call could apply it twice (see `maybeApplied`).
+ */
+export class StoreUnavailableError extends StoreError {
+  override readonly code: string = 'STORE_UNAVAILABLE';
+  /** Always true: the operation may be retried. */
+  readonly retryable = true;
+  /**
+   * True when the connection broke after a write was sent and before its result came back, so the
+   * write may have been committed. A caller that repeats such a write must make sure that applying
+   * it twice does no harm. False when nothing was written.
+   */
+  readonly maybeApplied: boolean;
+
+  constructor(message: string, options: StoreUnavailableErrorOptions = {}) {
+    super(message, options);
+    this.maybeApplied = options.maybeApplied ?? false;
+  }
+}
+
+/**
+ * The store's disk (or the database server's) is full. Nothing was written; retry once space has
+ * been freed.
+ */
+export class StoreFullError extends StoreUnavailableError {
+  override readonly code: string = 'STORE_DISK_FULL';
+}
+
+/** True when `err` is a store error worth retrying later ({@link StoreUnavailableError}). */
+export function isRetryableStoreError(err: unknown): err is StoreUnavailableError {
+  return err instanceof StoreUnavailableError;
+}
+
 /** The store's schema was written by a newer version of Drover. */
 export class StoreVersionError extends StoreError {
   override readonly code: string = 'STORE_VERSION';

@@ -148,11 +148,19 @@ export interface ProcessStore {
   complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult>;
   /** Completes several processes in one transaction (one result per item, in order). */
   completeMany(items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>): Promise<CompleteResult[]>;
-  /** Appends a journal entry; conditional on `owner` holding the lease (throws StoreError otherwise). */
+  /**
+   * Appends a journal entry; conditional on `owner` holding the lease (throws LeaseLostError
+   * otherwise). An entry at a seq that holds another entry is refused (StoreError); one identical
+   * to the entry there is a repeat of a write whose answer was lost, and does nothing.
+   */
   appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void>;
   /** The journal of a process, in seq order. */
   getJournal(id: number): Promise<JournalEntry[]>;
-  /** Checkpoints `id` to wait for `childIds`; see {@link WaitResult}. */
+  /**
+   * Checkpoints `id` to wait for `childIds`; see {@link WaitResult}. Conditional on `owner`
+   * holding the lease (LeaseLostError otherwise), except that a repeat by the owner of a checkpoint
+   * that went through (the process is waiting, last claimed by `owner`) reports `waiting` again.
+   */
   waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult>;
 
   /** Sets or clears the paused flag of non-terminal processes; returns ids changed. */

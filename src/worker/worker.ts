@@ -26,7 +26,8 @@
  */
 import type { Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
-import { BrokerError, errorMessage } from '../errors/index.js';
+import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/index.js';
+import { LogThrottle } from '../logging/throttle.js';
 import type { ControlMessage } from '../protocol/index.js';
 import type { MessageBus, TaskConsumer, TaskDelivery } from '../broker/index.js';
 import type { ProcessStore } from '../store/types.js';
@@ -83,11 +84,14 @@ export class Worker {
   private sweeping: Promise<void> | null = null;
   private closed: Promise<void> | null = null;
   private readonly host: RunnerHost;
+  /** Store and broker failures repeat while an outage lasts: logged once per interval. */
+  private readonly trouble: LogThrottle;
 
   private constructor(private readonly opts: WorkerOptions) {
     this.workerId = opts.workerId;
     this.slots = opts.profile.options['daemon.worker_process_slots'];
     this.leaseMs = opts.profile.options['daemon.lease_seconds'] * 1000;
+    this.trouble = new LogThrottle(opts.logger);
     this.host = {
       store: opts.store,
       registry: opts.registry,
@@ -180,11 +184,21 @@ export class Worker {
       results = await this.opts.store.claim(ids, this.workerId, this.leaseMs);
     } catch (err) {
       for (const id of ids) this.claiming.delete(id);
-      this.log.error(`claiming ${ids.length} process(es) failed: ${errorMessage(err)}; handing them back in 1 s`);
+      this.trouble.error(
+        'claim',
+        `claiming ${ids.length} process(es) failed: ${errorMessage(err)}; handing them back in 1 s`,
+      );
       await sleep(1000);
+      // The claim may have committed without its answer arriving: give back the leases it may
+      // have taken (of processes not running here), or they would wait for their expiry.
+      if (isRetryableStoreError(err) && err.maybeApplied) {
+        const idle = ids.filter((id) => !this.running.has(id) && !this.claiming.has(id));
+        if (idle.length > 0) await this.opts.store.releaseLeases(this.workerId, idle).catch(() => undefined);
+      }
       consumer.requeue(batch);
       return;
     }
+    this.trouble.end('claim', 'claiming works again');
     consumer.ack(batch);
     let dropped = 0;
     for (let i = 0; i < batch.length; i++) {
@@ -288,10 +302,11 @@ export class Worker {
         break;
       } catch (err) {
         if (this.stopping && this.closed) break;
-        this.log.error(`recording ${batch.length} outcome(s) failed: ${errorMessage(err)}; retrying in 1 s`);
+        this.trouble.error('complete', `recording ${batch.length} outcome(s) failed: ${errorMessage(err)}; retrying`);
         await sleep(1000);
       }
     }
+    this.trouble.end('complete', 'recording outcomes works again');
     for (const c of batch) c.resolve();
   }
 
@@ -303,8 +318,9 @@ export class Worker {
       for (const id of ids) {
         if (!kept.has(id) && this.running.has(id)) this.running.get(id)!.leaseLost();
       }
+      this.trouble.end('renew', 'renewing leases works again');
     } catch (err) {
-      this.log.warn(`renewing ${ids.length} lease(s) failed: ${errorMessage(err)}`);
+      this.trouble.warn('renew', `renewing ${ids.length} lease(s) failed: ${errorMessage(err)}`);
     }
   }
 
@@ -323,8 +339,12 @@ export class Worker {
         return new BrokerError(`broker did not confirm within ${DISPATCH_TIMEOUT_MS / 1000} s`);
       });
       if (bus.dispatch === 'publish') await this.opts.store.markDispatched(ids, markedBy);
+      this.trouble.end('dispatch');
     } catch (err) {
-      this.log.warn(`dispatching ${ids.length} process(es) failed (the sweep will retry): ${errorMessage(err)}`);
+      this.trouble.warn(
+        'dispatch',
+        `dispatching ${ids.length} process(es) failed (the sweep will retry): ${errorMessage(err)}`,
+      );
     }
   }
 
@@ -347,8 +367,9 @@ export class Worker {
           await this.opts.store.markDispatched(ids, markedBy);
           if (ids.length < 1000) break;
         }
+        this.trouble.end('sweep');
       } catch (err) {
-        this.log.warn(`outbox sweep failed: ${errorMessage(err)}`);
+        this.trouble.warn('sweep', `outbox sweep failed: ${errorMessage(err)}`);
       } finally {
         this.sweeping = null;
       }

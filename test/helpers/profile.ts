@@ -38,6 +38,10 @@ export async function makeProfile(
     storage?: 'sqlite' | 'postgres';
     /** Message bus (default rabbitmq). */
     bus?: 'local' | 'rabbitmq';
+    /** The SQLite file (default: under the home). */
+    sqlitePath?: string;
+    /** A database of the test's own PostgreSQL cluster (default: a fresh one on the shared server). */
+    postgresUrl?: string;
   } = {},
 ): Promise<TestProfile> {
   const home = tempDir('drover-home-');
@@ -47,17 +51,21 @@ export async function makeProfile(
   let dropDb: (() => Promise<void>) | null = null;
   const broker = opts.bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT_URL };
   if (opts.storage === 'postgres') {
-    const db = await freshPostgresDatabase();
-    dropDb = db.drop;
+    let url = opts.postgresUrl;
+    if (url === undefined) {
+      const db = await freshPostgresDatabase();
+      dropDb = db.drop;
+      url = db.url;
+    }
     config.setupProfile(
       name,
-      { storage: 'postgres', postgresUrl: db.url, ...broker, setDefault: true },
+      { storage: 'postgres', postgresUrl: url, ...broker, setDefault: true },
       {
         DROVER_HOME: home,
       },
     );
   } else {
-    config.setupProfile(name, { ...broker, setDefault: true }, { DROVER_HOME: home });
+    config.setupProfile(name, { ...broker, setDefault: true, sqlitePath: opts.sqlitePath }, { DROVER_HOME: home });
   }
   for (const [k, v] of Object.entries({ 'processes.modules': [FIXTURE_MODULE], ...(opts.options ?? {}) })) {
     config.setOption(k, v, name);

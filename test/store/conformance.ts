@@ -445,6 +445,21 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.deepEqual(r.journal, j);
         assert.deepEqual(await store.getJournal(999_999_999), []);
       });
+
+      it('a repeat of an append whose answer was lost (the identical entry) does nothing', async function () {
+        const { ids } = await make(1);
+        const id = ids[0]!;
+        await store.claim([id], 'w1', 30_000);
+        const entry = { seq: 0, kind: 'step' as const, name: 'a', result: { b: [1, { c: 'd' }], a: null } };
+        await store.appendJournal(id, 'w1', entry);
+        await store.appendJournal(id, 'w1', { ...entry, result: { a: null, b: [1, { c: 'd' }] } });
+        assert.deepEqual(await store.getJournal(id), [entry]);
+        await assert.rejects(
+          store.appendJournal(id, 'w1', { ...entry, name: 'other' }),
+          (err: unknown) => err instanceof StoreError && /already has an entry at seq 0/.test(err.message),
+        );
+        await assert.rejects(store.appendJournal(id, 'w2', entry), LeaseLostError, 'only for the lease holder');
+      });
     });
 
     describe('submitChild', function () {
@@ -558,6 +573,17 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           { ok: true, wokenParentId: null },
         ]);
         assert.ok((await pending()).has(parent));
+      });
+
+      it('a repeat of a checkpoint that went through reports waiting again, for its owner only', async function () {
+        const { parent, children } = await family('w1', 1);
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
+        await assert.rejects(store.waitForChildren(parent, 'w2', children), LeaseLostError);
+        const p = (await store.getProcess(parent))!;
+        assert.deepEqual([p.state, p.leaseOwner], ['waiting', null]);
+        await store.claim(children, 'w2', 30_000);
+        assert.deepEqual(await store.complete(children[0]!, 'w2', finished()), { ok: true, wokenParentId: parent });
       });
 
       it('refuses non-children and callers without the lease, changing nothing', async function () {

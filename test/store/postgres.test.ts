@@ -4,9 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { StoreError } from '../../src/errors/index.js';
-import { openStore } from '../../src/store/index.js';
-import { PG_ADMIN_URL, closedPort, freshPostgresDatabase, portOpen, requireService } from '../helpers/env.js';
+import { StoreError, StoreUnavailableError } from '../../src/errors/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import {
+  PG_ADMIN_URL,
+  closedPort,
+  freshPostgresDatabase,
+  portOpen,
+  requireService,
+  waitUntil,
+} from '../helpers/env.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
 
 async function postgresAvailable(): Promise<boolean> {
@@ -42,7 +49,7 @@ describe('PostgreSQL store', function () {
     const port = await closedPort();
     const url = `postgres://drover:secret@127.0.0.1:${port}/nowhere`;
     await assert.rejects(openStore({ backend: 'postgres', url }), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
+      assert.ok(err instanceof StoreUnavailableError, 'a refused connection may pass: retryable');
       assert.match(
         err.message,
         new RegExp(`cannot connect to PostgreSQL store postgres://drover:\\*\\*\\*@127\\.0\\.0\\.1:${port}/nowhere`),
@@ -63,5 +70,115 @@ describe('PostgreSQL store', function () {
         err.message.includes('drover_no_such_database') &&
         /does not exist/.test(err.message),
     );
+  });
+});
+
+describe('PostgreSQL store: a connection dropped in the middle of a call', function () {
+  let db: { url: string; drop: () => Promise<void> } | null = null;
+  let name: string;
+  let store: ProcessStore;
+  let admin: pg.Client;
+
+  before(async function () {
+    requireService(this, await postgresAvailable(), `PostgreSQL at ${PG_ADMIN_URL}`);
+    db = await freshPostgresDatabase();
+    name = new URL(db.url).pathname.slice(1);
+    store = await openStore({ backend: 'postgres', url: db.url });
+    admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+  });
+
+  after(async () => {
+    await store?.close();
+    await admin?.end();
+    await db?.drop();
+  });
+
+  /**
+   * Runs `call` while another session holds `lock` (so the call's statement waits on it), then
+   * terminates the backend of the waiting statement, as a server restart would: only backends of
+   * this test's database, never anyone else's.
+   */
+  async function dropWhileWaiting<T>(lock: string, params: unknown[], call: () => Promise<T>): Promise<T> {
+    await admin.query('BEGIN');
+    await admin.query(lock, params);
+    const p = call();
+    p.catch(() => undefined);
+    try {
+      await waitUntil(
+        async () =>
+          (
+            await admin.query<{ n: number }>(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+              [name],
+            )
+          ).rows[0]!.n > 0,
+        10_000,
+        'the call to wait for the lock',
+      );
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        [name],
+      );
+    } finally {
+      await admin.query('ROLLBACK');
+    }
+    return p;
+  }
+
+  const rowLock = 'SELECT id FROM processes WHERE id = $1 FOR UPDATE';
+  const done = { state: 'finished' as const, outputs: null, exitStatus: 0, exitMessage: null };
+
+  it('a transaction whose connection is terminated does not crash the process, and is retried', async function () {
+    const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
+    await store.claim([id!], 'w1', 60_000);
+    const r = await dropWhileWaiting(rowLock, [id], () =>
+      store.completeMany([{ id: id!, owner: 'w1', outcome: done }]),
+    );
+    assert.deepEqual(r, [{ ok: true, wokenParentId: null }]);
+    assert.equal((await store.getProcess(id!))!.state, 'finished');
+  });
+
+  it('a creation whose connection broke mid-insert is repeated without creating twice', async function () {
+    const before = (await store.listProcesses({ type: 'once' })).length;
+    const ids = await dropWhileWaiting('LOCK TABLE processes IN EXCLUSIVE MODE', [], () =>
+      store.createProcesses([
+        { type: 'once', inputs: 1 },
+        { type: 'once', inputs: 2 },
+      ]),
+    );
+    const now = await store.listProcesses({ type: 'once' });
+    assert.equal(now.length - before, 2);
+    assert.deepEqual(
+      ids,
+      now.map((p) => p.id).sort((a, b) => a - b),
+    );
+  });
+
+  it('a claim whose connection broke mid-write is not repeated: StoreUnavailableError with maybeApplied', async function () {
+    const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
+    await assert.rejects(
+      dropWhileWaiting(rowLock, [id], () => store.claim([id!], 'w1', 60_000)),
+      (err: unknown) => {
+        assert.ok(err instanceof StoreUnavailableError, String(err));
+        assert.equal(err.code, 'STORE_UNAVAILABLE');
+        assert.equal(err.maybeApplied, true);
+        assert.match(err.message, /may have been applied/);
+        return true;
+      },
+    );
+    // It was not applied here (the statement was waiting); the next claim takes it.
+    const [r] = await store.claim([id!], 'w1', 60_000);
+    assert.equal(r!.claimed, true);
+  });
+
+  it('idle connections the server drops are replaced', async function () {
+    await store.countByState();
+    await admin.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [name],
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(typeof (await store.countByState()).created, 'number');
   });
 });

@@ -9,9 +9,11 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
-import { StoreError } from '../../src/errors/index.js';
-import { openSqliteStore, openStore, type ProcessStore } from '../../src/store/index.js';
-import { REPO_ROOT, cleanupTempDirs, tempDir } from '../helpers/env.js';
+import { StoreError, StoreFullError, StoreUnavailableError } from '../../src/errors/index.js';
+import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { JOURNAL_SIZE_LIMIT, openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import { REPO_ROOT, cleanupTempDirs, requireService, tempDir } from '../helpers/env.js';
+import { mountTmpfs, tmpfsUnavailable } from '../helpers/tmpfs.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
 
 function sqliteHarness(): StoreHarness {
@@ -132,7 +134,11 @@ describe('SQLite store', function () {
       await assert.rejects(
         s.createProcesses([{ type: 'x', inputs: 2 }]),
         (err: unknown) =>
-          err instanceof StoreError && err.message.includes(file) && /locked by another process/.test(err.message),
+          err instanceof StoreUnavailableError &&
+          err.code === 'STORE_UNAVAILABLE' &&
+          !err.maybeApplied &&
+          err.message.includes(file) &&
+          /locked by another process/.test(err.message),
       );
       assert.ok(Date.now() - t0 >= 250, 'it waited for the lock before failing');
       raw.exec('ROLLBACK');
@@ -141,6 +147,47 @@ describe('SQLite store', function () {
     } finally {
       raw.close();
       await s.close();
+    }
+  });
+
+  it('a full disk fails writes with StoreFullError, writing nothing; once space is back the WAL is emptied', async function () {
+    const why = tmpfsUnavailable();
+    requireService(this, why === null, `a tmpfs of its own (${why})`);
+    const disk = mountTmpfs(4 << 20);
+    const file = path.join(disk.dir, 'store.db');
+    const s = openSqliteStore(file);
+    try {
+      const [id] = await s.createProcesses([{ type: 'x', inputs: 'before' }]);
+      await s.claim([id!], 'w1', 60_000);
+      disk.fill();
+      const big = 'z'.repeat(256 * 1024);
+      await assert.rejects(s.createProcesses([{ type: 'x', inputs: big }]), (err: unknown) => {
+        assert.ok(err instanceof StoreFullError, String(err));
+        assert.equal(err.code, 'STORE_DISK_FULL');
+        assert.ok(err instanceof StoreUnavailableError && !err.maybeApplied, 'retryable, nothing written');
+        assert.ok(err.message.includes(file) && /disk full/.test(err.message), err.message);
+        return true;
+      });
+      assert.equal((await s.listProcesses({})).length, 1, 'reads work while full; the failed write left nothing');
+      assert.equal((await s.getProcess(id!))!.leaseOwner, 'w1', 'the lease is untouched');
+      disk.unfill();
+      await s.createProcesses([{ type: 'x', inputs: big }]);
+      // The first call after a second has passed empties the WAL (a TRUNCATE checkpoint).
+      await new Promise((r) => setTimeout(r, 1100));
+      assert.equal((await s.listProcesses({})).length, 2);
+      assert.equal(fs.statSync(`${file}-wal`).size, 0, 'the WAL was emptied');
+      for (let i = 0; i < 20; i++) await s.createProcesses([{ type: 'x', inputs: big.slice(0, 64 * 1024) }]);
+      assert.ok(fs.statSync(`${file}-wal`).size <= JOURNAL_SIZE_LIMIT + 300 * 1024, 'the WAL stays near its limit');
+      assert.deepEqual(
+        await s.complete(id!, 'w1', { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null }),
+        {
+          ok: true,
+          wokenParentId: null,
+        },
+      );
+    } finally {
+      await s.close();
+      disk.unmount();
     }
   });
 

@@ -21,6 +21,21 @@
  * `FOR NO KEY UPDATE` (not `FOR UPDATE`) lets children be inserted (their foreign key takes
  * `FOR KEY SHARE` on the parent) while the parent row is locked.
  *
+ * Connection failures (the server restarting, `pg_ctl stop -m fast` or `-m immediate`, a dropped
+ * connection, too many clients) are waited out:
+ * - Every connection, idle in the pool or checked out by a call, has an `'error'` listener: a
+ *   connection that dies never crashes the process; the pool drops it and opens a new one.
+ * - A call that fails for such a reason is retried with back-off for up to `retryMs` (default
+ *   {@link DEFAULT_RETRY_MS}), then fails with {@link StoreUnavailableError}. It is retried only
+ *   when repeating it cannot apply it twice: when nothing was written (the connection could not
+ *   be opened, or the server answered with an error, which rolls the statement back), or when the
+ *   call is idempotent. When the connection broke while a write was in flight (its commit may or
+ *   may not have happened), calls are repeated only if a second application changes nothing:
+ *   conditional updates keyed by the lease owner, and the writes that check on a repeat whether
+ *   the first went through (`createProcesses` by the processes' uuids, `complete`, `appendJournal`,
+ *   `waitForChildren`). `claim` and `addReport` then fail with `maybeApplied` set.
+ * - Repeated failures are logged at most once per interval ({@link LogThrottle}).
+ *
  * Semantics are otherwise those of the SQLite adapter and docs/store.md.
  *
  * @module
@@ -34,9 +49,13 @@ import {
   NonDeterminismError,
   ProcessNotFoundError,
   StoreError,
+  StoreFullError,
+  StoreUnavailableError,
   errorMessage,
 } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
+import { LogThrottle } from '../../logging/throttle.js';
+import { sleep } from '../../util/index.js';
 import {
   isTerminal,
   type JournalEntry,
@@ -74,14 +93,56 @@ import type {
   WaitResult,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
+import { displayPostgresUrl } from './url.js';
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions {
+  /** Receives migrations and connection trouble (rate-limited). */
   logger?: Logger;
   /** Most connections the pool opens (default 10). */
   maxConnections?: number;
   /** How long to wait for a connection (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * How long a call that fails for a passing reason (see the module comment) is retried before it
+   * fails with {@link StoreUnavailableError} (default {@link DEFAULT_RETRY_MS}; 0: never retried).
+   */
+  retryMs?: number;
+}
+
+/** Default of {@link PostgresStoreOptions.retryMs}: long enough for a server restart. */
+export const DEFAULT_RETRY_MS = 15_000;
+
+/** Back-off between retries: 50 ms doubling to 1 s. */
+function retryDelay(attempt: number): number {
+  return Math.min(1000, 50 * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+}
+
+/**
+ * SQLSTATEs that pass: connection exceptions (class 08), server shutting down or starting
+ * (57P01-57P03), too many connections or out of resources (53xxx; 53100 is a full disk),
+ * serialization failure and deadlock (40001, 40P01: PostgreSQL aborted one side of a race).
+ */
+function transientSqlState(code: string): boolean {
+  return (
+    code.startsWith('08') ||
+    code === '57P01' ||
+    code === '57P02' ||
+    code === '57P03' ||
+    code.startsWith('53') ||
+    code === '40001' ||
+    code === '40P01'
+  );
+}
+
+/** One attempt of a call: what a failure of it means. */
+interface Attempt {
+  /** True when an earlier attempt of this call may have been committed (the body checks for it). */
+  readonly afterMaybeApplied: boolean;
+  /** Set by the body while a statement that commits a write is in flight. */
+  committing: boolean;
+  /** Set by the body once a write of this attempt has committed. */
+  committed: boolean;
 }
 
 /** The database clock in ms since the epoch, fixed for the duration of one statement. */
@@ -183,17 +244,6 @@ function isLive(r: LeaseRow): boolean {
   return leaseIsLive(r, r.now);
 }
 
-/** The URL without its password, for messages. */
-export function displayPostgresUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable PostgreSQL URL)';
-  }
-}
-
 /** Named (server-side prepared) statements of the hot paths. */
 const Q = {
   // The claim and the claimed processes' journals in one round trip; no explicit transaction is
@@ -241,6 +291,18 @@ const Q = {
       AS t(uuid, type, label, inputs, parent_id, ord)
     ORDER BY t.ord
     RETURNING id, uuid`,
+  // The same, repeated after a connection broke mid-insert: rows that the first attempt committed
+  // (found by their uuids, which the caller chose) are returned, not inserted again. The outer
+  // SELECT reads the snapshot from before the statement, so it sees only those earlier rows.
+  createAgain: `WITH ins AS (
+      INSERT INTO processes (uuid, type, label, state, inputs, parent_id, dispatch_requested_at, ctime, mtime)
+      SELECT t.uuid, t.type, t.label, 'created', t.inputs::jsonb, t.parent_id, ${NOW}, ${NOW}, ${NOW}
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY
+        AS t(uuid, type, label, inputs, parent_id, ord)
+      ORDER BY t.ord
+      ON CONFLICT (uuid) DO NOTHING
+      RETURNING id, uuid)
+    SELECT id, uuid FROM ins UNION ALL SELECT id, uuid FROM processes WHERE uuid = ANY($1::uuid[])`,
   markDispatched: `UPDATE processes SET dispatch_requested_at = NULL
     WHERE id = ANY($1::bigint[]) AND dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= $2`,
   expireLeases: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
@@ -275,8 +337,10 @@ const Q = {
 /**
  * Opens the PostgreSQL store at `url` and brings its schema up to date.
  *
- * @throws StoreError when the server cannot be reached or refuses the connection (the message names
- *   the URL, without its password).
+ * @throws StoreUnavailableError when the server cannot be reached, is starting or shutting down,
+ *   or has no connection free (the message names the URL, without its password).
+ * @throws StoreError when the server refuses the connection for good (unknown database, bad
+ *   password) or the migration fails.
  * @throws StoreVersionError when the schema is newer than this code.
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -289,34 +353,59 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       max: options.maxConnections ?? 10,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
       application_name: 'drover',
+      keepAlive: true,
       types: typeParsers,
     });
   } catch (err) {
     throw new StoreError(`cannot open PostgreSQL store ${where}: ${errorMessage(err)}`, { cause: err });
   }
+  const throttle = log ? new LogThrottle(log) : null;
   // An idle connection that the server drops must not crash the process; the pool replaces it.
-  pool.on('error', (err) => log?.warn(`PostgreSQL store ${where}: idle connection failed: ${errorMessage(err)}`));
+  // A server restart drops all of them at once: one line, not one per connection.
+  pool.on('error', (err) =>
+    throttle?.warn('idle', `PostgreSQL store ${where}: idle connection dropped: ${errorMessage(err)}`),
+  );
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
   } catch (err) {
     await pool.end().catch(() => undefined);
-    throw new StoreError(`cannot connect to PostgreSQL store ${where}: ${errorMessage(err)}`, { cause: err });
+    const message = `cannot connect to PostgreSQL store ${where}: ${errorMessage(err)}`;
+    if (connectFailurePasses(err)) throw unavailable(message, err, false);
+    throw new StoreError(message, { cause: err });
   }
+  const onError = (): void => undefined; // the migration's query fails and says why
+  client.on('error', onError);
   try {
     const version = await migratePostgres(client, where, (m) =>
       log?.info(`applied migration ${m.version}: ${m.description}`),
     );
     client.release();
-    return new PostgresStore(pool, where, version);
+    return new PostgresStore(pool, where, version, options.retryMs ?? DEFAULT_RETRY_MS, throttle);
   } catch (err) {
     client.release(true);
     await pool.end().catch(() => undefined);
     if (err instanceof DroverError) throw err;
-    throw new StoreError(`cannot open PostgreSQL store ${where}: migration failed: ${errorMessage(err)}`, {
-      cause: err,
-    });
+    const message = `cannot open PostgreSQL store ${where}: migration failed: ${errorMessage(err)}`;
+    if (!(err instanceof pg.DatabaseError) || transientSqlState(pgCode(err))) throw unavailable(message, err, false);
+    throw new StoreError(message, { cause: err });
+  } finally {
+    client.removeListener('error', onError);
   }
+}
+
+/** True when a failure to open a connection may pass (not a refusal for good). */
+function connectFailurePasses(err: unknown): boolean {
+  // The server answered: it knows (an unknown database or a wrong password stays so).
+  if (err instanceof pg.DatabaseError) return transientSqlState(pgCode(err));
+  // Refused, reset, timed out, host unreachable: the server is not (yet) there.
+  return true;
+}
+
+/** A {@link StoreUnavailableError}, or a {@link StoreFullError} for SQLSTATE 53100 (disk full). */
+function unavailable(message: string, cause: unknown, maybeApplied: boolean): StoreUnavailableError {
+  if (pgCode(cause) === '53100') return new StoreFullError(`${message} (disk full)`, { cause, maybeApplied });
+  return new StoreUnavailableError(message, { cause, maybeApplied });
 }
 
 /** The PostgreSQL adapter of {@link ProcessStore}; create it with {@link openPostgresStore}. */
@@ -330,6 +419,8 @@ export class PostgresStore implements ProcessStore {
     /** The database URL without its password. */
     readonly where: string,
     private readonly version: number,
+    private readonly retryMs: number,
+    private readonly throttle: LogThrottle | null,
   ) {}
 
   private wrap(op: string, err: unknown): Error {
@@ -341,46 +432,141 @@ export class PostgresStore implements ProcessStore {
     if (this.closing !== null) throw new StoreError(`PostgreSQL store ${this.where}: ${op} called after close()`);
   }
 
-  /** One statement outside an explicit transaction (named: prepared once per connection). */
-  private async q<R extends pg.QueryResultRow>(op: string, name: string | null, text: string, values: unknown[]) {
+  /**
+   * Runs `body` on a connection of the pool, retrying failures that pass (see the module comment).
+   * `idempotent`: the call may be repeated even when an attempt may have committed (the body
+   * checks `attempt.afterMaybeApplied` where a repeat needs to know).
+   */
+  private async call<T>(
+    op: string,
+    idempotent: boolean,
+    body: (c: pg.PoolClient, attempt: Attempt) => Promise<T>,
+  ): Promise<T> {
     this.checkOpen(op);
-    try {
-      return await this.pool.query<R>(name === null ? { text, values } : { name, text, values });
-    } catch (err) {
-      throw this.wrap(op, err);
+    const deadline = Date.now() + this.retryMs;
+    let maybeApplied = false;
+    for (let n = 0; ; n++) {
+      if (n > 0) this.checkOpen(op); // closed while waiting to retry
+      const attempt: Attempt = { afterMaybeApplied: maybeApplied, committing: false, committed: false };
+      let client: pg.PoolClient | null = null;
+      let dropped = false;
+      const onError = (): void => {
+        dropped = true; // the pending query fails too and says why; the pool discards the client
+      };
+      let failure: unknown = null;
+      try {
+        try {
+          client = await this.pool.connect();
+        } catch (err) {
+          failure = err;
+          if (!connectFailurePasses(err)) throw this.wrap(op, err);
+          throw err;
+        }
+        client.on('error', onError);
+        const r = await body(client, attempt);
+        this.throttle?.end('unavailable', `PostgreSQL store ${this.where}: reachable again`);
+        return r;
+      } catch (err) {
+        failure = err;
+        if (err instanceof DroverError) throw err; // ours: an answer, not a failure
+        const passes =
+          client === null
+            ? true
+            : err instanceof pg.DatabaseError
+              ? transientSqlState(pgCode(err))
+              : dropped || isSystemError(err) || !queryable(client);
+        if (!passes) throw this.wrap(op, err);
+        // The server answered with an ERROR: the statement (or transaction) was rolled back. A
+        // FATAL (the backend was terminated) or a dropped connection during a commit leaves the
+        // commit's fate unknown.
+        const answeredError = err instanceof pg.DatabaseError && err.severity === 'ERROR';
+        const thisMaybe = client !== null && (attempt.committed || (attempt.committing && !answeredError));
+        maybeApplied ||= thisMaybe;
+        const message = `PostgreSQL store ${this.where}: ${op} failed: ${errorMessage(err)}`;
+        if (this.closing !== null || Date.now() >= deadline || (maybeApplied && !idempotent)) {
+          throw unavailable(
+            maybeApplied && !idempotent
+              ? `${message} (the connection broke mid-write; it may have been applied)`
+              : message,
+            err,
+            maybeApplied,
+          );
+        }
+        const code = pgCode(err);
+        if (code === '40001' || code === '40P01') {
+          // A race PostgreSQL settled by aborting this side: go again at once (a little apart).
+          await sleep(Math.random() * 10);
+          continue;
+        }
+        this.throttle?.warn('unavailable', `${message}; retrying for up to ${Math.round(this.retryMs / 1000)} s`);
+        await sleep(retryDelay(n));
+      } finally {
+        if (client !== null) {
+          // A client that failed other than by a plain ERROR answer may be mid-transaction or
+          // broken: do not hand it out again.
+          const clean =
+            failure === null ||
+            (!dropped &&
+              (failure instanceof DroverError ||
+                (failure instanceof pg.DatabaseError && failure.severity === 'ERROR')));
+          client.release(clean ? undefined : true);
+          client.removeListener('error', onError);
+        }
+      }
     }
   }
 
-  /**
-   * Runs `fn` in a transaction on one connection. A deadlock or serialization failure (which
-   * PostgreSQL resolves by aborting one side) is retried a few times.
-   */
-  private async tx<T>(op: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    this.checkOpen(op);
-    for (let attempt = 1; ; attempt++) {
-      let client: pg.PoolClient;
-      try {
-        client = await this.pool.connect();
-      } catch (err) {
-        throw this.wrap(op, err);
-      }
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const r = await fn(client);
-        await client.query('COMMIT');
-        return r;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {
-          broken = true;
-        });
-        const code = pgCode(err);
-        if ((code === '40P01' || code === '40001') && attempt < 5) continue;
-        throw this.wrap(op, err);
-      } finally {
-        client.release(broken);
-      }
+  /** One statement outside an explicit transaction (named: prepared once per connection). */
+  private async q<R extends pg.QueryResultRow>(
+    op: string,
+    kind: 'read' | 'write',
+    name: string | null,
+    text: string,
+    values: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    // Every single-statement write here is idempotent (conditional on the lease owner, or clearing
+    // a flag); the ones that are not do not come through this helper.
+    return this.call(op, true, (c, a) => this.stmt<R>(c, a, kind, name, text, values));
+  }
+
+  /** One statement on `c`; a write marks `a` while it commits. */
+  private async stmt<R extends pg.QueryResultRow>(
+    c: pg.PoolClient,
+    a: Attempt,
+    kind: 'read' | 'write',
+    name: string | null,
+    text: string,
+    values: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    if (kind === 'write') a.committing = true;
+    const r = await c.query<R>(name === null ? { text, values } : { name, text, values });
+    if (kind === 'write') {
+      a.committing = false;
+      a.committed = true;
     }
+    return r;
+  }
+
+  /**
+   * Runs `fn` in a transaction (retried as {@link PostgresStore.call} says; a deadlock or
+   * serialization failure, which PostgreSQL resolves by aborting one side, is retried too).
+   */
+  private tx<T>(op: string, idempotent: boolean, fn: (c: pg.PoolClient, a: Attempt) => Promise<T>): Promise<T> {
+    return this.call(op, idempotent, async (c, a) => {
+      await c.query('BEGIN');
+      let r: T;
+      try {
+        r = await fn(c, a);
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined); // a broken client is discarded anyway
+        throw err;
+      }
+      a.committing = true;
+      await c.query('COMMIT');
+      a.committing = false;
+      a.committed = true;
+      return r;
+    });
   }
 
   async schemaVersion(): Promise<number> {
@@ -388,7 +574,7 @@ export class PostgresStore implements ProcessStore {
   }
 
   async serverVersion(): Promise<string> {
-    const r = await this.q<{ server_version: string }>('serverVersion', null, 'SHOW server_version', []);
+    const r = await this.q<{ server_version: string }>('serverVersion', 'read', null, 'SHOW server_version', []);
     return `PostgreSQL ${r.rows[0]!.server_version}`;
   }
 
@@ -396,21 +582,29 @@ export class PostgresStore implements ProcessStore {
     if (!Array.isArray(specs)) throw new InputError('createProcesses: specs must be an array');
     const checked = specs.map((s, i) => checkNewProcess(s, `createProcesses: spec #${i}`));
     if (checked.length === 0) return [];
-    this.checkOpen('createProcesses');
-    try {
-      return await this.insertProcesses(this.pool, checked);
-    } catch (err) {
-      throw this.wrap('createProcesses', err);
-    }
+    // The uuids are chosen once, so a repeat after a broken connection finds what it created.
+    const uuids = checked.map(() => crypto.randomUUID());
+    return this.call('createProcesses', true, async (c, a) => {
+      a.committing = true;
+      const ids = await this.insertProcesses(c, checked, uuids, a.afterMaybeApplied);
+      a.committing = false;
+      a.committed = true;
+      return ids;
+    });
   }
 
-  private async insertProcesses(c: pg.Pool | pg.PoolClient, specs: CheckedNewProcess[]): Promise<number[]> {
-    const uuids = specs.map(() => crypto.randomUUID());
+  /** Inserts processes with the given uuids; `again`: some may exist already (see `Q.createAgain`). */
+  private async insertProcesses(
+    c: pg.PoolClient,
+    specs: CheckedNewProcess[],
+    uuids: string[],
+    again: boolean,
+  ): Promise<number[]> {
     let r: pg.QueryResult<{ id: number; uuid: string }>;
     try {
       r = await c.query<{ id: number; uuid: string }>({
-        name: 'create',
-        text: Q.create,
+        name: again ? 'createAgain' : 'create',
+        text: again ? Q.createAgain : Q.create,
         values: [
           uuids,
           specs.map((s) => s.type),
@@ -442,7 +636,8 @@ export class PostgresStore implements ProcessStore {
       throw new InputError(`${where}: spec.parentId ${checked.parentId} differs from the parent ${parentId}`);
     }
     checked.parentId = parentId;
-    return this.tx('submitChild', async (c) => {
+    // Idempotent: a repeat finds the submission journaled at `seq` and returns that child.
+    return this.tx('submitChild', true, async (c) => {
       const p = await c.query<{ lease_owner: string | null }>(
         'SELECT lease_owner FROM processes WHERE id = $1 FOR NO KEY UPDATE',
         [parentId],
@@ -464,7 +659,7 @@ export class PostgresStore implements ProcessStore {
         }
         return existing.result as number;
       }
-      const [childId] = await this.insertProcesses(c, [checked]);
+      const [childId] = await this.insertProcesses(c, [checked], [crypto.randomUUID()], false);
       await c.query('INSERT INTO journal (process_id, seq, kind, name, result) VALUES ($1, $2, $3, $4, $5::jsonb)', [
         parentId,
         seq,
@@ -481,21 +676,21 @@ export class PostgresStore implements ProcessStore {
     const upTo =
       requestedUpTo === undefined ? Number.MAX_SAFE_INTEGER : checkMs(requestedUpTo, 'markDispatched', 'requestedUpTo');
     if (list.length === 0) return;
-    await this.q('markDispatched', 'markDispatched', Q.markDispatched, [list, upTo]);
+    await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [list, upTo]);
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
     const age = checkMs(olderThanMs, 'pendingDispatches', 'olderThanMs');
     const max = checkLimit(limit, 'pendingDispatches');
-    await this.q('pendingDispatches', 'expireLeases', Q.expireLeases, [age]);
-    const r = await this.q<{ id: number }>('pendingDispatches', 'pending', Q.pending, [age, max]);
+    await this.q('pendingDispatches', 'write', 'expireLeases', Q.expireLeases, [age]);
+    const r = await this.q<{ id: number }>('pendingDispatches', 'read', 'pending', Q.pending, [age, max]);
     return r.rows.map((row) => row.id);
   }
 
   async nextDispatches(limit: number, excluding: readonly number[] = []): Promise<number[]> {
     const max = checkLimit(limit, 'nextDispatches');
     const skip = new Set(checkIds(excluding, 'nextDispatches'));
-    const r = await this.q<{ id: number }>('nextDispatches', 'next', Q.next, [max + skip.size]);
+    const r = await this.q<{ id: number }>('nextDispatches', 'read', 'next', Q.next, [max + skip.size]);
     const out: number[] = [];
     for (const row of r.rows) {
       if (skip.has(row.id)) continue;
@@ -506,7 +701,7 @@ export class PostgresStore implements ProcessStore {
   }
 
   async expireLeases(): Promise<number> {
-    const r = await this.q('expireLeases', 'expireLeases', Q.expireLeases, [0]);
+    const r = await this.q('expireLeases', 'write', 'expireLeases', Q.expireLeases, [0]);
     return r.rowCount ?? 0;
   }
 
@@ -517,18 +712,28 @@ export class PostgresStore implements ProcessStore {
     const ms = checkMs(leaseMs, 'claim', 'leaseMs');
     if (ids.length === 0) return [];
     const unique = [...new Set(ids)].sort((a, b) => a - b);
-    const won = await this.q<ProcessRow & { journal: JsonValue[] }>('claim', 'claim', Q.claim, [unique, owner, ms]);
-    const claimed = new Map(won.rows.map((r) => [r.id, r]));
-    const lost = unique.filter((id) => !claimed.has(id));
-    const reasons = new Map<number, LeaseRow>();
-    if (lost.length > 0) {
-      const r = await this.q<LeaseRow>('claim', 'leaseRows', Q.leaseRows, [lost]);
-      for (const row of r.rows) reasons.set(row.id, row);
-      await this.q('claim', 'clearRefused', Q.clearRefused, [lost]);
-    }
+    // Not idempotent: a repeat of a claim that committed would find the caller's own lease and
+    // report `leased`. So a claim whose connection broke mid-write fails with `maybeApplied`.
+    const { won, reasons } = await this.call('claim', false, async (c, a) => {
+      const w = await this.stmt<ProcessRow & { journal: JsonValue[] }>(c, a, 'write', 'claim', Q.claim, [
+        unique,
+        owner,
+        ms,
+      ]);
+      const claimed = new Map(w.rows.map((r) => [r.id, r]));
+      const lost = unique.filter((id) => !claimed.has(id));
+      const rs = new Map<number, LeaseRow>();
+      if (lost.length > 0) {
+        const r = await c.query<LeaseRow>({ name: 'leaseRows', text: Q.leaseRows, values: [lost] });
+        for (const row of r.rows) rs.set(row.id, row);
+        // Refused ones need no dispatch now (see ProcessStore.claim).
+        await c.query({ name: 'clearRefused', text: Q.clearRefused, values: [lost] });
+      }
+      return { won: claimed, reasons: rs };
+    });
     const given = new Set<number>();
     return ids.map((id): ClaimResult => {
-      const row = claimed.get(id);
+      const row = won.get(id);
       if (row !== undefined && !given.has(id)) {
         given.add(id);
         const { journal, ...rec } = row;
@@ -546,20 +751,22 @@ export class PostgresStore implements ProcessStore {
     const list = checkIds(ids, 'renewLeases');
     const ms = checkMs(leaseMs, 'renewLeases', 'leaseMs');
     if (list.length === 0) return [];
-    const r = await this.q<{ id: number }>('renewLeases', 'renew', Q.renew, [list, owner, ms]);
+    const r = await this.q<{ id: number }>('renewLeases', 'write', 'renew', Q.renew, [list, owner, ms]);
     const held = new Set(r.rows.map((row) => row.id));
     return list.filter((id) => held.has(id));
   }
 
   async releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]> {
     checkOwner(owner, 'releaseLeases');
+    // A repeat of a release that committed returns fewer ids; those are marked for dispatch in
+    // the store all the same, and the outbox sweep publishes them.
     if (ids === undefined) {
-      const r = await this.q<{ id: number }>('releaseLeases', 'releaseAll', Q.releaseAll, [owner]);
+      const r = await this.q<{ id: number }>('releaseLeases', 'write', 'releaseAll', Q.releaseAll, [owner]);
       return r.rows.map((row) => row.id).sort((a, b) => a - b);
     }
     const list = checkIds(ids, 'releaseLeases');
     if (list.length === 0) return [];
-    const r = await this.q<{ id: number }>('releaseLeases', 'release', Q.release, [list, owner]);
+    const r = await this.q<{ id: number }>('releaseLeases', 'write', 'release', Q.release, [list, owner]);
     const released = new Set(r.rows.map((row) => row.id));
     return list.filter((id) => released.has(id));
   }
@@ -574,7 +781,7 @@ export class PostgresStore implements ProcessStore {
   ): Promise<CompleteResult[]> {
     const checked = checkCompletions(items);
     if (checked.length === 0) return [];
-    return this.tx('complete', async (c) => {
+    return this.tx('complete', true, async (c, a) => {
       // Parents first (they have the lower ids), then the children, all in id order.
       await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [checked.map((it) => it.id)] });
       // One UPDATE for the batch; a repeated id counts once (its first item), as if run one by one.
@@ -597,6 +804,26 @@ export class PostgresStore implements ProcessStore {
         ],
       });
       const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
+      // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
+      // there (terminal, in the state written, last claimed by this owner, lease cleared): they
+      // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
+      const recordedBefore = new Set<number>();
+      if (a.afterMaybeApplied) {
+        const missing = items.filter((it) => !parentOf.has(it.id));
+        if (missing.length > 0) {
+          const r = await c.query<{ id: number; state: string; worker_id: string | null; lease_owner: string | null }>(
+            'SELECT id, state, worker_id, lease_owner FROM processes WHERE id = ANY($1::bigint[])',
+            [missing.map((it) => it.id)],
+          );
+          const rows = new Map(r.rows.map((row) => [row.id, row]));
+          for (const it of missing) {
+            const row = rows.get(it.id);
+            if (row && row.state === it.o.state && row.worker_id === it.owner && row.lease_owner === null) {
+              recordedBefore.add(it.id);
+            }
+          }
+        }
+      }
       const pairs: [number, number][] = [];
       for (const it of items) {
         const parent = parentOf.get(it.id);
@@ -604,7 +831,9 @@ export class PostgresStore implements ProcessStore {
       }
       const woken = await this.wakeParents(c, pairs);
       return checked.map((it, i): CompleteResult => {
-        if (first.get(it.id) !== i || !parentOf.has(it.id)) return { ok: false, wokenParentId: null };
+        if (first.get(it.id) !== i) return { ok: false, wokenParentId: null };
+        if (recordedBefore.has(it.id)) return { ok: true, wokenParentId: null };
+        if (!parentOf.has(it.id)) return { ok: false, wokenParentId: null };
         const parent = parentOf.get(it.id)!;
         // The wake-up is reported by the child that took the count to 0 had the batch run item by item.
         const last = parent !== null && woken.has(parent) && woken.get(parent) === it.id;
@@ -639,30 +868,39 @@ export class PostgresStore implements ProcessStore {
     checkId(id, where);
     checkOwner(owner, where);
     const e = checkJournalEntry(entry, where);
-    this.checkOpen('appendJournal');
-    let r: pg.QueryResult;
-    try {
-      r = await this.pool.query({
-        name: 'appendJournal',
-        text: Q.appendJournal,
-        values: [id, owner, e.seq, e.kind, e.name, e.resultJson],
-      });
-    } catch (err) {
-      if (pgCode(err) === '23505') {
+    await this.call('appendJournal', true, async (c, a) => {
+      let r: pg.QueryResult;
+      try {
+        r = await this.stmt(c, a, 'write', 'appendJournal', Q.appendJournal, [
+          id,
+          owner,
+          e.seq,
+          e.kind,
+          e.name,
+          e.resultJson,
+        ]);
+      } catch (err) {
+        if (pgCode(err) !== '23505') throw err;
+        // A repeat of a write whose answer was lost finds the very entry it wrote: done.
+        const j = await c.query<{ kind: string; name: string; same: boolean }>(
+          'SELECT kind, name, result = $3::jsonb AS same FROM journal WHERE process_id = $1 AND seq = $2',
+          [id, e.seq, e.resultJson],
+        );
+        const row = j.rows[0];
+        if (row && row.kind === e.kind && row.name === e.name && row.same) return;
         throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
       }
-      throw this.wrap('appendJournal', err);
-    }
-    if (r.rowCount === 0) {
-      const p = await this.q('appendJournal', null, 'SELECT 1 FROM processes WHERE id = $1', [id]);
-      if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
-      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
-    }
+      if (r.rowCount === 0) {
+        const p = await c.query('SELECT 1 FROM processes WHERE id = $1', [id]);
+        if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+      }
+    });
   }
 
   async getJournal(id: number): Promise<JournalEntry[]> {
     checkId(id, 'getJournal');
-    const r = await this.q<JournalRow>('getJournal', 'journal', Q.journal, [id]);
+    const r = await this.q<JournalRow>('getJournal', 'read', 'journal', Q.journal, [id]);
     return r.rows.map(toEntry);
   }
 
@@ -671,14 +909,22 @@ export class PostgresStore implements ProcessStore {
     checkId(id, where);
     checkOwner(owner, where);
     const list = checkIds(childIds, where);
-    return this.tx('waitForChildren', async (c) => {
+    return this.tx('waitForChildren', true, async (c) => {
       // Lock the parent before counting: see the module header (lost wake-up).
-      const p = await c.query<{ lease_owner: string | null }>(
-        'SELECT lease_owner FROM processes WHERE id = $1 FOR NO KEY UPDATE',
+      const p = await c.query<{ lease_owner: string | null; state: ProcessState; worker_id: string | null }>(
+        'SELECT lease_owner, state, worker_id FROM processes WHERE id = $1 FOR NO KEY UPDATE',
         [id],
       );
       if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
-      if (p.rows[0]!.lease_owner !== owner) throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+      const row = p.rows[0]!;
+      if (row.lease_owner !== owner) {
+        // A repeat of a checkpoint that went through (its answer lost): the process is waiting,
+        // last claimed by this owner, which released the lease by waiting.
+        if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) {
+          return { waiting: true };
+        }
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+      }
       if (list.length === 0) return { waiting: false };
       const found = await c.query<{ id: number; state: ProcessState }>(
         'SELECT id, state FROM processes WHERE parent_id = $1 AND id = ANY($2::bigint[])',
@@ -715,7 +961,7 @@ export class PostgresStore implements ProcessStore {
              WHEN (lease_owner IS NULL OR lease_expires_at <= ${NOW}) AND waiting_on = 0
              THEN coalesce(dispatch_requested_at, ${NOW}) ELSE dispatch_requested_at END
          WHERE id = ANY($1::bigint[]) AND paused AND state IN ${ACTIVE} RETURNING id`;
-    const r = await this.q<{ id: number }>('setPaused', null, sql, [list]);
+    const r = await this.q<{ id: number }>('setPaused', 'write', null, sql, [list]);
     const changed = new Set(r.rows.map((row) => row.id));
     return list.filter((id) => changed.has(id));
   }
@@ -727,7 +973,8 @@ export class PostgresStore implements ProcessStore {
   async requestKillDetailed(id: number, message: string | null): Promise<KillOutcome> {
     checkId(id, 'requestKill');
     const msg = checkMessage(message, `requestKill(${id})`);
-    return this.tx('requestKill', async (c): Promise<KillOutcome> => {
+    // Idempotent in effect: a repeat of a kill that committed finds the process terminal.
+    return this.tx('requestKill', true, async (c): Promise<KillOutcome> => {
       // Parent (if any) then the process itself, in id order: killing ends a child like complete().
       const locked = await c.query<LeaseRow>({ name: 'lockWithParents', text: Q.lockWithParents, values: [[id]] });
       const row = locked.rows.find((r) => r.id === id);
@@ -756,7 +1003,7 @@ export class PostgresStore implements ProcessStore {
 
   async getProcess(id: number): Promise<ProcessRecord | null> {
     checkId(id, 'getProcess');
-    const r = await this.q<ProcessRow>('getProcess', 'get', Q.get, [id]);
+    const r = await this.q<ProcessRow>('getProcess', 'read', 'get', Q.get, [id]);
     const row = r.rows[0];
     return row === undefined ? null : toRecord(row);
   }
@@ -777,13 +1024,14 @@ export class PostgresStore implements ProcessStore {
     if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
     sql += ' ORDER BY id DESC';
     if (f.limit !== null) sql += ` LIMIT ${param(f.limit)}`;
-    const r = await this.q<ProcessRow>('listProcesses', null, sql, params);
+    const r = await this.q<ProcessRow>('listProcesses', 'read', null, sql, params);
     return r.rows.map(toRecord);
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {
     const r = await this.q<{ state: ProcessState; n: number }>(
       'countByState',
+      'read',
       null,
       'SELECT state, count(*) AS n FROM processes GROUP BY state',
       [],
@@ -796,25 +1044,31 @@ export class PostgresStore implements ProcessStore {
   async addReport(id: number, message: string): Promise<void> {
     checkId(id, 'addReport');
     if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
-    this.checkOpen('addReport');
-    try {
-      await this.pool.query({
-        name: 'addReport',
-        text: `INSERT INTO reports (process_id, time, message) VALUES ($1, ${NOW}, $2)`,
-        values: [id, message],
-      });
-    } catch (err) {
-      if (pgCode(err) === '23503') {
-        throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
+    // Not idempotent (a repeat would add the line twice): not repeated after a broken write.
+    await this.call('addReport', false, async (c, a) => {
+      try {
+        await this.stmt(
+          c,
+          a,
+          'write',
+          'addReport',
+          `INSERT INTO reports (process_id, time, message) VALUES ($1, ${NOW}, $2)`,
+          [id, message],
+        );
+      } catch (err) {
+        if (pgCode(err) === '23503') {
+          throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
+        }
+        throw err;
       }
-      throw this.wrap('addReport', err);
-    }
+    });
   }
 
   async getReports(id: number): Promise<ReportLine[]> {
     checkId(id, 'getReports');
     const r = await this.q<ReportLine>(
       'getReports',
+      'read',
       'reports',
       'SELECT time, message FROM reports WHERE process_id = $1 ORDER BY id',
       [id],
@@ -826,4 +1080,19 @@ export class PostgresStore implements ProcessStore {
     if (this.closing === null) this.closing = this.pool.end().catch(() => undefined);
     return this.closing;
   }
+}
+
+/**
+ * False once a client's connection has failed. pg has no public flag for it; pg-pool reads this
+ * one (`_queryable`) to discard broken clients, and so do we, to tell a connection that broke
+ * before our listener was attached from a statement that failed.
+ */
+function queryable(client: pg.PoolClient): boolean {
+  return (client as unknown as { _queryable?: boolean })._queryable !== false;
+}
+
+/** A Node system error (refused, reset, broken pipe, timed out): the socket, not the statement. */
+function isSystemError(err: unknown): boolean {
+  const e = err as { syscall?: unknown; errno?: unknown };
+  return typeof e.syscall === 'string' || typeof e.errno === 'number';
 }

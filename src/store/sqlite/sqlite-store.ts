@@ -24,11 +24,25 @@
  *   one that brings it to 0 marks the parent pending and reports it as woken.
  * - Times are `Date.now()` of the calling process (all processes share the machine's clock).
  *
+ * Failures that pass are {@link StoreUnavailableError}s: the write lock held by another process
+ * past the busy timeout (SQLITE_BUSY), an I/O error, and a full disk ({@link StoreFullError},
+ * SQLITE_FULL). A failed call wrote nothing (its transaction was rolled back), so the caller may
+ * repeat it. A full disk must not wedge the store once space is back:
+ * - The WAL is kept small: checkpoints every {@link WAL_AUTOCHECKPOINT_PAGES} pages, and
+ *   `journal_size_limit` ({@link JOURNAL_SIZE_LIMIT}) truncates it to that size each time it
+ *   restarts, so a WAL that grew (a burst, or checkpoints that failed while the disk was full)
+ *   gives its space back instead of keeping it.
+ * - After SQLITE_FULL, each connection tries a `wal_checkpoint(TRUNCATE)` (at most once a second,
+ *   with a short busy timeout so it never stalls the process) until one succeeds: it copies the
+ *   WAL into the database and empties it. Without it, a WAL whose checkpoints failed while the
+ *   disk was full only grows, as every process keeps writing to its end, and eats the freed space.
+ *
  * @module
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import {
   DroverError,
@@ -37,6 +51,8 @@ import {
   NonDeterminismError,
   ProcessNotFoundError,
   StoreError,
+  StoreFullError,
+  StoreUnavailableError,
   errorMessage,
 } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
@@ -89,6 +105,33 @@ export interface SqliteStoreOptions {
 /** Default busy timeout: generous, since transactions are short and a failure costs more than a wait. */
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 
+/**
+ * Pages in the WAL that trigger an automatic checkpoint: 1 MiB of 4 KiB pages, not SQLite's 4 MiB
+ * default, so the WAL of a store on a small disk takes little of it (no measurable cost in
+ * throughput: the pages copied are the same, in smaller batches).
+ */
+export const WAL_AUTOCHECKPOINT_PAGES = 256;
+
+/** Size the WAL is truncated to when it restarts: one auto-checkpoint's worth. */
+export const JOURNAL_SIZE_LIMIT = WAL_AUTOCHECKPOINT_PAGES * 4096;
+
+/** Least time between two tries of the WAL-emptying checkpoint after a full disk. */
+const RECOVER_INTERVAL_MS = 1000;
+/** Busy timeout of that checkpoint: it waits for other processes' transactions only this long. */
+const RECOVER_BUSY_TIMEOUT_MS = 100;
+
+/** Result codes of failures that pass (besides SQLITE_FULL): locked, I/O errors, out of memory. */
+function transientSqliteCode(code: string): boolean {
+  return (
+    code.startsWith('SQLITE_BUSY') ||
+    code.startsWith('SQLITE_LOCKED') ||
+    code.startsWith('SQLITE_IOERR') ||
+    code === 'SQLITE_CANTOPEN' ||
+    code === 'SQLITE_NOMEM' ||
+    code === 'SQLITE_PROTOCOL'
+  );
+}
+
 /** Columns of a {@link ProcessRecord}, in SELECT and RETURNING lists. */
 const COLS =
   'id, uuid, type, label, state, paused, kill_requested, inputs, outputs, exit_status, exit_message, exception, ' +
@@ -132,6 +175,12 @@ interface LeaseRow {
   lease_owner: string | null;
   lease_expires_at: number | null;
   parent_id: number | null;
+  worker_id: string | null;
+}
+
+/** True when two JSON texts hold the same value (key order aside). */
+function sameJson(a: string, b: string): boolean {
+  return a === b || isDeepStrictEqual(JSON.parse(a), JSON.parse(b));
 }
 
 function toRecord(r: ProcessRow): ProcessRecord {
@@ -193,13 +242,21 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
+    db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
     const log = options.logger?.child('store');
     const version = migrateSqlite(db, target, (m) => log?.info(`applied migration ${m.version}: ${m.description}`));
-    return new SqliteStore(db, target, version, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS);
+    return new SqliteStore(db, target, version, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS, log);
   } catch (err) {
     db?.close();
     if (err instanceof DroverError) throw err;
-    throw new StoreError(`cannot open SQLite store ${target}: ${errorMessage(err)}`, { cause: err });
+    const code = sqliteCode(err);
+    const message = `cannot open SQLite store ${target}: ${errorMessage(err)}`;
+    if (code === 'SQLITE_FULL') throw new StoreFullError(`${message} (disk full)`, { cause: err });
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_IOERR')) {
+      throw new StoreUnavailableError(message, { cause: err });
+    }
+    throw new StoreError(message, { cause: err });
   }
 }
 
@@ -207,6 +264,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
 export class SqliteStore implements ProcessStore {
   readonly backend = 'sqlite' as const;
   private closed = false;
+  /** Set when a call failed with SQLITE_FULL, until the WAL has been emptied (see the module comment). */
+  private fullSince: number | null = null;
+  private lastRecoverTry = 0;
 
   private readonly s;
   private readonly tx;
@@ -218,6 +278,7 @@ export class SqliteStore implements ProcessStore {
     readonly file: string,
     private readonly version: number,
     private readonly busyTimeoutMs: number,
+    private readonly log?: Logger,
   ) {
     const p = (sql: string) => db.prepare(sql);
     this.s = {
@@ -258,7 +319,7 @@ export class SqliteStore implements ProcessStore {
          RETURNING ${COLS}`,
       ),
       leaseRow: p(
-        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id FROM processes WHERE id = ?',
+        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, worker_id FROM processes WHERE id = ?',
       ),
       journal: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? ORDER BY seq'),
       journalAt: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? AND seq = ?'),
@@ -386,19 +447,51 @@ export class SqliteStore implements ProcessStore {
 
   private guard<T>(op: string, fn: () => T): T {
     if (this.closed) throw new StoreError(`SQLite store ${this.file}: ${op} called after close()`);
+    if (this.fullSince !== null) this.recoverFromFull();
     try {
       return fn();
     } catch (err) {
       if (err instanceof DroverError) throw err;
       const code = sqliteCode(err);
-      if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
-        throw new StoreError(
-          `SQLite store ${this.file}: ${op} failed: the database stayed locked by another process for more than ` +
-            `${this.busyTimeoutMs} ms`,
+      const failed = `SQLite store ${this.file}: ${op} failed`;
+      if (code === 'SQLITE_FULL') {
+        this.fullSince ??= Date.now();
+        throw new StoreFullError(`${failed}: disk full (${errorMessage(err)})`, { cause: err });
+      }
+      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+        throw new StoreUnavailableError(
+          `${failed}: the database stayed locked by another process for more than ${this.busyTimeoutMs} ms`,
           { cause: err },
         );
       }
-      throw new StoreError(`SQLite store ${this.file}: ${op} failed: ${errorMessage(err)}`, { cause: err });
+      if (transientSqliteCode(code)) {
+        throw new StoreUnavailableError(`${failed}: ${errorMessage(err)} (${code})`, { cause: err });
+      }
+      throw new StoreError(`${failed}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * After SQLITE_FULL: tries, at most once per {@link RECOVER_INTERVAL_MS}, to copy the WAL into
+   * the database and empty it; stops trying once that worked. Never throws: the call it precedes
+   * says how the store is doing.
+   */
+  private recoverFromFull(): void {
+    const now = Date.now();
+    if (now - this.lastRecoverTry < RECOVER_INTERVAL_MS) return;
+    this.lastRecoverTry = now;
+    try {
+      this.db.pragma(`busy_timeout = ${RECOVER_BUSY_TIMEOUT_MS}`);
+      const [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+      if (r !== undefined && r.busy === 0) {
+        const s = Math.round((now - this.fullSince!) / 1000);
+        this.fullSince = null;
+        this.log?.info(`SQLite store ${this.file}: writable again after the disk was full for ${s} s; WAL emptied`);
+      }
+    } catch {
+      // Still full, or another process is writing: try again later.
+    } finally {
+      this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
     }
   }
 
@@ -598,6 +691,9 @@ export class SqliteStore implements ProcessStore {
       }).changes;
     } catch (err) {
       if (sqliteCode(err).startsWith('SQLITE_CONSTRAINT')) {
+        // A repeat of a write whose answer was lost finds the very entry it wrote: done.
+        const there = this.s.journalAt.get(id, e.seq) as JournalRow | undefined;
+        if (there && there.kind === e.kind && there.name === e.name && sameJson(there.result, e.resultJson)) return;
         throw new StoreError(`${where}: the journal already has an entry at seq ${e.seq}`, { cause: err });
       }
       throw err;
@@ -625,7 +721,11 @@ export class SqliteStore implements ProcessStore {
     const where = `waitForChildren(${id})`;
     const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
     if (row === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
-    if (row.lease_owner !== owner) throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    if (row.lease_owner !== owner) {
+      // A repeat of a checkpoint that went through: waiting, last claimed by this owner.
+      if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) return { waiting: true };
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    }
     if (childIds.length === 0) return { waiting: false };
     const found = this.s.children.all(id, JSON.stringify(childIds)) as { id: number; state: ProcessState }[];
     if (found.length !== childIds.length) {
