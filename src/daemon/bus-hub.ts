@@ -7,7 +7,7 @@
  * @module
  */
 import type { Logger } from '../logging/index.js';
-import { LocalHub, type HubPeer, type HubStats } from '../broker/index.js';
+import { HUB_POLL_MS, LocalHub, type HubPeer, type HubStats } from '../broker/index.js';
 import { errorMessage } from '../errors/index.js';
 import { parseBusPeerMessage, type BusHubMessage, type BusPeerMessage } from '../protocol/index.js';
 import type { SocketBusHooks } from './control-server.js';
@@ -25,6 +25,8 @@ export class DaemonHub {
     private readonly store: LazyStore,
     private readonly logger: Logger,
     private readonly leaseMs: number,
+    /** Period of the hub's own read of the outbox (tests turn it off to see what hints alone do). */
+    private readonly pollMs: number = HUB_POLL_MS,
   ) {
     this.hub = new LocalHub(
       { nextDispatches: async (limit, excluding) => (await store.get()).nextDispatches(limit, excluding) },
@@ -34,7 +36,7 @@ export class DaemonHub {
 
   /** Starts reading the outbox and the lease expiry. */
   start(): void {
-    this.hub.start();
+    this.hub.start(this.pollMs);
     // A lease expires only when its worker vanished without the daemon noticing (a worker of another
     // daemon, a foreground worker): checking a few times per lease bounds the delay.
     const every = Math.max(1000, Math.min(5000, this.leaseMs / 4));

@@ -30,10 +30,11 @@ class TestHub {
   constructor(
     readonly socket: string,
     readonly store: ProcessStore,
+    readonly pollMs?: number,
   ) {}
   async start(): Promise<this> {
     const lazy: LazyStore = { get: async () => this.store, close: async () => undefined };
-    this.hub = new DaemonHub(lazy, silentLogger, 30_000);
+    this.hub = new DaemonHub(lazy, silentLogger, 30_000, this.pollMs);
     this.server = new ControlServer(this.socket, noControl, silentLogger);
     this.server.bus = this.hub.socketHooks();
     await this.server.listen();
@@ -95,6 +96,26 @@ describe('local bus: the daemon is the hub', function () {
     const ids = await h.store.createProcesses(Array.from({ length: 20 }, () => ({ type: 'nohint', inputs: null })));
     await waitUntil(() => got.length === 20, 10_000, 'the hub to find the processes on its own');
     assert.deepEqual(got, ids, 'in the order they were committed');
+    await c.cancel();
+  });
+
+  it('hints alone dispatch a bulk submit larger than one bus message (the hub does not poll here)', async () => {
+    await h.hub.stop();
+    const quiet = await new TestHub(h.socket, h.store, 3_600_000).start();
+    h.hub = quiet;
+    const got = new Set<number>();
+    const c = await open().consumeTasks({
+      slots: 20_000,
+      owner: 'conf',
+      leaseMs: 60_000,
+      onTasks: (t) => t.forEach((x) => got.add(x.processId)),
+    });
+    await waitUntil(() => quiet.hub.stats().consumers === 1, 5000, 'the consumer');
+    // The poll at start has run; from now on only hints can bring work.
+    await new Promise((r) => setTimeout(r, 100));
+    const ids = await h.store.createProcesses(Array.from({ length: 12_000 }, () => ({ type: 'bulk', inputs: null })));
+    await open().publishContinue(ids);
+    await waitUntil(() => got.size === ids.length, 20_000, 'every hinted process');
     await c.cancel();
   });
 

@@ -16,6 +16,7 @@ import type { Logger } from '../../logging/index.js';
 import {
   CONTROL_PROTOCOL_VERSION,
   LineSplitter,
+  MAX_BUS_BATCH,
   MAX_CONTROL_LINE_BYTES,
   parseBusHubMessage,
   type BusHubMessage,
@@ -86,11 +87,13 @@ export class IpcLink implements BusLink {
 
   post(msg: BusPeerMessage): void {
     if (!this.connected || !this.channel.send) return;
-    try {
-      // The callback keeps a write to a channel that closes meanwhile from throwing.
-      this.channel.send({ kind: 'bus', workerId: this.workerId, message: msg }, () => undefined);
-    } catch {
-      // The daemon is gone; the worker notices through 'disconnect'.
+    for (const part of splitToFit(msg, Infinity)) {
+      try {
+        // The callback keeps a write to a channel that closes meanwhile from throwing.
+        this.channel.send({ kind: 'bus', workerId: this.workerId, message: part }, () => undefined);
+      } catch {
+        // The daemon is gone; the worker notices through 'disconnect'.
+      }
     }
   }
 
@@ -291,14 +294,21 @@ export class SocketLink implements BusLink {
   }
 }
 
-/** Splits a message whose encoded line would exceed the socket's line limit into several. */
-function splitToFit(msg: BusPeerMessage): BusPeerMessage[] {
-  const size = Buffer.byteLength(JSON.stringify({ v: 1, id: 0, method: 'bus', params: msg }));
-  if (size <= MAX_CONTROL_LINE_BYTES - 256) return [msg];
+/**
+ * Splits a message that holds more than {@link MAX_BUS_BATCH} ids or events (the receiver refuses
+ * it), or whose encoded line would exceed `maxBytes` (the socket's line limit), into several.
+ */
+function splitToFit(msg: BusPeerMessage, maxBytes = MAX_CONTROL_LINE_BYTES - 256): BusPeerMessage[] {
+  const count = 'ids' in msg ? msg.ids.length : 'events' in msg ? msg.events.length : 0;
+  if (count <= MAX_BUS_BATCH) {
+    if (maxBytes === Infinity) return [msg];
+    const size = Buffer.byteLength(JSON.stringify({ v: 1, id: 0, method: 'bus', params: msg }));
+    if (size <= maxBytes) return [msg];
+  }
   const halve = <T>(list: T[], make: (part: T[]) => BusPeerMessage): BusPeerMessage[] => {
     if (list.length <= 1) return [make(list)];
     const mid = Math.ceil(list.length / 2);
-    return [...splitToFit(make(list.slice(0, mid))), ...splitToFit(make(list.slice(mid)))];
+    return [...splitToFit(make(list.slice(0, mid)), maxBytes), ...splitToFit(make(list.slice(mid)), maxBytes)];
   };
   switch (msg.kind) {
     case 'dispatch':
