@@ -29,6 +29,7 @@ import {
   DAEMON_EXIT_ALREADY_RUNNING,
   MAX_WORKERS,
   type ControlHandler,
+  type DaemonEnvironment,
   type DaemonInfo,
   type DaemonState,
   type DaemonStatus,
@@ -39,6 +40,7 @@ import { errorMessage } from '../errors/index.js';
 import { deferred, ensurePrivateDir, sleep } from '../util/index.js';
 import { ControlServer } from './control-server.js';
 import { defaultControlTransports } from './dbus.js';
+import { recordEnvironment, recordWorkerModules } from './environment.js';
 import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
 import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
 import { createNotifier, type Notifier } from './notify.js';
@@ -159,6 +161,7 @@ export class Daemon {
   private readonly signalHandlers: Array<[string, (...args: unknown[]) => void]> = [];
   private lastRecords = '';
   private readonly version = droverVersion();
+  private environment: DaemonEnvironment;
   private readonly supervisorKind: DaemonSupervisor;
   private readySent = false;
   /** Leases were released while no worker was ready to re-publish them. */
@@ -181,6 +184,7 @@ export class Daemon {
     const env = options.env ?? process.env;
     this.supervisorKind = detectSupervisor(env);
     this.notifier = createNotifier(logger, env);
+    this.environment = recordEnvironment(profile, this.version);
     this.leases = options.leases ?? storeLeaseReleaser(profile, logger);
     this.supervisor = new Supervisor({
       profile,
@@ -283,6 +287,7 @@ export class Daemon {
         this.refuseWhenStopping();
         this.logger.info('restarting all workers');
         const restarted = this.supervisor.restartAll(grace());
+        this.environment = recordWorkerModules(this.environment, this.profile);
         return { numberOfWorkers: this.supervisor.numberOfWorkers, restarted };
       },
       stop: async () => {
@@ -304,6 +309,7 @@ export class Daemon {
       numberOfWorkers: this.supervisor.numberOfWorkers,
       runningProcesses: this.supervisor.runningProcesses,
       workers: this.supervisor.info(),
+      environment: this.environment,
     };
   }
 
@@ -325,6 +331,7 @@ export class Daemon {
       lockFile: this.paths.lockFile,
       logFile: this.paths.logFile,
       memoryRss: process.memoryUsage.rss(),
+      environment: this.environment,
     };
   }
 

@@ -41,10 +41,10 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
       description: 'systemd: loginctl enable-linger, so the daemon starts at boot and keeps running after logout.',
     }),
     'dry-run': Flags.boolean({ description: 'Print the rendered file(s) and the commands; change nothing.' }),
-    init: Flags.string({
-      options: ['systemd', 'launchd'],
+    init: Flags.option({
+      options: ['systemd', 'launchd'] as const,
       description: 'Service manager to install into (default: a running systemd user manager, else launchd on macOS).',
-    }),
+    })(),
     'watchdog-sec': Flags.integer({
       min: 0,
       max: 3600,
@@ -63,7 +63,7 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
     const flags = this.flags;
     const dryRun = flags['dry-run'];
     if (flags.profile !== undefined) validateProfileName(flags.profile);
-    let init = flags.init as InitSystem | undefined;
+    let init: InitSystem | undefined = flags.init;
     if (init === undefined) {
       // A dry run only prints: fall back to the platform's manager when none answers.
       init = dryRun

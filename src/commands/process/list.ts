@@ -41,7 +41,7 @@ export default class ProcessList extends DroverCommand<typeof ProcessList> {
   ];
   static override flags = {
     all: Flags.boolean({ char: 'a', description: 'Show processes in every state.' }),
-    state: Flags.string({ char: 'S', multiple: true, options: [...PROCESS_STATES], description: 'Only these states.' }),
+    state: Flags.option({ char: 'S', multiple: true, options: PROCESS_STATES, description: 'Only these states.' })(),
     type: Flags.string({ char: 'T', description: 'Only processes of this type.' }),
     limit: Flags.integer({ char: 'l', min: 1, description: 'At most this many, newest first.' }),
     'past-days': Flags.integer({ char: 'd', min: 1, description: 'Only processes created in the last N days.' }),
@@ -54,7 +54,7 @@ export default class ProcessList extends DroverCommand<typeof ProcessList> {
     const { workerCount } = await import('../../api/daemon-info.js');
     const client = await ProcessClient.open(profile);
     try {
-      const states = f.state ? (f.state as ProcessState[]) : f.all ? undefined : [...ACTIVE_STATES];
+      const states: ProcessState[] | undefined = f.state ?? (f.all ? undefined : [...ACTIVE_STATES]);
       const [procs, counts, workers] = await Promise.all([
         client.listProcesses({ states, type: f.type, limit: f.limit, pastDays: f['past-days'] }),
         client.store.countByState(),
