@@ -6,7 +6,7 @@
 # `daemon install --dry-run` (it must run the installed package), starts a daemon, runs a process
 # and stops the daemon. Removes everything it made. Run from the repository root (.ci/run does).
 #
-# Speed: the install is --offline from the npm cache (which `npm ci` filled; the tarball's
+# Speed: the install takes what it can from the npm cache (which `npm ci` filled; the tarball's
 # npm-shrinkwrap.json pins the same versions as package-lock.json) and skips install scripts, so
 # no native addon is compiled again (better-sqlite3 would take minutes on two cores): the addons
 # the checkout's `npm ci` built for this node are copied into the installed package instead,
@@ -87,8 +87,8 @@ if (missing.length > 0) {
 console.log(`pack-install: ${maps} source maps, all sources shipped`);
 EOF
 
-echo "pack-install: npm install -g --prefix (offline, no install scripts)"
-npm install -g --prefix "$prefix" --offline --ignore-scripts --no-audit --no-fund --loglevel=error "$work/$tgz" >/dev/null
+echo "pack-install: npm install -g --prefix (from the npm cache first, no install scripts)"
+npm install -g --prefix "$prefix" --prefer-offline --ignore-scripts --no-audit --no-fund --loglevel=error "$work/$tgz" >/dev/null
 pkg="$prefix/lib/node_modules/drover"
 [ -x "$prefix/bin/drover" ] || fail "no bin/drover in the prefix"
 for addon in better-sqlite3 sd-notify; do
@@ -107,7 +107,7 @@ run() {
   env -i PATH="$prefix/bin:$(dirname "$(command -v node)"):/usr/bin:/bin" HOME="$home" \
     DROVER_HOME="$home/drover" LANG=C.UTF-8 "$@"
 }
-[ "$(run command -v drover)" = "$prefix/bin/drover" ] || fail "drover on PATH is not the installed one"
+[ "$(run sh -c 'command -v drover')" = "$prefix/bin/drover" ] || fail "drover on PATH is not the installed one"
 version=$(node -p "require('$root/package.json').version")
 run drover --version | grep -q "^drover/$version " || fail "drover --version does not say $version"
 run drover profile setup "$profile" --set-default >/dev/null
