@@ -41,7 +41,11 @@ export function timeoutFlag(description: string) {
     helpValue: '<seconds>',
     parse: async (input: string) => {
       const n = parseTimeoutSeconds(input);
-      if (n === null) throw new Error(`--timeout must be a positive number of seconds (at most a day), got '${input}'`);
+      if (n === null) {
+        throw new Errors.CLIError(`--timeout must be a positive number of seconds (at most a day), got '${input}'`, {
+          exit: EXIT_USAGE,
+        });
+      }
       return n;
     },
   })();
