@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The drover CLI. Build first (npm run build): the commands live in dist/src/commands/<topic>/<verb>.js.
 //
-// `drover --version` and `drover daemon status [-p NAME] [-a] [-t S] [--json]` answer here without
-// loading oclif: prompts, scripts and monitoring call them, so they must start about as fast as node
-// itself. Everything else (and those two with any other argument, --help included) goes to oclif.
+// `drover --version`, `drover daemon status` and `drover process list` answer here without loading
+// oclif: prompts, scripts and monitoring call them, so they must start about as fast as node itself.
+// Their flags are declared once, in src/cli/ (the oclif commands use the same declarations); any
+// argument their fast path does not fully understand (--help, a bad value) goes to oclif, as does
+// every other command.
 import fs from 'node:fs';
 
 const argv = process.argv.slice(2);
@@ -17,6 +19,9 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
   if (argv[0] === 'daemon' && argv[1] === 'status') {
     const { fastDaemonStatus } = await import('../dist/src/cli/daemon-status.js');
     code = await fastDaemonStatus(argv.slice(2));
+  } else if (argv[0] === 'process' && argv[1] === 'list') {
+    const { fastProcessList } = await import('../dist/src/cli/process-list.js');
+    code = await fastProcessList(argv.slice(2));
   }
   if (code !== null) {
     process.exitCode = code;

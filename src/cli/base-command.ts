@@ -19,6 +19,7 @@ import { resolveScope, type ConfigScope } from './config-scope.js';
 import { EXIT, EXIT_UNREACHABLE, EXIT_USAGE } from './exit-codes.js';
 import { MAX_COLORIZED_JSON, errorReport, jsonText, writeOut } from './output.js';
 import { parseTimeoutSeconds } from './timeout.js';
+import type { FastFlags } from './fast-flags.js';
 
 export { EXIT, EXIT_UNREACHABLE, EXIT_USAGE } from './exit-codes.js';
 
@@ -54,6 +55,41 @@ export function timeoutFlag(description: string) {
 /** The `-a/--all` flag, with what "all" means for the command. */
 export function allFlag(description: string) {
   return Flags.boolean({ char: 'a', description });
+}
+
+type FlagChar = Parameters<typeof Flags.boolean>[0] extends infer O
+  ? O extends { char?: infer C }
+    ? C
+    : never
+  : never;
+
+/** The oclif flags of a flag declaration shared with a fast path (cli/fast-flags.ts). */
+export function oclifFlags(spec: FastFlags): Interfaces.FlagInput {
+  const out: Interfaces.FlagInput = {};
+  for (const [name, f] of Object.entries(spec)) {
+    const char = f.char as FlagChar;
+    switch (f.kind) {
+      case 'boolean':
+        out[name] = Flags.boolean({ char, description: f.description });
+        break;
+      case 'string':
+        out[name] = f.options
+          ? f.multiple
+            ? Flags.option({ char, description: f.description, options: f.options, multiple: true })()
+            : Flags.option({ char, description: f.description, options: f.options })()
+          : f.multiple
+            ? Flags.string({ char, description: f.description, multiple: true })
+            : Flags.string({ char, description: f.description });
+        break;
+      case 'integer':
+        out[name] = Flags.integer({ char, description: f.description, min: f.min });
+        break;
+      case 'timeout':
+        out[name] = timeoutFlag(f.description);
+        break;
+    }
+  }
+  return out;
 }
 
 /** Seconds after which a spinner also shows how long it has been waiting. */

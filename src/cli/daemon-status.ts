@@ -26,7 +26,7 @@ import type { InstalledUnitCheck } from '../service/supervisor.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 import { formatTable } from './format.js';
 import { jsonText, printError, writeOut } from './output.js';
-import { parseTimeoutSeconds } from './timeout.js';
+import { parseFastArgv, type FastFlags } from './fast-flags.js';
 
 /**
  * How the daemon answered: with its status, not at all because it is not running, or not within
@@ -61,6 +61,16 @@ export interface DaemonStatusEntry {
 export interface DaemonStatusResult {
   profiles: DaemonStatusEntry[];
 }
+
+/** The flags of `drover daemon status` (besides -p and --json), shared by the oclif command and the fast path. */
+export const DAEMON_STATUS_FLAGS = {
+  all: { kind: 'boolean', char: 'a', description: 'Show the daemons of every profile.' },
+  timeout: {
+    kind: 'timeout',
+    char: 't',
+    description: 'Seconds to wait for each daemon to answer (default: daemon.timeout).',
+  },
+} as const satisfies FastFlags;
 
 /** Flags of `drover daemon status`. */
 export interface DaemonStatusOptions {
@@ -199,51 +209,14 @@ export async function printDaemonStatus(result: DaemonStatusResult, json: boolea
 
 /**
  * The flags of `drover daemon status` when `argv` (after `daemon status`) holds only flags this
- * fast path understands with valid values (`-p/--profile NAME`, `-a/--all`, `-t/--timeout S`,
- * `--json`, each at most once); null otherwise, so that oclif parses it and reports the error or
- * shows the help exactly as for every other command.
+ * fast path understands, with valid values; null otherwise (see cli/fast-flags.ts).
  */
 export function parseDaemonStatusArgv(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
 ): (DaemonStatusOptions & { json: boolean }) | null {
-  const seen = new Set<string>();
-  const opts: DaemonStatusOptions & { json: boolean } = { json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    let name: string;
-    let inline: string | undefined;
-    const long = /^--(profile|timeout|all|json)(?:=(.*))?$/s.exec(arg);
-    const short = /^-([pta])(.*)$/s.exec(arg);
-    if (long) {
-      name = long[1]!;
-      inline = long[2];
-    } else if (short) {
-      name = { p: 'profile', t: 'timeout', a: 'all' }[short[1] as 'p' | 't' | 'a'];
-      inline = short[2] === '' ? undefined : short[2];
-    } else {
-      return null;
-    }
-    if (seen.has(name)) return null;
-    seen.add(name);
-    if (name === 'all' || name === 'json') {
-      if (inline !== undefined) return null;
-      if (name === 'all') opts.all = true;
-      else opts.json = true;
-      continue;
-    }
-    const value = inline ?? argv[++i];
-    if (value === undefined || (inline === undefined && value.startsWith('-') && name === 'profile')) return null;
-    if (name === 'profile') opts.profile = value;
-    else {
-      const t = parseTimeoutSeconds(value);
-      if (t === null) return null;
-      opts.timeout = t;
-    }
-  }
-  // As oclif's flag does: DROVER_PROFILE stands in for -p.
-  if (opts.profile === undefined && env.DROVER_PROFILE) opts.profile = env.DROVER_PROFILE;
-  return opts;
+  const f = parseFastArgv(argv, DAEMON_STATUS_FLAGS, env);
+  return f === null ? null : { profile: f.profile, all: f.all, timeout: f.timeout, json: f.json };
 }
 
 /**

@@ -228,7 +228,7 @@ export interface DaemonStatus {
   /** Processes running in all workers. */
   runningProcesses: number;
   workers: WorkerInfo[];
-  /** What the daemon loaded; null (or absent) from a daemon that does not report it. */
+  /** What the daemon loaded; absent from a daemon that does not report it. */
   environment?: DaemonEnvironment | null;
 }
 
@@ -252,7 +252,7 @@ export interface DaemonInfo {
   logFile: string;
   /** Resident memory of the daemon process, bytes. */
   memoryRss: number;
-  /** What the daemon loaded; null (or absent) from a daemon that does not report it. */
+  /** What the daemon loaded; absent from a daemon that does not report it. */
   environment?: DaemonEnvironment | null;
 }
 
@@ -577,6 +577,11 @@ export function parseDaemonEnvironment(v: unknown, w = 'environment'): DaemonEnv
   };
 }
 
+/** The `environment` field of a result: left out when the daemon did not report one. */
+function withEnvironment(environment: DaemonEnvironment | null): { environment?: DaemonEnvironment } {
+  return environment === null ? {} : { environment };
+}
+
 /** Validates a {@link DaemonStatus} received from the daemon. */
 export function parseDaemonStatus(v: unknown): DaemonStatus {
   const o = obj(v, 'status');
@@ -589,7 +594,7 @@ export function parseDaemonStatus(v: unknown): DaemonStatus {
     numberOfWorkers: num(o.numberOfWorkers, 'status.numberOfWorkers'),
     runningProcesses: num(o.runningProcesses, 'status.runningProcesses'),
     workers: parseWorkers(o.workers, 'status.workers'),
-    environment: parseDaemonEnvironment(o.environment, 'status.environment'),
+    ...withEnvironment(parseDaemonEnvironment(o.environment, 'status.environment')),
   };
 }
 
@@ -614,7 +619,7 @@ export function parseDaemonInfo(v: unknown): DaemonInfo {
     lockFile: s('lockFile'),
     logFile: s('logFile'),
     memoryRss: n('memoryRss'),
-    environment: parseDaemonEnvironment(o.environment, 'daemonInfo.environment'),
+    ...withEnvironment(parseDaemonEnvironment(o.environment, 'daemonInfo.environment')),
   };
 }
 

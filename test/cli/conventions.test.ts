@@ -148,8 +148,19 @@ describe('cli: conventions', function () {
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
       assert.match(r.stderr, /Error/);
     }
-    assert.deepEqual(parseDaemonStatusArgv(['-t0.5', '--json', '-a'], {}), { json: true, timeout: 0.5, all: true });
-    assert.deepEqual(parseDaemonStatusArgv(['--profile=x'], {}), { json: false, profile: 'x' });
+    assert.deepEqual(parseDaemonStatusArgv(['-t0.5', '--json', '-a'], {}), {
+      profile: undefined,
+      json: true,
+      timeout: 0.5,
+      all: true,
+    });
+    assert.deepEqual(parseDaemonStatusArgv(['--profile=x'], { DROVER_PROFILE: 'y' }), {
+      profile: 'x',
+      json: false,
+      all: false,
+      timeout: undefined,
+    });
+    assert.equal(parseDaemonStatusArgv([], { DROVER_PROFILE: 'y' })?.profile, 'y');
     assert.equal(parseDaemonStatusArgv(['-t', '0'], {}), null, 'left to oclif to report');
     assert.equal(parseDaemonStatusArgv(['--all', '--all'], {}), null);
     assert.equal(parseDaemonStatusArgv(['--help'], {}), null);

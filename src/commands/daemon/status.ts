@@ -1,5 +1,6 @@
-import { DroverCommand, allFlag, timeoutFlag } from '../../cli/base-command.js';
+import { DroverCommand, oclifFlags } from '../../cli/base-command.js';
 import {
+  DAEMON_STATUS_FLAGS,
   collectDaemonStatus,
   daemonStatusExitCode,
   renderDaemonStatus,
@@ -27,17 +28,11 @@ export default class DaemonStatusCommand extends DroverCommand<typeof DaemonStat
     '<%= config.bin %> daemon status --all',
     '<%= config.bin %> daemon status -t 0.5 --json',
   ];
-  static override flags = {
-    all: allFlag('Show the daemons of every profile.'),
-    timeout: timeoutFlag('Seconds to wait for each daemon to answer (default: daemon.timeout).'),
-  };
+  static override flags = oclifFlags(DAEMON_STATUS_FLAGS);
 
   async run(): Promise<DaemonStatusResult> {
-    const result = await collectDaemonStatus({
-      profile: this.flags.profile,
-      all: this.flags.all,
-      timeout: this.flags.timeout,
-    });
+    const flags = this.flags as unknown as { profile?: string; all: boolean; timeout?: number };
+    const result = await collectDaemonStatus({ profile: flags.profile, all: flags.all, timeout: flags.timeout });
     if (!this.jsonEnabled()) {
       const { out, err } = await renderDaemonStatus(result);
       for (const line of err) this.logToStderr(line);
