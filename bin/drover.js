@@ -3,7 +3,9 @@
 //
 // `drover --version`, `drover daemon status` and `drover process list` answer here without loading
 // oclif: prompts, scripts and monitoring call them, so they must start about as fast as node itself.
-// Their flags are declared once, in src/cli/ (the oclif commands use the same declarations); any
+// They run from bundles of src/cli/ (scripts/bundle-fast-paths.mjs, part of `npm run build`): one
+// module to load instead of thirty. Their flags are declared once, in src/cli/ (the oclif commands
+// use the same declarations); any
 // argument their fast path does not fully understand (--help, a bad value) goes to oclif, as does
 // every other command.
 import fs from 'node:fs';
@@ -17,10 +19,10 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
 } else {
   let code = null;
   if (argv[0] === 'daemon' && argv[1] === 'status') {
-    const { fastDaemonStatus } = await import('../dist/src/cli/daemon-status.js');
+    const { fastDaemonStatus } = await import('../dist/src/fast/daemon-status.js');
     code = await fastDaemonStatus(argv.slice(2));
   } else if (argv[0] === 'process' && argv[1] === 'list') {
-    const { fastProcessList } = await import('../dist/src/cli/process-list.js');
+    const { fastProcessList } = await import('../dist/src/fast/process-list.js');
     code = await fastProcessList(argv.slice(2));
   }
   if (code !== null) {

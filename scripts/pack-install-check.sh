@@ -52,6 +52,7 @@ listing=$(tar -tzf "$work/$tgz")
 for f in package/LICENSE package/README.md package/package.json package/npm-shrinkwrap.json \
   package/oclif.manifest.json package/bin/drover.js package/dist/src/index.js \
   package/dist/src/commands/daemon/status.js package/dist/src/cli/daemon-status.js \
+  package/dist/src/fast/daemon-status.js package/dist/src/fast/process-list.js \
   package/units/drover@.service package/plist/drover.plist; do
   grep -qx "$f" <<<"$listing" || fail "the tarball lacks ${f#package/}"
 done
