@@ -28,6 +28,9 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
   if (code !== null) {
     process.exitCode = code;
   } else {
+    // oclif checks node against package.json's engines with semver on every start (~10 ms of
+    // loading); npm already checks engines when it installs drover.
+    process.env.OCLIF_DISABLE_ENGINE_WARNING ??= 'true';
     const { execute } = await import('@oclif/core');
     await execute({ dir: import.meta.url });
   }
