@@ -18,7 +18,7 @@ const allowed = {
   client: ['protocol', 'config', 'errors', 'util', 'logging'],
   service: ['config', 'errors', 'util', 'logging'],
   api: ['store', 'broker', 'engine', 'worker', 'daemon', 'config', 'protocol', 'errors', 'util', 'logging', 'client'],
-  cli: ['config', 'errors', 'util', 'logging', 'api', 'client'],
+  cli: ['config', 'errors', 'util', 'logging', 'api', 'client', 'service', 'protocol'],
   commands: ['cli', 'client', 'service', 'config', 'api', 'errors', 'util', 'logging', 'protocol'],
 };
 

@@ -202,12 +202,15 @@ async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Pro
   return status;
 }
 
-/** Asks the profile's daemon through the DaemonClient (cheap PID check first, then the socket). */
-export async function daemonStatusFromClient(profile: Profile): Promise<DaemonStatus> {
+/**
+ * Asks the profile's daemon through the DaemonClient (cheap PID check first, then the socket),
+ * waiting at most `timeoutSeconds` (default: the profile's `daemon.timeout`).
+ */
+export async function daemonStatusFromClient(profile: Profile, timeoutSeconds?: number): Promise<DaemonStatus> {
   const { DaemonClient } = await import('../client/index.js');
   const client = new DaemonClient(profile);
   if (!client.isDaemonRunning) return { running: false, pid: null, summary: 'not running' };
-  const s = await client.getStatus();
+  const s = await client.getStatus({ timeout: timeoutSeconds });
   const crash = s.workers.filter((w) => w.state === 'crash-looping').length;
   return {
     running: true,
@@ -225,11 +228,13 @@ export async function getStatus(profile: Profile, opts: StatusOptions = {}): Pro
   const [store, broker, daemon] = await Promise.all([
     checkStore(profile.storage, timeoutMs),
     checkBroker(profile.broker, timeoutMs),
-    (opts.daemonStatus ?? daemonStatusFromClient)(profile).catch((err: unknown): DaemonStatus => ({
-      running: false,
-      pid: null,
-      summary: `unknown (${errorMessage(err)})`,
-    })),
+    (opts.daemonStatus ?? ((p: Profile) => daemonStatusFromClient(p, timeoutMs / 1000)))(profile).catch(
+      (err: unknown): DaemonStatus => ({
+        running: false,
+        pid: null,
+        summary: `unknown (${errorMessage(err)})`,
+      }),
+    ),
   ]);
   return {
     configFile: profile.configFile,

@@ -1,21 +1,27 @@
 /**
  * Base class of every drover command: the global `-p/--profile` flag (also `DROVER_PROFILE`),
- * `--json` output, confirmation prompts, and error reporting. Commands stay thin: they parse
- * flags, call the library and print; heavy modules (store, broker) are imported only by the
+ * `--json` output, confirmation prompts, spinners, and error reporting. Commands stay thin: they
+ * parse flags, call the library and print; heavy modules (store, broker) are imported only by the
  * commands that need them, so that light commands start fast.
  *
  * Errors are printed as one line `Error: <message>` on stderr (with `--json`: an
- * `{"error": {"code", "message"}}` object on stdout). Exit codes: 0 success, 1 error, 2 usage
- * error (unknown flag, missing argument), 3 ({@link EXIT_UNREACHABLE}) something checked is not
- * reachable or not running.
+ * `{"error": {"code", "message"}}` object on stdout). Exit codes follow the table of
+ * cli/exit-codes.ts (0 done, 1 failed, 2 usage, 3 unreachable or not running, 4 already running,
+ * 5 timed out).
  *
  * @module
  */
 import readline from 'node:readline/promises';
-import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
-import { DaemonNotRunningException, DroverError, errorMessage } from '../errors/index.js';
+import { Command, Errors, Flags, ux, type Interfaces } from '@oclif/core';
+import { DaemonNotRunningException } from '../errors/index.js';
 import { Config, configFilePath, resolveProfile, type Profile } from '../config/index.js';
 import { resolveScope, type ConfigScope } from './config-scope.js';
+import { EXIT, EXIT_UNREACHABLE, EXIT_USAGE } from './exit-codes.js';
+import { MAX_COLORIZED_JSON, errorReport, jsonText, writeOut } from './output.js';
+import { parseTimeoutSeconds } from './timeout.js';
+import type { FastFlags } from './fast-flags.js';
+
+export { EXIT, EXIT_UNREACHABLE, EXIT_USAGE } from './exit-codes.js';
 
 /** Flags every drover command accepts. */
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<
@@ -25,11 +31,69 @@ export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<
 /** Arguments of a drover command. */
 export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>;
 
-/** Exit code used when something the command checks is not reachable or not running. */
-export const EXIT_UNREACHABLE = 3;
+/**
+ * The `-t/--timeout` flag: seconds, fractions allowed (the one unit of every timeout), positive and
+ * at most a day.
+ */
+export function timeoutFlag(description: string) {
+  return Flags.custom<number>({
+    char: 't',
+    description,
+    helpValue: '<seconds>',
+    parse: async (input: string) => {
+      const n = parseTimeoutSeconds(input);
+      if (n === null) {
+        throw new Errors.CLIError(`--timeout must be a positive number of seconds (at most a day), got '${input}'`, {
+          exit: EXIT_USAGE,
+        });
+      }
+      return n;
+    },
+  })();
+}
 
-/** Exit code of usage errors (unknown flag, missing argument), as oclif uses it. */
-export const EXIT_USAGE = 2;
+/** The `-a/--all` flag, with what "all" means for the command. */
+export function allFlag(description: string) {
+  return Flags.boolean({ char: 'a', description });
+}
+
+type FlagChar = Parameters<typeof Flags.boolean>[0] extends infer O
+  ? O extends { char?: infer C }
+    ? C
+    : never
+  : never;
+
+/** The oclif flags of a flag declaration shared with a fast path (cli/fast-flags.ts). */
+export function oclifFlags(spec: FastFlags): Interfaces.FlagInput {
+  const out: Interfaces.FlagInput = {};
+  for (const [name, f] of Object.entries(spec)) {
+    const char = f.char as FlagChar;
+    switch (f.kind) {
+      case 'boolean':
+        out[name] = Flags.boolean({ char, description: f.description });
+        break;
+      case 'string':
+        out[name] = f.options
+          ? f.multiple
+            ? Flags.option({ char, description: f.description, options: f.options, multiple: true })()
+            : Flags.option({ char, description: f.description, options: f.options })()
+          : f.multiple
+            ? Flags.string({ char, description: f.description, multiple: true })
+            : Flags.string({ char, description: f.description });
+        break;
+      case 'integer':
+        out[name] = Flags.integer({ char, description: f.description, min: f.min });
+        break;
+      case 'timeout':
+        out[name] = timeoutFlag(f.description);
+        break;
+    }
+  }
+  return out;
+}
+
+/** Seconds after which a spinner also shows how long it has been waiting. */
+const SHOW_ELAPSED_AFTER_S = 3;
 
 /** Base class of drover commands. */
 export abstract class DroverCommand<T extends typeof Command> extends Command {
@@ -128,19 +192,61 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
   }
 
   /**
+   * Prints JSON on stdout. Colorized (oclif's colorizer) only on a terminal and when small: the
+   * colorizer cannot handle the largest values Drover allows (a 16 MiB output string overflows
+   * its regexp), and a pipe wants plain JSON anyway.
+   */
+  public override logJson(json: unknown): void {
+    const text = jsonText(json);
+    if (process.stdout.isTTY && text.length <= MAX_COLORIZED_JSON) super.logJson(json);
+    else writeOut(process.stdout, text);
+  }
+
+  /**
+   * Runs `fn` with a spinner on stderr saying what it waits for (oclif's `ux.action`), and the time
+   * it has waited once that is long. Only on a terminal and without --json: a script or a JSON
+   * consumer gets no spinner.
+   */
+  protected async withSpinner<R>(what: string, fn: () => Promise<R>): Promise<R> {
+    if (this.jsonEnabled() || !process.stderr.isTTY) return fn();
+    const started = Date.now();
+    ux.action.start(what, undefined, { stdout: false });
+    const timer = setInterval(() => {
+      const s = Math.round((Date.now() - started) / 1000);
+      if (s >= SHOW_ELAPSED_AFTER_S) ux.action.status = `${s}s`;
+    }, 1000);
+    timer.unref();
+    try {
+      const r = await fn();
+      const s = (Date.now() - started) / 1000;
+      ux.action.stop(s >= SHOW_ELAPSED_AFTER_S ? `done (${s.toFixed(1)}s)` : 'done');
+      return r;
+    } catch (err) {
+      ux.action.stop('failed');
+      throw err;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  /**
    * `drover daemon incr|decr N`: asks the running daemon to add or remove (drain) N workers and
    * prints the new count; exits 3 when the daemon is not running.
    */
   protected async changeWorkers(
     direction: 'increase' | 'decrease',
     n: number,
+    timeout: number | undefined,
   ): Promise<{ profile: string; numberOfWorkers: number }> {
     const profile = this.resolveProfile(false);
-    const { DaemonClient } = await import('../client/index.js');
+    const { DaemonClient } = await import('../client/daemon-client.js');
     const client = new DaemonClient(profile);
     let count: number;
     try {
-      count = direction === 'increase' ? await client.increaseWorkers(n) : await client.decreaseWorkers(n);
+      count =
+        direction === 'increase'
+          ? await client.increaseWorkers(n, { timeout })
+          : await client.decreaseWorkers(n, { timeout });
     } catch (err) {
       if (!(err instanceof DaemonNotRunningException)) throw err;
       this.notice(`The daemon of profile '${profile.name}' is not running.`);
@@ -153,42 +259,20 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
   protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
     // this.exit() and oclif's own exits pass through untouched.
     if (err instanceof Errors.ExitError) throw err;
-    let code: string;
-    let exit: number;
-    if (err instanceof DroverError) {
-      code = err.code;
-      exit = 1;
-    } else if (err instanceof Errors.CLIError) {
+    const report = errorReport(err);
+    const message = report.message;
+    let { code, exit } = report;
+    if (err instanceof Errors.CLIError) {
       // Parse errors (unknown flag, missing argument, bad option value).
       code = 'USAGE';
-      exit = err.oclif?.exit ?? EXIT_USAGE;
-    } else {
-      code = 'INTERNAL';
-      exit = 1;
-      if (process.env.DEBUG) this.logToStderr(err.stack ?? String(err));
+      exit = (err.oclif?.exit ?? EXIT_USAGE) as typeof exit;
+    } else if (code === 'INTERNAL' && process.env.DEBUG) {
+      this.logToStderr(err.stack ?? String(err));
     }
-    const message = errorMessage(err).trim();
     if (this.jsonEnabled()) this.logJson({ error: { code, message } });
     else this.logToStderr(`Error: ${message}`);
-    return this.exit(exit);
+    return this.exit(exit === EXIT.OK ? EXIT.FAILED : exit);
   }
 }
 
-/** Formats rows as an aligned text table. */
-export function formatTable(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n');
-}
-
-/**
- * Formats an option value for display: strings as they are, everything else as JSON (which
- * `drover config set` accepts back).
- */
-export function formatValue(value: unknown): string {
-  return typeof value === 'string' ? value : JSON.stringify(value);
-}
+export { formatTable, formatValue } from './format.js';

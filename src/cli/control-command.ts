@@ -4,9 +4,10 @@
  *
  * @module
  */
-import { Args, Flags } from '@oclif/core';
+import { Args } from '@oclif/core';
 import { InputError } from '../errors/index.js';
-import { DroverCommand, formatTable } from './base-command.js';
+import { DroverCommand, allFlag, formatTable, timeoutFlag } from './base-command.js';
+import { EXIT } from './exit-codes.js';
 
 /** What the control API returns per id (mirrors api/control's ControlReply). */
 export interface ControlReplyRow {
@@ -19,7 +20,8 @@ export interface ControlReplyRow {
 /** Help text shared by the control commands. */
 export const CONTROL_DESCRIPTION =
   'The reply says what happened to each id: done, already terminated, not found, unreachable (the broker ' +
-  'cannot be reached to tell the worker running it) or timed out (the worker did not react within --timeout).';
+  'cannot be reached to tell the worker running it) or timed out (the worker did not react within --timeout). ' +
+  'Exits with 3 when any id was unreachable, else 5 when any timed out.';
 
 /** Base class of the process control commands. */
 export abstract class ProcessControlCommand extends DroverCommand<typeof ProcessControlCommand> {
@@ -27,8 +29,8 @@ export abstract class ProcessControlCommand extends DroverCommand<typeof Process
   static override strict = false;
   static override args = { ids: Args.integer({ min: 1, description: 'Process ids.' }) };
   static override flags = {
-    all: Flags.boolean({ description: 'Act on every active process of the profile.' }),
-    timeout: Flags.integer({ char: 't', min: 1, description: 'Seconds to wait for running processes to react.' }),
+    all: allFlag('Act on every active process of the profile.'),
+    timeout: timeoutFlag('Seconds to wait for running processes to react (default: daemon.timeout).'),
   };
 
   protected abstract readonly action: 'kill' | 'pause' | 'play';
@@ -54,9 +56,16 @@ export abstract class ProcessControlCommand extends DroverCommand<typeof Process
     const { controlProcesses } = await import('../api/control.js');
     const client = await ProcessClient.open(this.resolveProfile());
     try {
-      const replies = await controlProcesses(client, this.action, this.flags.all ? 'all' : ids, {
-        timeoutSeconds: this.flags.timeout,
-      });
+      const what = this.flags.all
+        ? 'every active process'
+        : ids.length === 1
+          ? `process ${ids[0]}`
+          : `${ids.length} processes`;
+      const replies = await this.withSpinner(
+        `Waiting for ${what} to ${this.action === 'kill' ? 'be killed' : this.action === 'pause' ? 'pause' : 'resume'}`,
+        () =>
+          controlProcesses(client, this.action, this.flags.all ? 'all' : ids, { timeoutSeconds: this.flags.timeout }),
+      );
       if (replies.length === 0) this.say('No active processes.');
       else
         this.say(
@@ -65,7 +74,8 @@ export abstract class ProcessControlCommand extends DroverCommand<typeof Process
             replies.map((r) => [String(r.id), r.outcome, (r.state ?? '') + (r.paused ? ' (paused)' : '')]),
           ),
         );
-      if (replies.some((r) => r.outcome === 'unreachable' || r.outcome === 'timed out')) process.exitCode = 1;
+      if (replies.some((r) => r.outcome === 'unreachable')) process.exitCode = EXIT.UNREACHABLE;
+      else if (replies.some((r) => r.outcome === 'timed out')) process.exitCode = EXIT.TIMED_OUT;
       return { replies };
     } finally {
       await client.close();

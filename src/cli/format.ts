@@ -29,3 +29,22 @@ export function parseKeyValues(pairs: readonly string[]): Record<string, unknown
   }
   return out;
 }
+
+/** Formats rows as an aligned text table. */
+export function formatTable(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/**
+ * Formats an option value for display: strings as they are, everything else as JSON (which
+ * `drover config set` accepts back).
+ */
+export function formatValue(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}

@@ -5,34 +5,65 @@
  *
  * Every method that talks to the daemon takes `timeout` in seconds (default: the profile's
  * `daemon.timeout`) and fails with:
- * - `DaemonNotRunningException` at once when no daemon listens (no waiting for the timeout);
+ * - `DaemonNotRunningException` at once when no daemon listens (no waiting for the timeout), and
+ *   when the request races a daemon that is stopping or was just killed: its side resets or closes
+ *   the connection without answering and the daemon process is gone (a read-only request such as
+ *   `status` is asked again until it gets an answer, finds nobody listening, or runs out of time);
  * - `DaemonTimeoutException` when the daemon does not answer within the timeout;
- * - `DaemonException` for anything else (a refused request, a failed start).
+ * - `DaemonAlreadyRunningException` when `startDaemon` finds it running;
+ * - `DaemonException` for anything else (a refused request, a failed start, a connection dropped
+ *   by a daemon that is still alive).
  *
  * @module
  */
 import fs from 'node:fs';
-import { spawn } from 'node:child_process';
+import type { ChildProcess, spawn as SpawnFunction } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { resolveProfile, type Profile } from '../config/index.js';
-import { DaemonException, DaemonNotRunningException, DaemonTimeoutException, InputError } from '../errors/index.js';
+import { resolveProfile, type Profile } from '../config/config.js';
+import {
+  DaemonAlreadyRunningException,
+  DaemonException,
+  DaemonNotRunningException,
+  DaemonTimeoutException,
+  InputError,
+} from '../errors/index.js';
 import {
   DAEMON_EXIT_ALREADY_RUNNING,
   MAX_WORKERS,
   parseDaemonPidFile,
+  type ControlMethod,
+  type ControlParams,
+  type ControlResults,
   type DaemonFilePaths,
   type DaemonInfo,
   type DaemonPidFile,
   type DaemonStatus,
   type WorkerInfo,
-} from '../protocol/index.js';
-import { ensurePrivateDir, isProcessAlive, sleep } from '../util/index.js';
+} from '../protocol/control.js';
+import { ensurePrivateDir } from '../util/fs.js';
+import { isProcessAlive } from '../util/proc.js';
+import { sleep } from '../util/deferred.js';
 import { fileSize, readLastLines } from './log-file.js';
 import { clientDaemonPaths } from './paths.js';
 import { findServiceManager, type ServiceManager, type ServiceManagerLookup } from './service-manager.js';
 import { createTransport } from './create-transport.js';
 import { isConnectionDropped } from './socket-transport.js';
 import type { Transport, TransportKind } from './transport.js';
+
+/** Spawns a process; child_process is loaded only by the calls that start a daemon. */
+async function spawnProcess(...args: Parameters<typeof SpawnFunction>): Promise<ChildProcess> {
+  const { spawn } = await import('node:child_process');
+  return spawn(...args);
+}
+
+/**
+ * Methods that change nothing, so asking again after a dropped connection is safe. A request that
+ * changes something is never sent twice: the daemon may have acted on the first one.
+ */
+const IDEMPOTENT: ReadonlySet<ControlMethod> = new Set<ControlMethod>(['status', 'daemonInfo', 'workerInfo']);
+
+/** How long a request that changes something waits for the daemon to exit after its connection dropped. */
+const DROPPED_EXIT_WAIT_MS = 1000;
 
 /** The CLI entry point, used to start a detached daemon. */
 export const CLI_ENTRY = fileURLToPath(new URL('../../../bin/drover.js', import.meta.url));
@@ -184,17 +215,17 @@ export class DaemonClient {
 
   /** The daemon's status: state, workers and running processes. */
   async getStatus(options?: CallOptions): Promise<DaemonStatus> {
-    return this.transport.request('status', {}, this.timeoutMs(options));
+    return this.request('status', {}, this.timeoutMs(options));
   }
 
   /** Facts about the daemon process: pid, version, files, supervisor. */
   async getDaemonInfo(options?: CallOptions): Promise<DaemonInfo> {
-    return this.transport.request('daemonInfo', {}, this.timeoutMs(options));
+    return this.request('daemonInfo', {}, this.timeoutMs(options));
   }
 
   /** Per worker: pid, memory, cpu, start time, restarts, processes running, state. */
   async getWorkerInfo(options?: CallOptions): Promise<WorkerInfo[]> {
-    return (await this.transport.request('workerInfo', {}, this.timeoutMs(options))).workers;
+    return (await this.request('workerInfo', {}, this.timeoutMs(options))).workers;
   }
 
   /** Number of workers the daemon keeps (draining ones excluded). */
@@ -206,7 +237,7 @@ export class DaemonClient {
   async increaseWorkers(n = 1, options?: CallOptions): Promise<number> {
     checkWorkerCount(n, 'number of workers to add');
     const ms = this.timeoutMs(options);
-    return (await this.transport.request('increaseWorkers', { n }, ms)).numberOfWorkers;
+    return (await this.request('increaseWorkers', { n }, ms)).numberOfWorkers;
   }
 
   /**
@@ -216,7 +247,7 @@ export class DaemonClient {
   async decreaseWorkers(n = 1, options?: CallOptions): Promise<number> {
     checkWorkerCount(n, 'number of workers to remove');
     const ms = this.timeoutMs(options);
-    return (await this.transport.request('decreaseWorkers', { n }, ms)).numberOfWorkers;
+    return (await this.request('decreaseWorkers', { n }, ms)).numberOfWorkers;
   }
 
   /**
@@ -231,7 +262,9 @@ export class DaemonClient {
     if (options.foreground) return this.runAttached(n);
     const running = this.livePidFile();
     if (running) {
-      throw new DaemonException(`the daemon of profile '${this.profile.name}' is already running (pid ${running.pid})`);
+      throw new DaemonAlreadyRunningException(
+        `the daemon of profile '${this.profile.name}' is already running (pid ${running.pid})`,
+      );
     }
     const service = this.serviceManager();
     if (service) {
@@ -250,9 +283,9 @@ export class DaemonClient {
     ensurePrivateDir(this.paths.logDir);
     const logOffset = fileSize(this.paths.logFile);
     const fd = fs.openSync(this.paths.logFile, 'a', 0o600);
-    let child;
+    let child: ChildProcess;
     try {
-      child = spawn(process.execPath, this.daemonArgs(n), {
+      child = await spawnProcess(process.execPath, this.daemonArgs(n), {
         detached: true,
         stdio: ['ignore', fd, fd],
         env: { ...this.env, DROVER_PROFILE: this.profile.name },
@@ -274,7 +307,7 @@ export class DaemonClient {
         const e = exit as { code: number | null; signal: NodeJS.Signals | null };
         if (e.code === DAEMON_EXIT_ALREADY_RUNNING) {
           const other = this.livePidFile();
-          throw new DaemonException(
+          throw new DaemonAlreadyRunningException(
             `the daemon of profile '${this.profile.name}' is already running${other ? ` (pid ${other.pid})` : ''}`,
           );
         }
@@ -313,7 +346,7 @@ export class DaemonClient {
       await service.stop({ timeout: ms / 1000 });
     } else {
       try {
-        await this.transport.request('stop', {}, ms);
+        await this.request('stop', {}, ms);
       } catch (err) {
         // The process lives but its socket is gone (removed by hand): a signal does the same.
         if (err instanceof DaemonNotRunningException && before && isProcessAlive(before.pid, before.start)) {
@@ -356,7 +389,50 @@ export class DaemonClient {
       await this.startDaemon({ numberWorkers: options.numberWorkers, wait: options.wait });
       return;
     }
-    await this.transport.request('restartWorkers', {}, this.timeoutMs(options));
+    await this.request('restartWorkers', {}, this.timeoutMs(options));
+  }
+
+  /**
+   * Sends one request, with the error contract of this class for a connection the daemon's side
+   * dropped before answering (see the module comment): a read-only request is asked again while
+   * the daemon process lives and time remains; a request that changes something is not repeated,
+   * and is reported as "not running" only when the daemon process is gone within a moment.
+   */
+  private async request<M extends ControlMethod>(
+    method: M,
+    params: ControlParams[M],
+    timeoutMs: number,
+  ): Promise<ControlResults[M]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let dropped: unknown;
+      try {
+        return await this.transport.request(method, params, Math.max(1, deadline - Date.now()));
+      } catch (err) {
+        if (!isConnectionDropped(err)) throw err;
+        dropped = err;
+      }
+      const gone = (): DaemonNotRunningException =>
+        new DaemonNotRunningException(
+          `the daemon of profile '${this.profile.name}' is not running (it went away before answering '${method}')`,
+          { cause: dropped },
+        );
+      if (!IDEMPOTENT.has(method)) {
+        const until = Math.min(deadline, Date.now() + DROPPED_EXIT_WAIT_MS);
+        while (this.livePidFile() !== null && Date.now() < until) await sleep(20);
+        if (this.livePidFile() === null) throw gone();
+        throw dropped;
+      }
+      if (this.livePidFile() === null) throw gone();
+      if (Date.now() >= deadline) {
+        throw new DaemonTimeoutException(
+          `the daemon of profile '${this.profile.name}' did not answer '${method}' within ${timeoutMs / 1000}s ` +
+            '(it dropped the connection)',
+          { cause: dropped },
+        );
+      }
+      await sleep(20);
+    }
   }
 
   /** The last `n` lines of the daemon's log file. */
@@ -402,19 +478,19 @@ export class DaemonClient {
   }
 
   /** Runs the daemon attached to this terminal; resolves when it exits. */
-  private runAttached(n: number | undefined): Promise<void> {
+  private async runAttached(n: number | undefined): Promise<void> {
+    const child = await spawnProcess(process.execPath, this.daemonArgs(n), {
+      stdio: 'inherit',
+      env: { ...this.env, DROVER_PROFILE: this.profile.name },
+    });
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, this.daemonArgs(n), {
-        stdio: 'inherit',
-        env: { ...this.env, DROVER_PROFILE: this.profile.name },
-      });
       child.on('error', (err) =>
         reject(new DaemonException(`cannot start the daemon: ${err.message}`, { cause: err })),
       );
       child.on('exit', (code, signal) => {
         if (code === 0) resolve();
         else if (code === DAEMON_EXIT_ALREADY_RUNNING) {
-          reject(new DaemonException(`the daemon of profile '${this.profile.name}' is already running`));
+          reject(new DaemonAlreadyRunningException(`the daemon of profile '${this.profile.name}' is already running`));
         } else reject(new DaemonException(`the daemon exited with ${signal ?? `code ${code}`}`));
       });
     });

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { DaemonStatus, WorkerExit, WorkerInfo } from '../protocol/index.js';
+import type { DaemonStatus, WorkerExit, WorkerInfo } from '../protocol/control.js';
 
 /** `52.3 MiB`; `-` for null. */
 export function formatBytes(bytes: number | null): string {

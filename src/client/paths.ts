@@ -1,5 +1,5 @@
-import { logDir, runtimeDir } from '../config/index.js';
-import { daemonFilePaths, type DaemonFilePaths } from '../protocol/index.js';
+import { logDir, runtimeDir } from '../config/paths.js';
+import { daemonFilePaths, type DaemonFilePaths } from '../protocol/control.js';
 
 /** Paths of the daemon files of profile `name` (the daemon uses the same ones). */
 export function clientDaemonPaths(name: string, env: NodeJS.ProcessEnv = process.env): DaemonFilePaths {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Profile } from '../config/index.js';
+import type { Profile } from '../config/config.js';
 
 /** Options passed to a service manager. */
 export interface ServiceManagerCallOptions {

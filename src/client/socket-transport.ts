@@ -1,14 +1,17 @@
 /**
  * The Unix socket transport: one connection per request, newline-delimited JSON.
  *
- * A connection refused or a missing socket means no daemon: that fails at once with
- * `DaemonNotRunningException` (AiiDA waits the whole timeout here). A daemon that accepts but
- * does not answer (stopped, hung) fails with `DaemonTimeoutException` after the timeout.
+ * A connection refused, a missing socket or a runtime directory that is not there (or is not a
+ * directory) means no daemon: that fails at once with `DaemonNotRunningException` (AiiDA waits the
+ * whole timeout here). A daemon that accepts but does not answer (stopped, hung) fails with
+ * `DaemonTimeoutException` after the timeout. A connection the daemon's side resets or closes
+ * before answering is a `DaemonException` marked as dropped ({@link isConnectionDropped}): what
+ * that means (a daemon on its way out, or one that refused the connection) is for the caller, who
+ * can look at the daemon process, to say.
  *
  * @module
  */
 import net from 'node:net';
-import crypto from 'node:crypto';
 import { DaemonException, DaemonNotRunningException, DaemonTimeoutException } from '../errors/index.js';
 import {
   LineSplitter,
@@ -18,13 +21,23 @@ import {
   type ControlMethod,
   type ControlParams,
   type ControlResults,
-} from '../protocol/index.js';
+} from '../protocol/control.js';
 import type { Transport } from './transport.js';
 
 /** Largest reply accepted (a status of many workers with their last output lines). */
 const MAX_REPLY_BYTES = 32 * 1024 * 1024;
-/** Errors of connect() that mean nobody listens on the socket. */
-const NOT_RUNNING_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
+/**
+ * Errors of connect() that mean nobody listens on the socket: no socket file, nobody behind it, not
+ * a socket, or a runtime directory that is missing or not a directory (a daemon could not have
+ * created its socket there; its own start failure says why).
+ */
+const NOT_RUNNING_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK', 'ENOTDIR']);
+
+/** Errors on an open connection that mean the other side went away. */
+const DROPPED_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
+/** Ids of requests: one connection carries one request, so a counter is unique enough. */
+let nextId = 0;
 
 /** Errors of requests whose connection the daemon's side dropped before answering. */
 const dropped = new WeakSet<Error>();
@@ -49,7 +62,7 @@ export class SocketTransport implements Transport {
   ) {}
 
   request<M extends ControlMethod>(method: M, params: ControlParams[M], timeoutMs: number): Promise<ControlResults[M]> {
-    const id = crypto.randomBytes(6).toString('hex');
+    const id = `${process.pid}-${++nextId}`;
     const who = `the daemon of profile '${this.profileName}'`;
     return new Promise<ControlResults[M]>((resolve, reject) => {
       let settled = false;
@@ -112,7 +125,7 @@ export class SocketTransport implements Transport {
           );
         } else {
           const e = new DaemonException(`connection to ${who} failed: ${err.message}`, { cause: err });
-          if (connected && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) dropped.add(e);
+          if (err.code !== undefined && DROPPED_CODES.has(err.code)) dropped.add(e);
           done(e);
         }
       });

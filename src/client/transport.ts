@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ControlMethod, ControlParams, ControlResults } from '../protocol/index.js';
+import type { ControlMethod, ControlParams, ControlResults } from '../protocol/control.js';
 
 /** Names of the transports. */
 export type TransportKind = 'socket' | 'dbus';

@@ -1,4 +1,4 @@
-import { DroverCommand, EXIT_UNREACHABLE } from '../cli/base-command.js';
+import { DroverCommand, EXIT_UNREACHABLE, timeoutFlag } from '../cli/base-command.js';
 import type { ProfileStatus } from '../api/status.js';
 
 /** Result of `drover status --json`. */
@@ -9,17 +9,21 @@ export default class Status extends DroverCommand<typeof Status> {
     'Show the configuration file, the profile, and whether its store, broker and daemon are up.';
   static override description =
     'Checks the store and the broker of the profile (-p, DROVER_PROFILE, or the default profile) in parallel, ' +
-    'each for at most daemon.timeout seconds. Exits with 3 when the store or the broker is not reachable. ' +
+    'each for at most --timeout (default daemon.timeout) seconds. Exits with 3 when the store or the broker is not reachable. ' +
     'On first use (no configuration file) it creates the profile `default` (SQLite store, the local bus) ' +
     'and says so.';
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status -p demo --json'];
+  static override flags = {
+    timeout: timeoutFlag('Seconds to wait for the store, the broker and the daemon (default: daemon.timeout).'),
+  };
 
   async run(): Promise<StatusResult> {
     const profile = this.resolveProfile();
     // Imported here: oclif loads every command file to list them, and this module pulls in the
     // store drivers and amqplib, which other commands should not pay for.
     const { getStatus } = await import('../api/status.js');
-    const s = await getStatus(profile);
+    const t = this.flags.timeout;
+    const s = await getStatus(profile, t === undefined ? {} : { timeoutMs: Math.round(t * 1000) });
     const up = (ok: boolean): string => (ok ? 'reachable' : 'UNREACHABLE').padEnd(11);
     const storeVersion = s.store.reachable
       ? ` (schema version ${s.store.schemaVersion}, ${s.store.serverVersion})`

@@ -29,6 +29,7 @@ import {
   DAEMON_EXIT_ALREADY_RUNNING,
   MAX_WORKERS,
   type ControlHandler,
+  type DaemonEnvironment,
   type DaemonInfo,
   type DaemonState,
   type DaemonStatus,
@@ -39,6 +40,7 @@ import { errorMessage } from '../errors/index.js';
 import { deferred, ensurePrivateDir, sleep } from '../util/index.js';
 import { ControlServer } from './control-server.js';
 import { defaultControlTransports } from './dbus.js';
+import { recordEnvironment, recordWorkerModules } from './environment.js';
 import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
 import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
 import { DaemonHub } from './bus-hub.js';
@@ -164,6 +166,7 @@ export class Daemon {
   private readonly signalHandlers: Array<[string, (...args: unknown[]) => void]> = [];
   private lastRecords = '';
   private readonly version = droverVersion();
+  private environment: DaemonEnvironment;
   private readonly supervisorKind: DaemonSupervisor;
   private readySent = false;
   /** Leases were released while no worker was ready to re-publish them. */
@@ -186,6 +189,7 @@ export class Daemon {
     const env = options.env ?? process.env;
     this.supervisorKind = detectSupervisor(env);
     this.notifier = createNotifier(logger, env);
+    this.environment = recordEnvironment(profile, this.version);
     this.store = lazyStore(profile, logger);
     this.leases = options.leases ?? storeLeaseReleaser(this.store, logger);
     this.hub =
@@ -298,6 +302,7 @@ export class Daemon {
         this.refuseWhenStopping();
         this.logger.info('restarting all workers');
         const restarted = this.supervisor.restartAll(grace());
+        this.environment = recordWorkerModules(this.environment, this.profile);
         return { numberOfWorkers: this.supervisor.numberOfWorkers, restarted };
       },
       stop: async () => {
@@ -319,6 +324,7 @@ export class Daemon {
       numberOfWorkers: this.supervisor.numberOfWorkers,
       runningProcesses: this.supervisor.runningProcesses,
       workers: this.supervisor.info(),
+      environment: this.environment,
     };
   }
 
@@ -340,6 +346,7 @@ export class Daemon {
       lockFile: this.paths.lockFile,
       logFile: this.paths.logFile,
       memoryRss: process.memoryUsage.rss(),
+      environment: this.environment,
     };
   }
 

@@ -153,6 +153,16 @@ export class DaemonTimeoutException extends DaemonException {
   override readonly code: string = 'DAEMON_TIMEOUT';
 }
 
+/** `startDaemon` found the profile's daemon already running (or lost the race to start it). */
+export class DaemonAlreadyRunningException extends DaemonException {
+  override readonly code: string = 'DAEMON_ALREADY_RUNNING';
+}
+
+/** A wait for processes (to terminate, to react to a request) ran out of time; nothing was undone. */
+export class WaitTimeoutError extends DroverError {
+  override readonly code: string = 'WAIT_TIMEOUT';
+}
+
 /** The service manager (systemd, launchd) failed or is not available. */
 export class ServiceError extends DroverError {
   override readonly code: string = 'SERVICE_ERROR';

@@ -24,7 +24,7 @@
  */
 import path from 'node:path';
 import { ProtocolError } from '../errors/index.js';
-import { isJsonObject, jsonPreview, type JsonValue } from './json.js';
+import { isJsonObject, isJsonValue, jsonPreview, type JsonValue } from './json.js';
 
 /** Version of the control protocol this code speaks. */
 export const CONTROL_PROTOCOL_VERSION = 1;
@@ -180,6 +180,41 @@ export interface WorkerInfo {
   lastLines: string[];
 }
 
+/**
+ * A module the workers import (an entry of `processes.modules`) and the identity of its file when
+ * they did, so a client can tell that the file changed on disk since.
+ */
+export interface ModuleRecord {
+  /** The entry as written in `processes.modules` (an absolute path or a package name). */
+  spec: string;
+  /** The file it resolved to, or null when it could not be resolved (the workers fail to load it). */
+  path: string | null;
+  /** Modification time of that file in ms since the epoch; null when it could not be read. */
+  mtimeMs: number | null;
+  /** Size of that file in bytes; null when it could not be read. */
+  size: number | null;
+}
+
+/**
+ * What a running daemon loaded, recorded as AiiDA records a daemon's environment: its version and
+ * Node.js, the configuration file and option values it started with, and the process modules its
+ * workers imported, so `drover daemon status` can warn when the disk no longer matches.
+ */
+export interface DaemonEnvironment {
+  /** Drover version of the daemon. */
+  version: string;
+  /** Node.js version of the daemon. */
+  node: string;
+  /** The configuration file the daemon read its profile from. */
+  configFile: string;
+  /** The profile's effective option values when the daemon started. */
+  options: Record<string, JsonValue>;
+  /** `processes.modules` as the workers imported them when all of them last (re)started. */
+  modules: ModuleRecord[];
+  /** When `modules` was recorded, ms since the epoch. */
+  modulesRecordedAt: number;
+}
+
 /** Result of `status`. */
 export interface DaemonStatus {
   profile: string;
@@ -193,6 +228,8 @@ export interface DaemonStatus {
   /** Processes running in all workers. */
   runningProcesses: number;
   workers: WorkerInfo[];
+  /** What the daemon loaded; absent from a daemon that does not report it. */
+  environment?: DaemonEnvironment | null;
 }
 
 /** Result of `daemonInfo`. */
@@ -215,6 +252,8 @@ export interface DaemonInfo {
   logFile: string;
   /** Resident memory of the daemon process, bytes. */
   memoryRss: number;
+  /** What the daemon loaded; absent from a daemon that does not report it. */
+  environment?: DaemonEnvironment | null;
 }
 
 /** Params of each method. */
@@ -528,6 +567,41 @@ function parseWorkers(v: unknown, w: string): WorkerInfo[] {
   return (v as unknown[]).map((x, i) => parseWorkerInfo(x, `${w}[${i}]`));
 }
 
+function parseModuleRecord(v: unknown, w: string): ModuleRecord {
+  const o = obj(v, w);
+  return {
+    spec: str(o.spec, `${w}.spec`),
+    path: nullable(str)(o.path, `${w}.path`),
+    mtimeMs: nullable(num)(o.mtimeMs, `${w}.mtimeMs`),
+    size: nullable(num)(o.size, `${w}.size`),
+  };
+}
+
+/**
+ * Validates a {@link DaemonEnvironment}; absent (a daemon that does not report one) is null.
+ * @throws ProtocolError naming the field that does not fit.
+ */
+export function parseDaemonEnvironment(v: unknown, w = 'environment'): DaemonEnvironment | null {
+  if (v === undefined || v === null) return null;
+  const o = obj(v, w);
+  const options = obj(o.options, `${w}.options`);
+  for (const [k, x] of Object.entries(options)) if (!isJsonValue(x)) fail(`${w}.options.${k}`, 'a JSON value', x);
+  if (!Array.isArray(o.modules)) fail(`${w}.modules`, 'an array', o.modules);
+  return {
+    version: str(o.version, `${w}.version`),
+    node: str(o.node, `${w}.node`),
+    configFile: str(o.configFile, `${w}.configFile`),
+    options: options as Record<string, JsonValue>,
+    modules: (o.modules as unknown[]).map((m, i) => parseModuleRecord(m, `${w}.modules[${i}]`)),
+    modulesRecordedAt: num(o.modulesRecordedAt, `${w}.modulesRecordedAt`),
+  };
+}
+
+/** The `environment` field of a result: left out when the daemon did not report one. */
+function withEnvironment(environment: DaemonEnvironment | null): { environment?: DaemonEnvironment } {
+  return environment === null ? {} : { environment };
+}
+
 /** Validates a {@link DaemonStatus} received from the daemon. */
 export function parseDaemonStatus(v: unknown): DaemonStatus {
   const o = obj(v, 'status');
@@ -540,6 +614,7 @@ export function parseDaemonStatus(v: unknown): DaemonStatus {
     numberOfWorkers: num(o.numberOfWorkers, 'status.numberOfWorkers'),
     runningProcesses: num(o.runningProcesses, 'status.runningProcesses'),
     workers: parseWorkers(o.workers, 'status.workers'),
+    ...withEnvironment(parseDaemonEnvironment(o.environment, 'status.environment')),
   };
 }
 
@@ -564,6 +639,7 @@ export function parseDaemonInfo(v: unknown): DaemonInfo {
     lockFile: s('lockFile'),
     logFile: s('logFile'),
     memoryRss: n('memoryRss'),
+    ...withEnvironment(parseDaemonEnvironment(o.environment, 'daemonInfo.environment')),
   };
 }
 

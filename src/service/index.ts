@@ -5,6 +5,7 @@
  * @module
  */
 export * from './escape.js';
+export * from './unit-paths.js';
 export * from './package-root.js';
 export * from './runner.js';
 export * from './systemd.js';

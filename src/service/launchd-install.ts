@@ -15,11 +15,11 @@
  * @module
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { writeFileAtomicSync, ensurePrivateDir } from '../util/fs.js';
 import { validateProfileName } from '../config/profile-name.js';
-import { launchdLabel, renderLaunchdPlist, type LaunchdPlistOptions } from './launchd.js';
+import { renderLaunchdPlist, type LaunchdPlistOptions } from './launchd.js';
+import { launchdLabel, launchdPlistPath } from './unit-paths.js';
 import {
   execRunner,
   runStep,
@@ -31,15 +31,7 @@ import {
   type ServiceActionResult,
 } from './runner.js';
 
-/** `~/Library/LaunchAgents`. */
-export function launchAgentsDir(env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(env.HOME || os.homedir(), 'Library', 'LaunchAgents');
-}
-
-/** Path of a profile's plist: `~/Library/LaunchAgents/org.drover.daemon.<profile>.plist`. */
-export function launchdPlistPath(profile: string, env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(launchAgentsDir(env), `${launchdLabel(profile)}.plist`);
-}
+export { launchAgentsDir, launchdPlistPath } from './unit-paths.js';
 
 /** The launchctl program: `opts.launchctl`, else env `DROVER_LAUNCHCTL`, else `launchctl`. */
 export function launchctlProgram(opts: { launchctl?: string; env?: NodeJS.ProcessEnv } = {}): string {

@@ -12,18 +12,13 @@ import { InputError, ServiceError } from '../errors/index.js';
 import { validateProfileName } from '../config/profile-name.js';
 import { droverPackage, packageFile } from './package-root.js';
 import { checkUnitPath, fillTemplate } from './systemd.js';
+import { launchdLabel } from './unit-paths.js';
 
-/** Prefix of every drover LaunchAgent label; the profile name follows. */
-export const LAUNCHD_LABEL_PREFIX = 'org.drover.daemon.';
+export { LAUNCHD_LABEL_PREFIX, launchdLabel } from './unit-paths.js';
 /** Default ThrottleInterval: launchd waits this long between restarts. */
 export const DEFAULT_THROTTLE_INTERVAL = 10;
 /** PATH given to the daemon when none is given: launchd's own default plus /usr/local/bin. */
 export const DEFAULT_LAUNCHD_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin';
-
-/** Label of a profile's LaunchAgent: `org.drover.daemon.<profile>` (profile names are label-safe). */
-export function launchdLabel(profile: string): string {
-  return LAUNCHD_LABEL_PREFIX + validateProfileName(profile);
-}
 
 /** Options of {@link renderLaunchdPlist}. */
 export interface LaunchdPlistOptions {

@@ -15,7 +15,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ServiceError } from '../errors/index.js';
-import { validateProfileName } from '../config/profile-name.js';
 import { writeFileAtomicSync } from '../util/fs.js';
 import { SYSTEMD_TEMPLATE_UNIT, profileOfInstanceUnit, systemdInstanceUnit } from './escape.js';
 import {
@@ -28,43 +27,9 @@ import {
   type ServiceActionResult,
 } from './runner.js';
 import { parseUnitPaths, renderSystemdDropIn, renderSystemdUnit, type SystemdUnitOptions } from './systemd.js';
+import { systemdUnitFiles, systemdUserUnitDir } from './unit-paths.js';
 
-/** Name of the per-profile drop-in file inside `drover@<escaped>.service.d/`. */
-export const SYSTEMD_DROP_IN_NAME = 'drover.conf';
-
-/** Where the user's own units live: `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`). */
-export function systemdUserUnitDir(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_CONFIG_HOME || path.join(env.HOME || os.homedir(), '.config');
-  return path.resolve(base, 'systemd', 'user');
-}
-
-/** The files and unit name of a profile's systemd service. */
-export interface SystemdUnitFiles {
-  /** The unit directory. */
-  dir: string;
-  /** The shared template, `<dir>/drover@.service`. */
-  template: string;
-  /** The instance unit, `drover@<escaped>.service`. */
-  unit: string;
-  /** The profile's drop-in directory and file. */
-  dropInDir: string;
-  dropIn: string;
-}
-
-/** The unit files of `profile` (the name is validated). */
-export function systemdUnitFiles(profile: string, env: NodeJS.ProcessEnv = process.env): SystemdUnitFiles {
-  validateProfileName(profile);
-  const dir = systemdUserUnitDir(env);
-  const unit = systemdInstanceUnit(profile);
-  const dropInDir = path.join(dir, `${unit}.d`);
-  return {
-    dir,
-    template: path.join(dir, SYSTEMD_TEMPLATE_UNIT),
-    unit,
-    dropInDir,
-    dropIn: path.join(dropInDir, SYSTEMD_DROP_IN_NAME),
-  };
-}
+export { SYSTEMD_DROP_IN_NAME, systemdUnitFiles, systemdUserUnitDir, type SystemdUnitFiles } from './unit-paths.js';
 
 /** The systemctl and loginctl programs: options, else `DROVER_SYSTEMCTL`/`DROVER_LOGINCTL`, else PATH. */
 function tools(opts: { systemctl?: string; loginctl?: string; env?: NodeJS.ProcessEnv }): {

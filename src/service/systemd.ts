@@ -42,6 +42,12 @@ export interface SystemdUnitOptions {
   shutdownGraceSeconds: number;
   /** Added to the grace for TimeoutStopSec; default {@link DEFAULT_STOP_MARGIN_SECONDS}. */
   stopMarginSeconds?: number;
+  /**
+   * NotifyAccess: `main` (default) when the daemon sends its notifications itself (the native
+   * sd-notify module), `all` when it sends them through the `systemd-notify` program, whose
+   * messages come from another process of the unit.
+   */
+  notifyAccess?: 'main' | 'all';
   /** WatchdogSec (whole seconds, 0 turns the watchdog off); default {@link DEFAULT_WATCHDOG_SECONDS}. */
   watchdogSeconds?: number;
   /** RestartSec; default {@link DEFAULT_RESTART_SECONDS}. */
@@ -175,6 +181,9 @@ export function renderSystemdUnit(opts: SystemdUnitOptions): string {
     env.push([k, v]);
   }
   const watchdog = checkSeconds('watchdog', opts.watchdogSeconds ?? DEFAULT_WATCHDOG_SECONDS, 0);
+  if (opts.notifyAccess !== undefined && opts.notifyAccess !== 'main' && opts.notifyAccess !== 'all') {
+    throw new InputError(`notifyAccess must be 'main' or 'all', got ${JSON.stringify(opts.notifyAccess)}`);
+  }
   const values: Record<string, string> = {
     DROVER_VERSION: opts.droverVersion ?? droverPackage().version,
     // JSON quoting keeps odd paths on one readable comment line.
@@ -185,6 +194,7 @@ export function renderSystemdUnit(opts: SystemdUnitOptions): string {
       quoteUnitWord(opts.cliPath, 'argument'),
       'daemon start --foreground --profile %I',
     ].join(' '),
+    NOTIFY_ACCESS: opts.notifyAccess ?? 'main',
     ENVIRONMENT: env.map(([k, v]) => `Environment=${quoteUnitWord(`${k}=${v}`, 'assignment')}`).join('\n'),
     TIMEOUT_START_SEC: String(
       Math.ceil(checkSeconds('start timeout', opts.startTimeoutSeconds ?? DEFAULT_START_TIMEOUT_SECONDS, 1)),

@@ -106,8 +106,6 @@ describe('local bus: the daemon is the hub', function () {
     const got = new Set<number>();
     const c = await open().consumeTasks({
       slots: 20_000,
-      owner: 'conf',
-      leaseMs: 60_000,
       onTasks: (t) => t.forEach((x) => got.add(x.processId)),
     });
     await waitUntil(() => quiet.hub.stats().consumers === 1, 5000, 'the consumer');

@@ -9,7 +9,16 @@ import { makeProfile, type TestProfile } from '../helpers/profile.js';
 import { clientFor, processesOfHome, stopAndCheckLeaks } from './helpers.js';
 
 interface StatusJson {
-  profiles: Array<{ profile: string; running: boolean; message: string | null; status: DaemonStatus | null }>;
+  profiles: Array<{
+    profile: string;
+    running: boolean;
+    answer: string;
+    message: string | null;
+    status: DaemonStatus | null;
+    store: { reachable: boolean };
+    broker: { reachable: boolean };
+    drift: unknown[];
+  }>;
 }
 
 describe('drover daemon commands', function () {
@@ -44,12 +53,24 @@ describe('drover daemon commands', function () {
     const j = cli('status', '--json');
     assert.equal(j.status, 3);
     const parsed = JSON.parse(j.stdout) as StatusJson;
-    assert.deepEqual(parsed.profiles[0], {
-      profile: 'cli-test',
-      running: false,
-      message: "The daemon of profile 'cli-test' is not running.",
-      status: null,
-    });
+    const entry = parsed.profiles[0]!;
+    assert.deepEqual(
+      { ...entry, store: undefined, broker: undefined },
+      {
+        profile: 'cli-test',
+        running: false,
+        answer: 'not-running',
+        message: "The daemon of profile 'cli-test' is not running.",
+        status: null,
+        drift: [],
+        store: undefined,
+        broker: undefined,
+      },
+    );
+    // The store and the broker are probed even when the daemon is down.
+    assert.deepEqual([entry.store.reachable, entry.broker.reachable], [true, true]);
+    assert.match(r.stdout, /^Store: {2}sqlite:\S+processes\.sqlite \(reachable\)$/m);
+    assert.match(r.stdout, /^Broker: amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672 \(reachable\)$/m);
     for (const verb of ['incr', 'decr', 'restart']) {
       const x = cli(verb);
       assert.equal(x.status, 3, verb);
@@ -66,7 +87,7 @@ describe('drover daemon commands', function () {
       /Starting the daemon of profile 'cli-test' with 2 workers\.\.\.\nDaemon started \(pid \d+\)/,
     );
     const again = cli('start');
-    assert.equal(again.status, 1);
+    assert.equal(again.status, 4, 'already running: exit 4');
     assert.match(again.stderr, /Error: the daemon of profile 'cli-test' is already running \(pid \d+\)/);
 
     const text = cli('status');

@@ -1,5 +1,5 @@
 import { Args } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { MAX_WORKERS } from '../../protocol/index.js';
 
 /** Result of `drover daemon decr --json`. */
@@ -22,7 +22,11 @@ export default class DaemonDecr extends DroverCommand<typeof DaemonDecr> {
     }),
   };
 
+  static override flags = {
+    timeout: timeoutFlag('Seconds to wait for the daemon to answer (default: daemon.timeout).'),
+  };
+
   async run(): Promise<DaemonDecrResult> {
-    return this.changeWorkers('decrease', this.args.number);
+    return this.changeWorkers('decrease', this.args.number, this.flags.timeout);
   }
 }

@@ -1,5 +1,5 @@
 import { Args } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { MAX_WORKERS } from '../../protocol/index.js';
 
 /** Result of `drover daemon incr --json`. */
@@ -21,7 +21,11 @@ export default class DaemonIncr extends DroverCommand<typeof DaemonIncr> {
     }),
   };
 
+  static override flags = {
+    timeout: timeoutFlag('Seconds to wait for the daemon to answer (default: daemon.timeout).'),
+  };
+
   async run(): Promise<DaemonIncrResult> {
-    return this.changeWorkers('increase', this.args.number);
+    return this.changeWorkers('increase', this.args.number, this.flags.timeout);
   }
 }

@@ -2,8 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { DroverCommand } from '../../cli/base-command.js';
-import { createRequire } from 'node:module';
-import { InputError, ProfileNotFoundError, ServiceError } from '../../errors/index.js';
+import { InputError, ProfileNotFoundError } from '../../errors/index.js';
 import { OPTION_SPECS, configFilePath, logDir, validateProfileName } from '../../config/index.js';
 import {
   DEFAULT_RESTART_SECONDS,
@@ -27,6 +26,8 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
     "profile's drop-in, then runs `systemctl --user daemon-reload`. The instance is",
     'drover@<systemd-escaped profile>.service. macOS: writes ~/Library/LaunchAgents/org.drover.daemon.<profile>.plist.',
     'The unit runs this node and this CLI by absolute path: install again after upgrading or moving either.',
+    'The daemon tells systemd it is ready through the native sd-notify module, or, when that module is not',
+    'built (no libsystemd-dev), through the systemd-notify program: the unit then says NotifyAccess=all.',
   ].join('\n');
   static override examples = [
     '<%= config.bin %> daemon install --enable --now',
@@ -41,10 +42,10 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
       description: 'systemd: loginctl enable-linger, so the daemon starts at boot and keeps running after logout.',
     }),
     'dry-run': Flags.boolean({ description: 'Print the rendered file(s) and the commands; change nothing.' }),
-    init: Flags.string({
-      options: ['systemd', 'launchd'],
+    init: Flags.option({
+      options: ['systemd', 'launchd'] as const,
       description: 'Service manager to install into (default: a running systemd user manager, else launchd on macOS).',
-    }),
+    })(),
     'watchdog-sec': Flags.integer({
       min: 0,
       max: 3600,
@@ -63,7 +64,7 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
     const flags = this.flags;
     const dryRun = flags['dry-run'];
     if (flags.profile !== undefined) validateProfileName(flags.profile);
-    let init = flags.init as InitSystem | undefined;
+    let init: InitSystem | undefined = flags.init;
     if (init === undefined) {
       // A dry run only prints: fall back to the platform's manager when none answers.
       init = dryRun
@@ -71,7 +72,6 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
         : await detectInitSystem();
     }
     if (flags.linger && init !== 'systemd') throw new InputError('--linger applies to systemd only');
-    if (init === 'systemd' && !dryRun) requireSdNotify();
     // After detection: a machine without a service manager gets no profile created as a side effect.
     const { name, shutdownGrace } = this.profileToInstall(dryRun);
     const common = {
@@ -80,12 +80,15 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
       droverHome: process.env.DROVER_HOME ? path.resolve(process.env.DROVER_HOME) : null,
       droverVersion: droverPackage().version,
     };
+    const notify = init === 'systemd' ? await notifyPlan() : null;
     const result =
       init === 'systemd'
         ? await installSystemdService({
             profile: name,
             unit: {
               ...common,
+              notifyAccess: notify!.notifyAccess,
+              environment: notify!.environment,
               shutdownGraceSeconds: shutdownGrace,
               watchdogSeconds: flags['watchdog-sec'],
               restartSeconds: flags['restart-sec'],
@@ -102,6 +105,7 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
             now: flags.now,
             dryRun,
           });
+    if (notify?.note) result.notes.push(notify.note);
     if (!this.jsonEnabled()) {
       for (const w of result.warnings) this.logToStderr(`Warning: ${w}`);
       this.log(formatServiceAction(result));
@@ -131,17 +135,43 @@ export default class DaemonInstall extends DroverCommand<typeof DaemonInstall> {
 }
 
 /**
- * The unit is Type=notify: without the native sd-notify module (an optional dependency that needs
- * libsystemd's headers to build) the daemon could never report READY and every start would time
- * out. Refuse before writing anything, saying how to fix it.
+ * How the daemon will notify systemd (the unit is Type=notify): through the native sd-notify
+ * module when it loads here (`NotifyAccess=main`), else through the systemd-notify program
+ * (`NotifyAccess=all`: its messages come from another process of the unit). `DROVER_SD_NOTIFY`
+ * and `DROVER_SYSTEMD_NOTIFY`, when set, are passed on to the daemon, so it uses what the unit was
+ * rendered for.
  */
-function requireSdNotify(): void {
+async function notifyPlan(): Promise<{
+  notifyAccess: 'main' | 'all';
+  environment: Record<string, string>;
+  note: string | null;
+}> {
+  const { requestedNotifyMethod, sdNotifyAddonProblem, systemdNotifyProgram } = await import('../../api/daemon.js');
+  let requested;
   try {
-    createRequire(import.meta.url)('sd-notify');
+    requested = requestedNotifyMethod();
   } catch (err) {
-    throw new ServiceError(
-      `the sd-notify module is not available (${(err as Error).message.split('\n')[0]}); the systemd unit needs it ` +
-        'to report readiness. Install libsystemd-dev (apt-get install libsystemd-dev) and run `npm rebuild sd-notify`.',
+    throw new InputError((err as Error).message);
+  }
+  const environment: Record<string, string> = {};
+  for (const k of ['DROVER_SD_NOTIFY', 'DROVER_SYSTEMD_NOTIFY']) if (process.env[k]) environment[k] = process.env[k]!;
+  if (requested === 'systemd-notify') {
+    return { notifyAccess: 'all', environment, note: `the daemon notifies systemd through ${systemdNotifyProgram()}` };
+  }
+  const problem = sdNotifyAddonProblem();
+  if (problem === null) return { notifyAccess: 'main', environment, note: null };
+  if (requested === 'addon') {
+    throw new InputError(
+      `DROVER_SD_NOTIFY=addon, but the sd-notify module is not available (${problem}); install libsystemd-dev ` +
+        '(apt-get install libsystemd-dev) and run `npm rebuild sd-notify`, or unset DROVER_SD_NOTIFY',
     );
   }
+  return {
+    notifyAccess: 'all',
+    environment,
+    note:
+      `the sd-notify module is not available (${problem}), so the daemon notifies systemd through ` +
+      `${systemdNotifyProgram()} and the unit says NotifyAccess=all; after building it (libsystemd-dev, ` +
+      '`npm rebuild sd-notify`) install again for NotifyAccess=main',
+  };
 }

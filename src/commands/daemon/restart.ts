@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { DroverCommand, EXIT_UNREACHABLE } from '../../cli/base-command.js';
+import { DroverCommand, EXIT_UNREACHABLE, timeoutFlag } from '../../cli/base-command.js';
 import { DaemonNotRunningException } from '../../errors/index.js';
 
 /** Result of `drover daemon restart --json`. */
@@ -15,15 +15,17 @@ export default class DaemonRestart extends DroverCommand<typeof DaemonRestart> {
     'New worker processes take over and the old ones drain, so no process is lost. With --reset the whole ' +
     'daemon is stopped and started again with the default number of workers. When the daemon runs under its ' +
     'systemd user unit or launchd agent, the whole daemon is restarted through `systemctl --user restart` / ' +
-    '`launchctl kickstart -k` (it drains first, so no process is lost). Exits with 3 when the daemon is not running.';
+    '`launchctl kickstart -k` (it drains first, so no process is lost). Exits with 3 when the daemon is not running, ' +
+    '5 when it does not answer within --timeout.';
   static override examples = ['<%= config.bin %> daemon restart', '<%= config.bin %> daemon restart --reset'];
   static override flags = {
     reset: Flags.boolean({ description: 'Stop the daemon and start a new one instead of restarting its workers.' }),
+    timeout: timeoutFlag('Seconds to wait for the daemon to answer (default: daemon.timeout).'),
   };
 
   async run(): Promise<DaemonRestartResult> {
     const profile = this.resolveProfile(false);
-    const { DaemonClient } = await import('../../client/index.js');
+    const { DaemonClient } = await import('../../client/daemon-client.js');
     // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
     const { findInstalledServiceManager } = await import('../../service/supervisor.js');
     const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
@@ -34,13 +36,19 @@ export default class DaemonRestart extends DroverCommand<typeof DaemonRestart> {
     // A service manager's restart would start a stopped daemon; this command restarts a running one.
     if (!client.isDaemonRunning) notRunning();
     const service = findInstalledServiceManager(profile);
+    const timeout = this.flags.timeout;
     try {
-      await client.restartDaemon({ reset: this.flags.reset });
+      await this.withSpinner(
+        service || this.flags.reset
+          ? `Restarting the daemon of profile '${profile.name}'`
+          : `Restarting the workers of the daemon of profile '${profile.name}'`,
+        () => client.restartDaemon({ reset: this.flags.reset, timeout }),
+      );
     } catch (err) {
       if (!(err instanceof DaemonNotRunningException)) throw err;
       notRunning();
     }
-    const status = await client.getStatus();
+    const status = await client.getStatus({ timeout });
     const workers = `${status.numberOfWorkers} worker${status.numberOfWorkers === 1 ? '' : 's'}`;
     this.say(
       service

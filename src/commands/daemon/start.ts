@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { MAX_WORKERS } from '../../protocol/index.js';
 
 /** Result of `drover daemon start --json`. */
@@ -16,7 +16,7 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
     'answers. With --foreground the daemon runs in this process, logging to stdout and to its log file, until ' +
     'SIGTERM or SIGINT (this is what the systemd unit runs). When the profile is installed as a systemd user unit ' +
     'or launchd agent (`drover daemon install`), starts it through `systemctl --user start` / launchctl instead. ' +
-    'Fails when the daemon is already running.';
+    'Exits with 4 when the daemon is already running, 5 when it does not answer within --timeout.';
   static override examples = [
     '<%= config.bin %> daemon start',
     '<%= config.bin %> daemon start 4',
@@ -31,16 +31,7 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
   };
   static override flags = {
     foreground: Flags.boolean({ char: 'F', description: 'Run the daemon in this process, in the foreground.' }),
-    timeout: Flags.custom<number>({
-      char: 't',
-      description: 'Seconds to wait for the daemon to answer (default: the larger of daemon.timeout and 30).',
-      parse: async (input: string) => {
-        const n = Number(input);
-        if (!Number.isFinite(n) || n <= 0)
-          throw new Error(`--timeout must be a positive number of seconds, got '${input}'`);
-        return n;
-      },
-    })(),
+    timeout: timeoutFlag('Seconds to wait for the daemon to answer (default: the larger of daemon.timeout and 30).'),
   };
 
   async run(): Promise<DaemonStartResult | void> {
@@ -52,7 +43,7 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
       const code = await runDaemon(profile, { numberWorkers: n, foreground: true });
       this.exit(code);
     }
-    const { DaemonClient } = await import('../../client/index.js');
+    const { DaemonClient } = await import('../../client/daemon-client.js');
     // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
     const { findInstalledServiceManager } = await import('../../service/supervisor.js');
     const service = findInstalledServiceManager(profile);
@@ -62,7 +53,9 @@ export default class DaemonStart extends DroverCommand<typeof DaemonStart> {
     this.say(
       `Starting the daemon of profile '${profile.name}' with ${workers} worker${workers === 1 ? '' : 's'}${via}...`,
     );
-    await client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout });
+    await this.withSpinner(`Waiting for the daemon of profile '${profile.name}' to answer`, () =>
+      client.startDaemon({ numberWorkers: n, timeout: this.flags.timeout }),
+    );
     // (Under a service manager, startDaemon scales the unit's daemon.default_workers to N itself.)
     const status = await client.getStatus();
     this.say(

@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, allFlag, timeoutFlag } from '../../cli/base-command.js';
 import type { Profile } from '../../config/index.js';
 import { DaemonNotRunningException } from '../../errors/index.js';
 
@@ -23,23 +23,12 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
   ];
   static override flags = {
     wait: Flags.boolean({ default: true, allowNo: true, description: 'Wait until the daemon process is gone.' }),
-    all: Flags.boolean({ description: 'Stop the daemons of every profile.' }),
-    timeout: Flags.custom<number>({
-      char: 't',
-      description: 'Seconds to wait for the daemon to answer the stop request (default: daemon.timeout).',
-      parse: async (input: string) => {
-        const n = Number(input);
-        if (!Number.isFinite(n) || n <= 0)
-          throw new Error(`--timeout must be a positive number of seconds, got '${input}'`);
-        return n;
-      },
-    })(),
+    all: allFlag('Stop the daemons of every profile.'),
+    timeout: timeoutFlag('Seconds to wait for the daemon to answer the stop request (default: daemon.timeout).'),
   };
 
   async run(): Promise<DaemonStopResult> {
-    const { DaemonClient } = await import('../../client/index.js');
-    // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
-    const { findInstalledServiceManager } = await import('../../service/supervisor.js');
+    const { DaemonClient } = await import('../../client/daemon-client.js');
     let profiles: Profile[];
     if (this.flags.all) {
       const config = this.loadConfig();
@@ -47,7 +36,24 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
     } else {
       profiles = [this.resolveProfile(false)];
     }
-    const results = await Promise.all(
+    const what =
+      profiles.length === 1
+        ? `the daemon of profile '${profiles[0]!.name}'`
+        : `the daemons of ${profiles.length} profiles`;
+    const results = profiles.some((p) => new DaemonClient(p).isDaemonRunning)
+      ? await this.withSpinner(
+          this.flags.wait ? `Waiting for ${what} to drain the workers and exit` : `Asking ${what} to stop`,
+          () => this.stopAll(profiles),
+        )
+      : await this.stopAll(profiles);
+    return { profiles: results };
+  }
+
+  private async stopAll(profiles: Profile[]): Promise<DaemonStopResult['profiles']> {
+    const { DaemonClient } = await import('../../client/daemon-client.js');
+    // When the profile's unit or agent is installed, start/stop/restart go through systemd or launchd.
+    const { findInstalledServiceManager } = await import('../../service/supervisor.js');
+    return Promise.all(
       profiles.map(async (profile) => {
         const client = new DaemonClient(profile, { serviceManager: findInstalledServiceManager });
         if (!client.isDaemonRunning) {
@@ -71,6 +77,5 @@ export default class DaemonStop extends DroverCommand<typeof DaemonStop> {
         return { profile: profile.name, wasRunning: true };
       }),
     );
-    return { profiles: results };
   }
 }

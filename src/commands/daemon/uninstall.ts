@@ -26,16 +26,16 @@ export default class DaemonUninstall extends DroverCommand<typeof DaemonUninstal
 
   static override flags = {
     'dry-run': Flags.boolean({ description: 'Print what would be stopped, removed and run; change nothing.' }),
-    init: Flags.string({
-      options: ['systemd', 'launchd'],
+    init: Flags.option({
+      options: ['systemd', 'launchd'] as const,
       description: 'Service manager to uninstall from (default: systemd on Linux, launchd on macOS).',
-    }),
+    })(),
   };
 
   async run(): Promise<ServiceActionResult> {
     const flags = this.flags;
     const name = this.profileName();
-    const init = (flags.init as InitSystem | undefined) ?? platformInitSystem() ?? 'systemd';
+    const init: InitSystem = flags.init ?? platformInitSystem() ?? 'systemd';
     const dryRun = flags['dry-run'];
     const result =
       init === 'systemd'

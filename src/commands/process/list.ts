@@ -1,33 +1,16 @@
-import { Flags } from '@oclif/core';
-import { DroverCommand, formatTable } from '../../cli/base-command.js';
-import { ago } from '../../cli/format.js';
-import { PROCESS_STATES, ACTIVE_STATES, type ProcessState } from '../../protocol/index.js';
+import { DroverCommand, oclifFlags } from '../../cli/base-command.js';
+import {
+  PROCESS_LIST_FLAGS,
+  collectProcessList,
+  renderProcessList,
+  type ProcessListFlags,
+  type ProcessListResult,
+} from '../../cli/process-list.js';
 
-/** One row of `drover process list --json`. */
-export interface ProcessListRow {
-  id: number;
-  type: string;
-  label: string | null;
-  state: ProcessState;
-  paused: boolean;
-  exitStatus: number | null;
-  ctime: number;
-  workerId: string | null;
-}
+export type { ProcessListResult, ProcessListRow } from '../../cli/process-list.js';
 
-/** Result of `drover process list --json`. */
-export interface ProcessListResult {
-  processes: ProcessListRow[];
-  slots: {
-    active: number;
-    workers: number | null;
-    slotsPerWorker: number;
-    capacity: number | null;
-    percent: number | null;
-  };
-  warning: string | null;
-}
-
+// bin/drover.js answers `drover process list` itself, without loading oclif, whenever its flags
+// are the ones below; this command runs for the rest (--help, a flag error) and from oclif's API.
 export default class ProcessList extends DroverCommand<typeof ProcessList> {
   static override summary = 'List processes (by default the active ones: created, running, waiting).';
   static override description =
@@ -39,77 +22,15 @@ export default class ProcessList extends DroverCommand<typeof ProcessList> {
     '<%= config.bin %> process list --state finished --state excepted --past-days 1',
     '<%= config.bin %> process list --type core.shell --json',
   ];
-  static override flags = {
-    all: Flags.boolean({ char: 'a', description: 'Show processes in every state.' }),
-    state: Flags.string({ char: 'S', multiple: true, options: [...PROCESS_STATES], description: 'Only these states.' }),
-    type: Flags.string({ char: 'T', description: 'Only processes of this type.' }),
-    limit: Flags.integer({ char: 'l', min: 1, description: 'At most this many, newest first.' }),
-    'past-days': Flags.integer({ char: 'd', min: 1, description: 'Only processes created in the last N days.' }),
-  };
+  static override flags = oclifFlags(PROCESS_LIST_FLAGS);
 
   async run(): Promise<ProcessListResult> {
-    const f = this.flags;
-    const profile = this.resolveProfile();
-    const { ProcessClient } = await import('../../api/processes.js');
-    const { workerCount } = await import('../../api/daemon-info.js');
-    const client = await ProcessClient.open(profile);
-    try {
-      const states = f.state ? (f.state as ProcessState[]) : f.all ? undefined : [...ACTIVE_STATES];
-      const [procs, counts, workers] = await Promise.all([
-        client.listProcesses({ states, type: f.type, limit: f.limit, pastDays: f['past-days'] }),
-        client.store.countByState(),
-        workerCount(profile),
-      ]);
-      const rows: ProcessListRow[] = procs.map((p) => ({
-        id: p.id,
-        type: p.type,
-        label: p.label,
-        state: p.state,
-        paused: p.paused,
-        exitStatus: p.exitStatus,
-        ctime: p.ctime,
-        workerId: p.workerId,
-      }));
-      const active = counts.created + counts.running + counts.waiting;
-      const per = profile.options['daemon.worker_process_slots'];
-      const capacity = workers === null ? null : workers * per;
-      const percent =
-        capacity === null ? null : capacity === 0 ? (active > 0 ? 100 : 0) : Math.round((active / capacity) * 100);
-      if (rows.length === 0) this.say('No processes match.');
-      else
-        this.say(
-          formatTable(
-            ['ID', 'AGE', 'STATE', 'EXIT', 'TYPE', 'LABEL'],
-            rows
-              .slice()
-              .reverse()
-              .map((r) => [
-                String(r.id),
-                ago(r.ctime),
-                r.state + (r.paused ? ' (paused)' : ''),
-                r.exitStatus === null ? '' : String(r.exitStatus),
-                r.type,
-                r.label ?? '',
-              ]),
-          ),
-        );
-      this.say();
-      this.say(`Total results: ${rows.length}`);
-      let warning: string | null = null;
-      if (capacity === null) {
-        this.say(`${active} active process(es); the daemon is not running, so no worker slots are available.`);
-      } else {
-        this.say(
-          `Report: ${active} active process(es) use ${percent}% of ${capacity} slots (${workers} worker(s) × ${per}).`,
-        );
-        if ((percent ?? 0) > 90) {
-          warning = `${percent}% of the available worker slots are in use; increase the number of workers with 'drover daemon incr'.`;
-          this.logToStderr(`Warning: ${warning}`);
-        }
-      }
-      return { processes: rows, slots: { active, workers, slotsPerWorker: per, capacity, percent }, warning };
-    } finally {
-      await client.close();
+    const result = await collectProcessList(this.resolveProfile(), this.flags as unknown as ProcessListFlags);
+    if (!this.jsonEnabled()) {
+      const { out, err } = renderProcessList(result);
+      for (const line of out) this.log(line);
+      for (const line of err) this.logToStderr(line);
     }
+    return result;
   }
 }

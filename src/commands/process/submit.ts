@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { parseKeyValues } from '../../cli/format.js';
-import { InputError } from '../../errors/index.js';
+import { InputError, WaitTimeoutError } from '../../errors/index.js';
 import type { JsonValue } from '../../protocol/index.js';
 
 /** Result of `drover process submit --json`. */
@@ -18,7 +18,9 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
   static override description =
     'The process is stored first and then dispatched to the workers through RabbitMQ; it runs when a worker ' +
     '(`drover daemon start` or `drover daemon worker`) takes it. Inputs are JSON, given whole with --inputs ' +
-    'or key by key with -i key=value (a value that parses as JSON is taken as JSON, else as a string).';
+    'or key by key with -i key=value (a value that parses as JSON is taken as JSON, else as a string). With ' +
+    '--wait it waits for the process to terminate and prints its outcome; with --timeout too it gives up after ' +
+    'that many seconds and exits with 5 (the process goes on).';
   static override examples = [
     `<%= config.bin %> process submit core.arithmetic.add -i x=1 -i y=2`,
     `<%= config.bin %> process submit core.sleep --inputs '{"seconds": 5}' --label nap --wait`,
@@ -32,7 +34,7 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
     input: Flags.string({ char: 'i', multiple: true, description: 'An input as key=value (repeatable).' }),
     label: Flags.string({ description: 'A label to find the process by.' }),
     wait: Flags.boolean({ description: 'Wait until the process terminates and print its outcome.' }),
-    timeout: Flags.integer({ description: 'With --wait: give up after this many seconds (exit 1).' }),
+    timeout: timeoutFlag('With --wait: give up waiting after this many seconds (exit 5; the process goes on).'),
   };
 
   async run(): Promise<SubmitResult> {
@@ -63,7 +65,9 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
       }
       this.say(`Submitted ${args.type} as process ${id}; waiting for it to terminate...`);
       const { waitForProcesses } = await import('../../api/control.js');
-      const [p] = await waitForProcesses(client, [id], { timeoutSeconds: f.timeout });
+      const [p] = await this.withSpinner(`Waiting for process ${id} to terminate`, () =>
+        withDeadline(waitForProcesses(client, [id]), f.timeout, `process ${id} did not terminate within ${f.timeout}s`),
+      );
       this.say(
         `Process ${id} ${p!.state}` +
           (p!.exitStatus !== null ? ` [${p!.exitStatus}]` : '') +
@@ -75,5 +79,23 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
     } finally {
       await client.close();
     }
+  }
+}
+
+/**
+ * `promise`, or a {@link WaitTimeoutError} with `message` after `seconds` (when given). The wait
+ * that lost the race is left to end with the process; the command exits right after.
+ */
+async function withDeadline<T>(promise: Promise<T>, seconds: number | undefined, message: string): Promise<T> {
+  if (seconds === undefined) return promise;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WaitTimeoutError(message)), seconds * 1000);
+  });
+  promise.catch(() => undefined);
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { DroverCommand } from '../../cli/base-command.js';
+import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { BrokerError } from '../../errors/index.js';
 
 export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
@@ -10,7 +10,7 @@ export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
   static override examples = ['<%= config.bin %> process watch', '<%= config.bin %> process watch 42'];
   static override args = { id: Args.integer({ min: 1, description: 'Process to follow.' }) };
   static override flags = {
-    timeout: Flags.integer({ description: 'Stop after this many seconds.' }),
+    timeout: timeoutFlag('Stop after this many seconds.'),
   };
   static override enableJsonFlag = false;
   static override baseFlags = {

@@ -25,10 +25,10 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
     }),
   };
   static override flags = {
-    storage: Flags.string({
-      options: ['sqlite', 'postgres'],
+    storage: Flags.option({
+      options: ['sqlite', 'postgres'] as const,
       description: 'Store backend (default: sqlite, or postgres when --postgres-url is given).',
-    }),
+    })(),
     'postgres-url': Flags.string({ description: 'PostgreSQL connection string (with --storage postgres).' }),
     'sqlite-path': Flags.string({
       description: 'SQLite file (default: processes.sqlite in the profile data directory).',
@@ -47,7 +47,7 @@ export default class ProfileSetup extends DroverCommand<typeof ProfileSetup> {
     const { name } = this.args;
     const config = this.loadConfig();
     config.setupProfile(name, {
-      storage: this.flags.storage as 'sqlite' | 'postgres' | undefined,
+      storage: this.flags.storage,
       postgresUrl: this.flags['postgres-url'],
       sqlitePath: this.flags['sqlite-path'],
       broker: this.flags.broker as 'local' | 'rabbitmq' | undefined,
