@@ -224,7 +224,12 @@ describe('PostgreSQL restarts under the store', function () {
         runningAtStop.every((n) => n > 0),
         'processes were running at each stop',
       );
-      assert.equal(report.crashes, 0, 'no worker crashed');
+      const crashed = workers.filter((w) => w.child.exitCode !== null || w.child.signalCode !== null);
+      assert.equal(
+        report.crashes,
+        0,
+        `no worker crashed; crashed: ${crashed.map((w) => `exit ${w.child.exitCode} ${w.child.signalCode}:\n${w.output().slice(-3000)}`).join('\n---\n')}`,
+      );
       for (const [i, o] of logs.entries()) {
         assert.ok(!/Unhandled|uncaught|^\s+at /im.test(o), `worker ${i} logged no unhandled error:\n${o}`);
       }
