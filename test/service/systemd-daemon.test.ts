@@ -11,15 +11,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import amqp from 'amqplib';
 import { execFileSync } from 'node:child_process';
 import { RABBIT_URL, cleanupTempDirs, requireService, runCli, tempDir, waitUntil } from '../helpers/env.js';
 import { sdNotifyAddonProblem } from '../../src/daemon/notify.js';
-import { makeProfile, type TestProfile } from '../helpers/profile.js';
+import { dropTopology, makeProfile, type TestProfile } from '../helpers/profile.js';
 import { requireUserManager, type UserManager } from '../helpers/systemd.js';
 import { killProcessesOfHome, pidAlive, processesOfHome } from '../daemon/helpers.js';
 import { Config, configFilePath } from '../../src/config/index.js';
-import { topologyFor, deleteTopology } from '../../src/broker/rabbitmq/index.js';
 import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { DaemonClient as BareDaemonClient } from '../../src/client/index.js';
@@ -60,14 +58,20 @@ const V2_UNIT = 'drover@my\\x2dprofile.v2.service';
 interface NotifyVariant {
   name: string;
   notifyAccess: 'main' | 'all';
+  /**
+   * The profile's message bus. The two variants take one each, so both buses run the whole unit
+   * life cycle (start, SIGKILL, watchdog, stop, login) without doubling the run.
+   */
+  bus: 'local' | 'rabbitmq';
   env(): NodeJS.ProcessEnv;
 }
 
 const VARIANTS: NotifyVariant[] = [
-  { name: 'the sd-notify module', notifyAccess: 'main', env: () => ({ DROVER_SD_NOTIFY: 'addon' }) },
+  { name: 'the sd-notify module', notifyAccess: 'main', bus: 'local', env: () => ({ DROVER_SD_NOTIFY: 'addon' }) },
   {
     name: 'systemd-notify (no sd-notify module, unprivileged)',
     notifyAccess: 'all',
+    bus: 'rabbitmq',
     env: () => {
       const wrapper = path.join(tempDir('drover-notify-'), 'systemd-notify-unprivileged');
       fs.writeFileSync(wrapper, '#!/bin/sh\nexec setpriv --bounding-set -sys_admin -- systemd-notify "$@"\n', {
@@ -79,7 +83,7 @@ const VARIANTS: NotifyVariant[] = [
 ];
 
 for (const variant of VARIANTS) {
-  describe(`the daemon under a real systemd user manager, notifying through ${variant.name}`, function () {
+  describe(`the daemon under a real systemd user manager, notifying through ${variant.name}, ${variant.bus} bus`, function () {
     this.timeout(120_000);
     let um: UserManager;
     let tp: TestProfile;
@@ -155,11 +159,14 @@ for (const variant of VARIANTS) {
       variantEnv = variant.env();
       tp = await makeProfile({
         name: 'sd',
+        bus: variant.bus,
         options: { 'daemon.shutdown_grace': 2, 'daemon.default_workers': 2, 'daemon.timeout': 10 },
       });
       // A second profile in the same DROVER_HOME: the template unit (and its DROVER_HOME) is shared.
       const config = Config.load(configFilePath({ DROVER_HOME: tp.home }));
-      config.setupProfile(V2, { brokerUrl: RABBIT_URL }, { DROVER_HOME: tp.home });
+      config.setupProfile(V2, variant.bus === 'local' ? { broker: 'local' } : { brokerUrl: RABBIT_URL }, {
+        DROVER_HOME: tp.home,
+      });
       config.setOption('daemon.default_workers', 1, V2);
       config.save();
       v2Uuid = Config.load(configFilePath({ DROVER_HOME: tp.home })).getProfile(V2).uuid;
@@ -172,11 +179,7 @@ for (const variant of VARIANTS) {
       await pc?.close();
       const leaked = tp ? await killProcessesOfHome(tp.home) : [];
       if (tp) {
-        const conn = await amqp.connect(RABBIT_URL);
-        const ch = await conn.createChannel();
-        ch.on('error', () => undefined);
-        await deleteTopology(ch, topologyFor(v2Uuid)).catch(() => undefined);
-        await conn.close().catch(() => undefined);
+        if (variant.bus === 'rabbitmq') await dropTopology(v2Uuid);
         await tp.cleanup();
       }
       cleanupTempDirs();
