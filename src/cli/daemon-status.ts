@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { Config, resolveProfile, type Profile } from '../config/config.js';
+import { Config, LOCAL_BROKER_DISPLAY, resolveProfile, type Profile } from '../config/config.js';
 import { DaemonNotRunningException, DaemonTimeoutException } from '../errors/index.js';
 import type { DaemonStatus } from '../protocol/control.js';
 import { DaemonClient } from '../client/daemon-client.js';
@@ -149,6 +149,8 @@ export function daemonStatusExitCode(result: DaemonStatusResult): ExitCode {
 }
 
 function reachLine(label: string, c: ReachabilityCheck): string {
+  // The local bus is the daemon itself: nothing to reach, whether it runs is said above.
+  if (c.target === LOCAL_BROKER_DISPLAY) return `${label.padEnd(8)}local: ${c.detail}`;
   return `${label.padEnd(8)}${c.target} (${c.reachable ? 'reachable' : `UNREACHABLE: ${c.detail}`})`;
 }
 

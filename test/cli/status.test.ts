@@ -59,6 +59,10 @@ describe('cli: drover status', function () {
     assert.match(h.stdout, /^Store: +reachable +sqlite:.*\(schema version \d+, SQLite /m);
     assert.match(h.stdout, /^Broker: +local +the daemon carries tasks \(no broker server\)$/m);
     assert.match(h.stdout, /^Daemon: +not running$/m);
+    // daemon status says which bus too, and that nothing needs reaching for it.
+    const d = await runCliAsync(['daemon', 'status'], env);
+    assert.equal(d.status, 3, d.stderr);
+    assert.match(d.stdout, /^Broker: local: the daemon carries tasks \(no broker server\)$/m);
   });
 
   it('reports the broker of a RabbitMQ profile reachable, with its version', async function () {
