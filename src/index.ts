@@ -15,7 +15,7 @@ export { defineProcess, ExitCode, ProcessRegistry } from './engine/index.js';
 export type { ProcessDefinition, RunContext, ChildResult } from './engine/index.js';
 export { resolveProfile, Config, OPTION_SPECS } from './config/index.js';
 export type { Profile, Options } from './config/index.js';
-export { ProcessClient, submit, submitMany, getProcess } from './api/processes.js';
+export { ProcessClient, submit, submitMany, getProcess, close } from './api/processes.js';
 export type { SubmitOptions, ProfileOption } from './api/processes.js';
 export { killProcesses, pauseProcesses, playProcesses, waitForProcesses } from './api/control.js';
 export type { ControlReply, ControlOutcome, ControlOptions } from './api/control.js';

@@ -62,23 +62,21 @@ export async function waitForProcesses(
       pending.delete(id);
     }
   };
-  const bus = await client.bus();
-  const unsubscribe = bus
-    ? await bus.subscribeEvents(
-        (m) => {
-          opts.onState?.(m);
-          if (pending.has(m.processId)) {
-            void check(m.processId).then(() => wake());
-          }
-        },
-        {
-          // The subscription was re-established: what changed in between is only in the store.
-          onGap: () => {
-            for (const id of [...pending]) void check(id).then(() => wake());
-          },
-        },
-      )
-    : null;
+  // One subscription per client, shared by every wait: nothing to set up or tear down per call.
+  const listening = await client.listen({
+    onState: (m) => {
+      opts.onState?.(m);
+      if (pending.has(m.processId)) {
+        void check(m.processId).then(() => wake());
+      }
+    },
+    // The subscription was re-established: what changed in between is only in the store.
+    onGap: () => {
+      for (const id of [...pending]) void check(id).then(() => wake());
+    },
+  });
+  const unsubscribe = listening.live ? async () => listening.stop() : null;
+  if (!listening.live) listening.stop();
   const deadline = opts.timeoutSeconds !== undefined ? Date.now() + opts.timeoutSeconds * 1000 : Infinity;
   try {
     for (const id of ids) await check(id);

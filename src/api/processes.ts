@@ -13,11 +13,24 @@
 import { resolveProfile, type Profile } from '../config/index.js';
 import { InputError, ProcessNotFoundError, errorMessage } from '../errors/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
-import { isJsonValue, type JsonValue, type ProcessRecord, type ReportLine } from '../protocol/index.js';
+import {
+  isJsonValue,
+  type JsonValue,
+  type ProcessRecord,
+  type ReportLine,
+  type StateBroadcast,
+} from '../protocol/index.js';
 import { openStore } from '../store/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
 import { openBus, type MessageBus } from '../broker/index.js';
 import { ProcessRegistry } from '../engine/index.js';
+
+/** A listener of {@link ProcessClient.listen}. */
+export interface EventListener {
+  onState(msg: StateBroadcast): void;
+  /** The subscription was re-established: changes in between are only in the store. */
+  onGap?(): void;
+}
 
 /** Where a call acts: a profile name or a resolved profile (default: the default profile). */
 export interface ProfileOption {
@@ -81,6 +94,36 @@ export class ProcessClient {
       return null;
     });
     return this.busConn;
+  }
+
+  private events: Promise<(() => Promise<void>) | null> | null = null;
+  private readonly listeners = new Set<EventListener>();
+
+  /**
+   * Receives every state change of the profile (and `onGap` when the subscription was re-established
+   * and may have missed some) until the returned function is called. All listeners of a client share
+   * one subscription of the bus, made on first use and kept until {@link ProcessClient.close}: a wait
+   * costs nothing to set up. Resolves once the subscription is in place; false when the bus cannot
+   * be reached (then only the store tells).
+   */
+  async listen(listener: EventListener): Promise<{ live: boolean; stop: () => void }> {
+    this.listeners.add(listener);
+    this.events ??= this.bus().then((bus) =>
+      bus
+        ? bus.subscribeEvents(
+            (m) => {
+              for (const l of this.listeners) l.onState(m);
+            },
+            {
+              onGap: () => {
+                for (const l of this.listeners) l.onGap?.();
+              },
+            },
+          )
+        : null,
+    );
+    const live = (await this.events) !== null;
+    return { live, stop: () => void this.listeners.delete(listener) };
   }
 
   /** Submits one process; returns its id. */
@@ -157,6 +200,9 @@ export class ProcessClient {
   /** Closes store and bus connections. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      const unsubscribe = this.events ? await this.events : null;
+      await unsubscribe?.();
+      this.listeners.clear();
       const b = this.busConn ? await this.busConn : null;
       await b?.close();
       await this.store.close();
@@ -165,13 +211,64 @@ export class ProcessClient {
   }
 }
 
+/**
+ * How long the shared client of a profile (see {@link withClient}) stays open after its last call:
+ * long enough for a loop of awaited calls to reuse it, short enough that a program whose last act
+ * was a call ends at once (the timer does not keep it alive; an open RabbitMQ connection does, until
+ * the timer closes it).
+ */
+const SHARED_IDLE_MS = 250;
+
+interface Shared {
+  client: Promise<ProcessClient>;
+  busy: number;
+  timer: NodeJS.Timeout | null;
+}
+
+/** The shared clients of the top-level functions, per profile (configuration file and name). */
+const shared = new Map<string, Shared>();
+
+/**
+ * Runs `fn` with the shared client of `profile`: the top-level functions open one store (and bus)
+ * connection per profile per program and reuse it, so a loop of `submit()` costs what a loop of
+ * `ProcessClient.submit` does. It is closed when unused for {@link SHARED_IDLE_MS}, or by
+ * {@link close}.
+ */
 async function withClient<T>(profile: string | Profile | undefined, fn: (c: ProcessClient) => Promise<T>): Promise<T> {
-  const c = await ProcessClient.open(profile);
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
+  const p = typeof profile === 'object' ? profile : resolveProfile(profile);
+  const key = `${p.configFile}\0${p.name}\0${p.uuid}`;
+  let entry = shared.get(key);
+  if (!entry) {
+    const opened = ProcessClient.open(p);
+    entry = { client: opened, busy: 0, timer: null };
+    shared.set(key, entry);
+    opened.catch(() => shared.delete(key));
   }
+  const e = entry;
+  e.busy++;
+  if (e.timer) clearTimeout(e.timer);
+  e.timer = null;
+  try {
+    return await fn(await e.client);
+  } finally {
+    e.busy--;
+    if (e.busy === 0 && shared.get(key) === e) {
+      e.timer = setTimeout(() => {
+        if (e.busy > 0 || shared.get(key) !== e) return;
+        shared.delete(key);
+        void e.client.then((c) => c.close()).catch(() => undefined);
+      }, SHARED_IDLE_MS);
+      e.timer.unref();
+    }
+  }
+}
+
+/** Closes the connections the top-level functions keep (they also close by themselves when idle). */
+export async function close(): Promise<void> {
+  const all = [...shared.values()];
+  shared.clear();
+  for (const e of all) if (e.timer) clearTimeout(e.timer);
+  await Promise.allSettled(all.map((e) => e.client.then((c) => c.close())));
 }
 
 /** Submits a process to a profile (default: the default profile); returns its id. */
