@@ -172,11 +172,41 @@ export class ProcessClient {
     }
     try {
       await conn.publishContinue(ids);
-      if (conn.dispatch === 'publish') await this.store.markDispatched(ids, markedBy);
+      if (conn.dispatch === 'publish') this.markLater(ids, markedBy);
     } catch (err) {
       this.logger.warn(`publishing failed (${errorMessage(err)}); the processes are stored and will be re-dispatched`);
     }
     return ids;
+  }
+
+  private toMark: Array<{ ids: number[]; upTo: number }> = [];
+  private marking: Promise<void> | null = null;
+  private readonly markings = new Set<Promise<void>>();
+
+  /**
+   * Clears the dispatch flags of published processes in the background: a submit waits for one
+   * store transaction only. A flag left set (the program ended first) only makes a worker's sweep
+   * publish the task again, which the claim drops.
+   */
+  private markLater(ids: number[], upTo: number): void {
+    this.toMark.push({ ids, upTo });
+    if (this.marking) return;
+    const run: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      const batch = this.toMark;
+      this.toMark = [];
+      this.marking = null;
+      // Each submit's flags up to its own time (a request made after it must stay).
+      for (const b of batch) {
+        try {
+          await this.store.markDispatched(b.ids, b.upTo);
+        } catch (err) {
+          this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
+        }
+      }
+    });
+    this.marking = run;
+    this.markings.add(run);
+    void run.finally(() => this.markings.delete(run));
   }
 
   /** One process; throws {@link ProcessNotFoundError} when there is none. */
@@ -200,6 +230,7 @@ export class ProcessClient {
   /** Closes store and bus connections. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await Promise.allSettled([...this.markings]);
       const unsubscribe = this.events ? await this.events : null;
       await unsubscribe?.();
       this.listeners.clear();

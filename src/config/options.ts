@@ -66,8 +66,9 @@ const specs: OptionSpec[] = [
     type: { kind: 'backoff' },
     default: { initial: 0.5, max: 30, factor: 2 },
     description:
-      'Delay before reviving a crashed worker, as {"initial": s, "max": s, "factor": f}; a worker that dies ' +
-      'within 10 s of its start 5 times in a row is reported as crash-looping.',
+      'Delay before reviving a worker that died again soon after its start, as {"initial": s, "max": s, ' +
+      '"factor": f} (a first death is replaced at once); a worker that dies within 10 s of its start 5 times ' +
+      'in a row is reported as crash-looping.',
     restartRequired: true,
   },
   {

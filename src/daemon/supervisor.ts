@@ -11,7 +11,7 @@
  * - `draining`  told to stop: `drain` over IPC (or SIGTERM if it never got ready), then SIGKILL
  *               after the grace period plus a margin for releasing what is left;
  * - `restarting` dead, waiting for its back-off (`daemon.worker_restart_backoff`, growing with each
- *               consecutive early death);
+ *               consecutive early death after the first: a worker's first death is replaced at once);
  * - `crash-looping` died within {@link CRASH_LOOP_WINDOW_MS} of its start {@link CRASH_LOOP_DEATHS}
  *               times in a row. It is still revived, at the maximum back-off, and reported with its
  *               last exit, its last `fatal` message and its last output lines, until one of its
@@ -588,9 +588,13 @@ export class Supervisor {
           (lines.length > 0 ? `; last output:\n  ${lines.join('\n  ')}` : ''),
       );
     }
+    // A worker that had been up a while, or dies early for the first time, is replaced at once: its
+    // processes are waiting. Back-off only for repeated early deaths (the second waits `initial`).
     const delay = slot.crashLooping
       ? Math.round(this.backoff.max * 1000)
-      : backoffDelay(this.backoff, Math.max(0, slot.earlyDeaths - 1));
+      : slot.earlyDeaths <= 1
+        ? 0
+        : backoffDelay(this.backoff, slot.earlyDeaths - 2);
     this.clearRevive(slot);
     slot.reviveTimer = setTimeout(() => {
       slot.reviveTimer = null;
