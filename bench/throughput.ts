@@ -1,21 +1,26 @@
 /**
- * End-to-end benchmark (`npm run bench`; not a test). In one run, on this machine:
+ * The end-to-end benchmark suite (`npm run bench`; not a test). Everything in one run on this
+ * machine, next to raw amqplib baselines measured in the same run (the machine is shared and noisy:
+ * read the ratios):
  *
- * 1. Raw amqplib baseline: N persistent messages published with confirms to a durable queue and
- *    consumed with manual acks (prefetch 200) by 2 consumers on separate connections; and the raw
- *    AMQP request/reply round trip (publish, consume, reply, receive) over 500 sequential requests.
- * 2. For each message bus (`local`, `rabbitmq`) on a fresh SQLite profile (BENCH_STORE for
- *    PostgreSQL), a daemon with 2 workers, and:
- *    - bulk: N trivial `core.arithmetic.add` processes submitted in one go, until all are
- *      `finished` in the store;
- *    - latency: 500 sequential processes, each submitted and awaited with the library's wait
- *      (`waitForProcesses`), from submit to the finished state seen by the submitter; p50/p95/p99.
- * 3. The raw baseline again (the machine is shared and noisy: compare ratios from one run).
+ * - raw: N confirmed persistent messages through a durable queue to 2 consumers (before and after
+ *   the rest, the better one counts); 2,000 publishes awaited one by one (publish-and-confirm-each);
+ *   the AMQP request/reply round trip over 500 sequential requests.
+ * - bulk: N trivial `core.arithmetic.add` processes submitted in one go to a daemon with 2 workers,
+ *   until all are `finished`, for each store (SQLite, PostgreSQL) and each bus (local, rabbitmq).
+ * - one by one: 2,000 submits awaited one by one with a `ProcessClient`, and (SQLite) with the
+ *   top-level `submit()`.
+ * - latency: 500 sequential processes, each submitted and awaited with the library's wait
+ *   (`waitForProcesses`), p50/p95/p99.
+ * - revive: a worker SIGKILLed 5 times; from the kill to the new worker consuming, next to a cold
+ *   worker start (fork to consuming) measured in the same daemon.
+ * - 100,000 queued: submitted in one go (submit rate), drained (drain rate), worker and daemon RSS
+ *   at the start and at their peak.
  *
- * Prints each figure and its ratio to the baseline, and the peak RSS of the workers.
- *
- * Options (env): BENCH_N (default 10000), BENCH_LATENCY_N (500), BENCH_STORE (sqlite | postgres),
- * BENCH_BUSES (comma list, default local,rabbitmq).
+ * The results go to bench/last-results.json; the previous file is read first and each figure is
+ * printed next to the one before. Options (env): BENCH_N (10000), BENCH_SEQ_N (2000),
+ * BENCH_LATENCY_N (500), BENCH_QUEUED_N (100000), BENCH_ONLY (comma list of sections: raw, bulk,
+ * seq, latency, revive, queued), BENCH_BUSES (local,rabbitmq), BENCH_STORES (sqlite,postgres).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,28 +33,48 @@ import pg from 'pg';
 import { Config, type Profile } from '../src/config/index.js';
 import { ProcessClient } from '../src/api/processes.js';
 import { waitForProcesses } from '../src/api/control.js';
+import { DaemonClient } from '../src/client/index.js';
 import { deleteTopology, topologyFor } from '../src/broker/rabbitmq/index.js';
 
+type Bus = 'local' | 'rabbitmq';
+type Store = 'sqlite' | 'postgres';
+
 const N = Number(process.env.BENCH_N ?? 10_000);
+const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 2000);
 const LATENCY_N = Number(process.env.BENCH_LATENCY_N ?? 500);
-const STORE = process.env.BENCH_STORE ?? 'sqlite';
-const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Array<'local' | 'rabbitmq'>;
+const QUEUED_N = Number(process.env.BENCH_QUEUED_N ?? 100_000);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'raw,bulk,seq,latency,revive,queued').split(','));
+const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Bus[];
+const STORES = (process.env.BENCH_STORES ?? 'sqlite,postgres').split(',') as Store[];
 const RABBIT = 'amqp://guest:guest@127.0.0.1:5672';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/test';
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'drover.js');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = path.join(ROOT, 'bin', 'drover.js');
+const RESULTS = path.join(ROOT, 'bench', 'last-results.json');
 
-function peakRssMiB(pid: number): number {
+/** Every figure, by a stable name: what the results file holds. */
+const results: Record<string, number> = {};
+const previous: Record<string, number> = fs.existsSync(RESULTS)
+  ? ((JSON.parse(fs.readFileSync(RESULTS, 'utf8')) as { figures?: Record<string, number> }).figures ?? {})
+  : {};
+
+const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
+
+/** Records a figure and prints it, with the previous run's value when there is one. */
+function report(name: string, value: number, text: string): void {
+  results[name] = value;
+  const before = previous[name];
+  console.log(`${text}${before !== undefined ? `   [before: ${before < 100 ? f2(before) : f0(before)}]` : ''}`);
+}
+
+function rssMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /VmHWM:\s+(\d+) kB/.exec(status);
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Math.round(Number(m[1]) / 1024) : NaN;
   } catch {
     return NaN;
   }
-}
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 interface Lat {
@@ -60,21 +85,31 @@ interface Lat {
 
 function latencies(ms: number[]): Lat {
   const s = [...ms].sort((a, b) => a - b);
-  return { p50: quantile(s, 0.5), p95: quantile(s, 0.95), p99: quantile(s, 0.99) };
+  const q = (x: number): number => s[Math.min(s.length - 1, Math.floor(x * s.length))]!;
+  return { p50: q(0.5), p95: q(0.95), p99: q(0.99) };
 }
 
-/** A fresh profile with a daemon of 2 workers; returns it with a client and a stop function. */
-async function daemonProfile(bus: 'local' | 'rabbitmq'): Promise<{
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** A fresh profile (and, for PostgreSQL, database) with a daemon of `workers` workers. */
+async function daemonProfile(
+  bus: Bus,
+  store: Store,
+  workers = 2,
+): Promise<{
   profile: Profile;
   client: ProcessClient;
-  workerPids: number[];
+  daemon: DaemonClient;
+  daemonPid: number;
+  env: NodeJS.ProcessEnv;
+  out: () => string;
   stop: () => Promise<void>;
 }> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-bench-'));
   let dropDb: (() => Promise<void>) | null = null;
   const config = Config.load(path.join(home, 'config.json'));
   const broker = bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT };
-  if (STORE === 'postgres') {
+  if (store === 'postgres') {
     const name = `drover_bench_${crypto.randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: PG_ADMIN });
     await admin.connect();
@@ -97,28 +132,33 @@ async function daemonProfile(bus: 'local' | 'rabbitmq'): Promise<{
   config.save();
   const profile = config.getProfile('bench');
   const env = { ...process.env, DROVER_HOME: home, DROVER_PROFILE: 'bench' };
-  const daemon: ChildProcess = spawn(process.execPath, [CLI, 'daemon', 'start', '2', '--foreground'], {
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'daemon', 'start', String(workers), '--foreground'], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((resolve, reject) => {
-    daemon.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('daemon ready')) resolve();
-    });
-    daemon.on('exit', () => reject(new Error(`daemon exited: ${out}`)));
+    const t = setInterval(() => {
+      if (out.includes('daemon ready')) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 10);
+    child.on('exit', () => reject(new Error(`daemon exited: ${out}`)));
   });
-  const workerPids = [...out.matchAll(/started worker w\d+ \(pid (\d+)/g)].map((m) => Number(m[1]));
   const client = await ProcessClient.open(profile, { env });
   return {
     profile,
     client,
-    workerPids,
+    daemon: new DaemonClient(profile, { env }),
+    daemonPid: child.pid!,
+    env,
+    out: () => out,
     stop: async () => {
       await client.close();
-      daemon.kill('SIGTERM');
-      await new Promise((r) => (daemon.exitCode !== null ? r(null) : daemon.on('exit', r)));
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.on('exit', r)));
       if (bus === 'rabbitmq') {
         const conn = await amqp.connect(RABBIT);
         const ch = await conn.createChannel();
@@ -131,57 +171,28 @@ async function daemonProfile(bus: 'local' | 'rabbitmq'): Promise<{
   };
 }
 
-interface BusResult {
-  bus: string;
-  perSecond: number;
-  seconds: number;
-  latency: Lat;
-  peakRss: number[];
+/** Workers of a daemon from its log: slot name, pid. */
+function workerPids(out: string): number[] {
+  const bySlot = new Map<string, number>();
+  for (const m of out.matchAll(/started worker (w\d+) \(pid (\d+)/g)) bySlot.set(m[1]!, Number(m[2]));
+  return [...bySlot.values()];
 }
 
-async function droverRun(bus: 'local' | 'rabbitmq'): Promise<BusResult> {
-  const d = await daemonProfile(bus);
-  try {
-    const { client } = d;
-    // Warm up both workers and the connections.
-    await waitForProcesses(
-      client,
-      await client.submitMany(
-        'core.arithmetic.add',
-        Array.from({ length: 50 }, (_, i) => ({ x: i, y: 1 })),
-      ),
-    );
-    const base = (await client.store.countByState()).finished;
-    const inputs = Array.from({ length: N }, (_, i) => ({ x: i, y: 1 }));
-    const t0 = performance.now();
-    await client.submitMany('core.arithmetic.add', inputs);
-    for (;;) {
-      const c = await client.store.countByState();
-      if (c.finished - base >= N) break;
-      if (c.excepted > 0) throw new Error(`${c.excepted} processes excepted`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    const lat: number[] = [];
-    for (let i = 0; i < LATENCY_N; i++) {
-      const s = performance.now();
-      const id = await client.submit('core.arithmetic.add', { x: i, y: 1 });
-      await waitForProcesses(client, [id]);
-      lat.push(performance.now() - s);
-    }
-    return {
-      bus,
-      perSecond: N / seconds,
-      seconds,
-      latency: latencies(lat),
-      peakRss: d.workerPids.map(peakRssMiB),
-    };
-  } finally {
-    await d.stop();
+async function waitFinished(client: ProcessClient, total: number): Promise<void> {
+  for (;;) {
+    const c = await client.store.countByState();
+    if (c.finished >= total) return;
+    if (c.excepted > 0) throw new Error(`${c.excepted} processes excepted`);
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
-async function rawBaseline(): Promise<{ perSecond: number; seconds: number }> {
+const add = (n: number, base = 0): Array<{ x: number; y: number }> =>
+  Array.from({ length: n }, (_, i) => ({ x: base + i, y: 1 }));
+
+// ---- raw baselines ----
+
+async function rawBulk(): Promise<number> {
   const queue = `drover.bench.raw.${crypto.randomUUID()}`;
   const pubConn = await amqp.connect(RABBIT, { noDelay: true });
   const pub = await pubConn.createConfirmChannel();
@@ -212,10 +223,27 @@ async function rawBaseline(): Promise<{ perSecond: number; seconds: number }> {
   await pub.deleteQueue(queue);
   await pubConn.close();
   for (const c of consumers) await c.close();
-  return { perSecond: N / seconds, seconds };
+  return N / seconds;
 }
 
-/** Raw AMQP request/reply: publish a request, a consumer replies on a reply queue, the requester receives. */
+/** Persistent publishes awaited one by one (each confirmed before the next). */
+async function rawConfirmEach(): Promise<number> {
+  const conn = await amqp.connect(RABBIT, { noDelay: true });
+  const ch = await conn.createConfirmChannel();
+  const queue = `drover.bench.each.${crypto.randomUUID()}`;
+  await ch.assertQueue(queue, { durable: true });
+  const t0 = performance.now();
+  for (let i = 0; i < SEQ_N; i++) {
+    await new Promise<void>((resolve, reject) =>
+      ch.sendToQueue(queue, Buffer.from('{"v":1}'), { persistent: true }, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+  const rate = SEQ_N / ((performance.now() - t0) / 1000);
+  await ch.deleteQueue(queue);
+  await conn.close();
+  return rate;
+}
+
 async function rawRoundTrip(): Promise<Lat> {
   const conn = await amqp.connect(RABBIT, { noDelay: true });
   const server = await amqp.connect(RABBIT, { noDelay: true });
@@ -223,24 +251,14 @@ async function rawRoundTrip(): Promise<Lat> {
   const sch = await server.createChannel();
   const q = `drover.bench.rpc.${crypto.randomUUID()}`;
   await sch.assertQueue(q, { durable: false, autoDelete: true });
-  await sch.consume(
-    q,
-    (m) => {
-      if (!m) return;
-      sch.sendToQueue(m.properties.replyTo as string, m.content, { correlationId: m.properties.correlationId });
-      sch.ack(m);
-    },
-    {},
-  );
+  await sch.consume(q, (m) => {
+    if (!m) return;
+    sch.sendToQueue(m.properties.replyTo as string, m.content, { correlationId: m.properties.correlationId });
+    sch.ack(m);
+  });
   const replies = await ch.assertQueue('', { exclusive: true });
   const waiting = new Map<string, () => void>();
-  await ch.consume(
-    replies.queue,
-    (m) => {
-      if (m) waiting.get(m.properties.correlationId as string)?.();
-    },
-    { noAck: true },
-  );
+  await ch.consume(replies.queue, (m) => m && waiting.get(m.properties.correlationId as string)?.(), { noAck: true });
   const ms: number[] = [];
   for (let i = 0; i < LATENCY_N; i++) {
     const id = String(i);
@@ -257,26 +275,232 @@ async function rawRoundTrip(): Promise<Lat> {
   return latencies(ms);
 }
 
-const raw = await rawBaseline();
-const rtt = await rawRoundTrip();
-const results: BusResult[] = [];
-for (const bus of BUSES) results.push(await droverRun(bus));
-const raw2 = await rawBaseline();
-const rawBest = Math.max(raw.perSecond, raw2.perSecond);
-const f = (x: number): string => x.toFixed(2);
-console.log(`N = ${N}, latency over ${LATENCY_N} sequential processes, store = ${STORE}, ${os.cpus().length} cores`);
+// ---- drover sections ----
+
+async function bulk(bus: Bus, store: Store, raw: () => number): Promise<void> {
+  const d = await daemonProfile(bus, store);
+  try {
+    await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
+    const t0 = performance.now();
+    await d.client.submitMany('core.arithmetic.add', add(N));
+    await waitFinished(d.client, N + 50);
+    const rate = N / ((performance.now() - t0) / 1000);
+    report(
+      `bulk.${store}.${bus}`,
+      rate,
+      `bulk ${N}, ${store} ${bus.padEnd(8)}: ${f0(rate)} processes/s (${f2(rate / raw())}× the raw bulk before)`,
+    );
+  } finally {
+    await d.stop();
+  }
+}
+
+async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> {
+  const d = await daemonProfile(bus, store);
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < SEQ_N; i++) await d.client.submit('core.arithmetic.add', { x: i, y: 1 });
+    const rate = SEQ_N / ((performance.now() - t0) / 1000);
+    report(
+      `seq.${store}.${bus}.client`,
+      rate,
+      `one by one, ${store} ${bus.padEnd(8)}, ProcessClient: ${f0(rate)} submits/s (${f2(rate / rawEach)}× raw confirm-each)`,
+    );
+    results[`seq.${store}.${bus}.client.ratio`] = rate / rawEach;
+    if (store === 'sqlite') {
+      // The top-level function, as a script calls it (in this process, with the daemon's environment).
+      const saved = process.env.DROVER_HOME;
+      process.env.DROVER_HOME = d.env.DROVER_HOME;
+      const { submit, close } = await import('../src/api/processes.js');
+      const t1 = performance.now();
+      for (let i = 0; i < SEQ_N; i++) await submit('core.arithmetic.add', { x: i, y: 1 }, { profile: 'bench' });
+      const top = SEQ_N / ((performance.now() - t1) / 1000);
+      await close();
+      process.env.DROVER_HOME = saved;
+      report(
+        `seq.${store}.${bus}.toplevel`,
+        top,
+        `one by one, ${store} ${bus.padEnd(8)}, top-level submit(): ${f0(top)} submits/s (${f2(top / rate)}× ProcessClient)`,
+      );
+    }
+    await waitFinished(d.client, SEQ_N * (store === 'sqlite' ? 2 : 1));
+  } finally {
+    await d.stop();
+  }
+}
+
+async function latency(bus: Bus, rtt: Lat): Promise<void> {
+  const d = await daemonProfile(bus, 'sqlite');
+  try {
+    await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
+    const ms: number[] = [];
+    for (let i = 0; i < LATENCY_N; i++) {
+      const s = performance.now();
+      const id = await d.client.submit('core.arithmetic.add', { x: i, y: 1 });
+      await waitForProcesses(d.client, [id]);
+      ms.push(performance.now() - s);
+    }
+    const l = latencies(ms);
+    report(
+      `latency.${bus}.p50`,
+      l.p50,
+      `latency, sqlite ${bus.padEnd(8)}: p50 ${f2(l.p50)} ms (${f2(l.p50 / rtt.p50)}× raw round trip), p95 ${f2(l.p95)}, p99 ${f2(l.p99)} ms`,
+    );
+    results[`latency.${bus}.p95`] = l.p95;
+    results[`latency.${bus}.p99`] = l.p99;
+    results[`latency.${bus}.ratio`] = l.p50 / rtt.p50;
+  } finally {
+    await d.stop();
+  }
+}
+
+async function revive(bus: Bus): Promise<void> {
+  // Five healthy workers, each SIGKILLed once: the first death of a worker is what a user meets.
+  const d = await daemonProfile(bus, 'sqlite', 5);
+  try {
+    const ready = async (n: number): Promise<Array<{ id: string; pid: number }>> => {
+      for (;;) {
+        const ws = await d.daemon.getWorkerInfo();
+        if (ws.length === n && ws.every((w) => w.state === 'ready' && w.pid !== null)) {
+          return ws.map((w) => ({ id: w.id, pid: w.pid! }));
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    // A cold start: the worker added by `incr`, from the request to the worker consuming.
+    const cold: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await ready(5);
+      const t0 = performance.now();
+      await d.daemon.increaseWorkers(1);
+      await ready(6);
+      cold.push(performance.now() - t0);
+      await d.daemon.decreaseWorkers(1);
+      for (;;) {
+        if ((await d.daemon.getWorkerInfo()).length === 5) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const kills: number[] = [];
+    for (const w of await ready(5)) {
+      const t0 = performance.now();
+      process.kill(w.pid, 'SIGKILL');
+      for (;;) {
+        const n = (await d.daemon.getWorkerInfo()).find((x) => x.id === w.id);
+        if (n && n.pid !== null && n.pid !== w.pid && n.state === 'ready') break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      kills.push(performance.now() - t0);
+    }
+    const c = median(cold);
+    const k = median(kills);
+    report(
+      `revive.${bus}.median`,
+      k,
+      `revive, ${bus.padEnd(8)}: kill -> new worker consuming, median of 5 ${f0(k)} ms (${kills.map(f0).join(', ')}); ` +
+        `cold worker start median ${f0(c)} ms; difference ${f0(k - c)} ms`,
+    );
+    results[`revive.${bus}.cold`] = c;
+  } finally {
+    await d.stop();
+  }
+}
+
+async function queued(bus: Bus): Promise<void> {
+  const d = await daemonProfile(bus, 'sqlite');
+  try {
+    const pids = workerPids(d.out());
+    const at = (): string =>
+      `daemon ${rssMiB(d.daemonPid, 'VmRSS')} MiB, workers ${pids.map((p) => rssMiB(p, 'VmRSS')).join('/')} MiB`;
+    const startRss = at();
+    const rss0 = [d.daemonPid, ...pids].map((p) => rssMiB(p, 'VmRSS'));
+    const samples: number[][] = [];
+    const sampler = setInterval(() => samples.push([d.daemonPid, ...pids].map((p) => rssMiB(p, 'VmRSS'))), 250);
+    // Submitted in batches of 10,000 (each one transaction and one publish), as fast as they go.
+    const t0 = performance.now();
+    for (let i = 0; i < QUEUED_N; i += 10_000) {
+      await d.client.submitMany('core.arithmetic.add', add(Math.min(10_000, QUEUED_N - i), i));
+    }
+    const submitted = performance.now();
+    await waitFinished(d.client, QUEUED_N);
+    clearInterval(sampler);
+    const drained = performance.now();
+    const peak = [d.daemonPid, ...pids].map((p) => rssMiB(p, 'VmHWM'));
+    const submitRate = QUEUED_N / ((submitted - t0) / 1000);
+    const drainRate = QUEUED_N / ((drained - t0) / 1000);
+    report(`queued.${bus}.submit`, submitRate, `${QUEUED_N} queued, ${bus.padEnd(8)}: submitted ${f0(submitRate)}/s`);
+    report(
+      `queued.${bus}.drain`,
+      drainRate,
+      `${QUEUED_N} queued, ${bus.padEnd(8)}: all finished at ${f0(drainRate)}/s`,
+    );
+    // RSS over the run: first and last thirds of the samples, to see whether it grows.
+    const third = Math.max(1, Math.floor(samples.length / 3));
+    const mean = (rows: number[][], i: number): number => rows.reduce((a, r) => a + r[i]!, 0) / rows.length;
+    const early = samples.slice(0, third);
+    const late = samples.slice(-third);
+    const names = ['daemon', ...pids.map((_, i) => `w${i + 1}`)];
+    console.log(
+      `${QUEUED_N} queued, ${bus.padEnd(8)}: RSS at start ${startRss}; peak ${peak.map((p, i) => `${names[i]} ${p}`).join(', ')} MiB; ` +
+        `mean RSS in the first/last third of the run ${names.map((n, i) => `${n} ${f0(mean(early, i))}/${f0(mean(late, i))}`).join(', ')} MiB`,
+    );
+    results[`queued.${bus}.daemon.peak`] = peak[0]!;
+    results[`queued.${bus}.daemon.start`] = rss0[0]!;
+    for (let i = 1; i < peak.length; i++) {
+      results[`queued.${bus}.w${i}.peak`] = peak[i]!;
+      results[`queued.${bus}.w${i}.start`] = rss0[i]!;
+    }
+  } finally {
+    await d.stop();
+  }
+}
+
+// ---- the run ----
+
 console.log(
-  `raw amqplib: ${raw.perSecond.toFixed(0)} and ${raw2.perSecond.toFixed(0)} msgs/s (before and after; best ${rawBest.toFixed(0)}); ` +
-    `request/reply p50 ${f(rtt.p50)} ms, p95 ${f(rtt.p95)} ms`,
+  `drover benchmark suite: ${os.cpus().length} cores, node ${process.version}, N=${N}, one-by-one ${SEQ_N}, ` +
+    `latency ${LATENCY_N}, queued ${QUEUED_N}`,
 );
-for (const r of results) {
-  console.log(
-    `drover ${r.bus.padEnd(8)} bulk ${r.perSecond.toFixed(0)} processes/s (${f(r.seconds)} s; ${f(r.perSecond / rawBest)}× raw); ` +
-      `latency p50 ${f(r.latency.p50)} ms (${f(r.latency.p50 / rtt.p50)}× raw RTT), p95 ${f(r.latency.p95)}, p99 ${f(r.latency.p99)} ms; ` +
-      `worker peak RSS ${r.peakRss.map((x) => `${x} MiB`).join(', ')}`,
+const rawRuns: number[] = [];
+const rawBest = (): number => Math.max(...rawRuns);
+if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk());
+const rawEach = ONLY.has('raw') || ONLY.has('seq') ? await rawConfirmEach() : NaN;
+const rtt = ONLY.has('raw') || ONLY.has('latency') ? await rawRoundTrip() : { p50: NaN, p95: NaN, p99: NaN };
+if (ONLY.has('bulk')) for (const store of STORES) for (const bus of BUSES) await bulk(bus, store, rawBest);
+if (ONLY.has('seq')) for (const store of STORES) for (const bus of BUSES) await oneByOne(bus, store, rawEach);
+if (ONLY.has('latency')) for (const bus of BUSES) await latency(bus, rtt);
+if (ONLY.has('revive')) for (const bus of BUSES) await revive(bus);
+if (ONLY.has('queued')) for (const bus of BUSES) await queued(bus);
+if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk());
+if (rawRuns.length > 0) {
+  report(
+    'raw.bulk',
+    rawBest(),
+    `raw amqplib bulk: ${rawRuns.map(f0).join(' and ')} msgs/s (before and after; the best counts)`,
   );
 }
-const local = results.find((r) => r.bus === 'local');
-const rabbit = results.find((r) => r.bus === 'rabbitmq');
-if (local && rabbit) console.log(`local / rabbitmq bulk: ${f(local.perSecond / rabbit.perSecond)}×`);
+for (const [k, v] of Object.entries(results)) {
+  if (/^bulk\.[a-z]+\.[a-z]+$/.test(k)) {
+    results[`${k}.ratio`] = v / rawBest();
+    console.log(`${k}: ${f2(v / rawBest())}× the best raw amqplib bulk of this run`);
+  }
+}
+if (results['bulk.sqlite.local'] && results['bulk.sqlite.rabbitmq']) {
+  console.log(
+    `local / rabbitmq bulk on SQLite: ${f2(results['bulk.sqlite.local'] / results['bulk.sqlite.rabbitmq'])}×`,
+  );
+}
+if (Number.isFinite(rawEach)) report('raw.confirmEach', rawEach, `raw publish-and-confirm-each: ${f0(rawEach)}/s`);
+if (Number.isFinite(rtt.p50)) {
+  report('raw.rtt.p50', rtt.p50, `raw AMQP request/reply: p50 ${f2(rtt.p50)} ms, p95 ${f2(rtt.p95)} ms`);
+}
+fs.writeFileSync(
+  RESULTS,
+  JSON.stringify(
+    { at: new Date().toISOString(), cores: os.cpus().length, node: process.version, figures: results },
+    null,
+    2,
+  ) + '\n',
+);
+console.log(`results written to ${path.relative(ROOT, RESULTS)}`);
 process.exit(0);

@@ -10,7 +10,8 @@
  *
  * @module
  */
-import { resolveProfile, type Profile } from '../config/index.js';
+import fs from 'node:fs';
+import { configFilePath, resolveProfile, type Profile } from '../config/index.js';
 import { InputError, ProcessNotFoundError, errorMessage } from '../errors/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import {
@@ -24,6 +25,9 @@ import { openStore } from '../store/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
 import { openBus, type MessageBus } from '../broker/index.js';
 import { ProcessRegistry } from '../engine/index.js';
+
+/** How long cleared dispatch flags are gathered before one transaction writes them (well under a sweep's 3 s). */
+const MARK_DELAY_MS = 50;
 
 /** A listener of {@link ProcessClient.listen}. */
 export interface EventListener {
@@ -191,19 +195,22 @@ export class ProcessClient {
   private markLater(ids: number[], upTo: number): void {
     this.toMark.push({ ids, upTo });
     if (this.marking) return;
-    const run: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
-      const batch = this.toMark;
-      this.toMark = [];
-      this.marking = null;
-      // Each submit's flags up to its own time (a request made after it must stay).
-      for (const b of batch) {
-        try {
-          await this.store.markDispatched(b.ids, b.upTo);
-        } catch (err) {
-          this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
+    // Gathered for a moment: a loop of submits clears its flags in a few transactions, not one each.
+    const run: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, MARK_DELAY_MS).unref()).then(
+      async () => {
+        const batch = this.toMark;
+        this.toMark = [];
+        this.marking = null;
+        // Each submit's flags up to its own time (a request made after it must stay).
+        for (const b of batch) {
+          try {
+            await this.store.markDispatched(b.ids, b.upTo);
+          } catch (err) {
+            this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
+          }
         }
-      }
-    });
+      },
+    );
     this.marking = run;
     this.markings.add(run);
     void run.finally(() => this.markings.delete(run));
@@ -265,8 +272,40 @@ const shared = new Map<string, Shared>();
  * `ProcessClient.submit` does. It is closed when unused for {@link SHARED_IDLE_MS}, or by
  * {@link close}.
  */
+/** Profiles the top-level functions resolved, with the configuration file's identity at the time. */
+const resolvedProfiles = new Map<string, { stamp: string; profile: Profile; checkedAt: number }>();
+/** How long a resolved profile is used without looking at the configuration file again. */
+const PROFILE_RECHECK_MS = 200;
+
+/**
+ * `resolveProfile(name)`, read again only when the configuration file changed (a stat, at most
+ * every {@link PROFILE_RECHECK_MS}, instead of reading and validating the file on every call).
+ */
+function currentProfile(name: string | undefined): Profile {
+  const file = configFilePath();
+  const key = `${file}\0${name ?? ''}\0${process.env.DROVER_PROFILE ?? ''}`;
+  const now = performance.now();
+  const recent = resolvedProfiles.get(key);
+  if (recent && now - recent.checkedAt < PROFILE_RECHECK_MS) return recent.profile;
+  let stamp = '';
+  try {
+    const st = fs.statSync(file);
+    stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    // No file (first use creates it, or fails clearly): resolve as usual.
+  }
+  const hit = resolvedProfiles.get(key);
+  if (hit && stamp !== '' && hit.stamp === stamp) {
+    hit.checkedAt = now;
+    return hit.profile;
+  }
+  const profile = resolveProfile(name);
+  if (stamp !== '') resolvedProfiles.set(key, { stamp, profile, checkedAt: now });
+  return profile;
+}
+
 async function withClient<T>(profile: string | Profile | undefined, fn: (c: ProcessClient) => Promise<T>): Promise<T> {
-  const p = typeof profile === 'object' ? profile : resolveProfile(profile);
+  const p = typeof profile === 'object' ? profile : currentProfile(profile);
   const key = `${p.configFile}\0${p.name}\0${p.uuid}`;
   let entry = shared.get(key);
   if (!entry) {

@@ -249,3 +249,16 @@ export function checkCompletions(items: unknown): CheckedCompletion[] {
     o: checkOutcome(it.outcome, `complete(${String(it.id)})`),
   }));
 }
+
+/** The `requestedUpTo` of each id of a `markDispatched` call (see ProcessStore.markDispatched). */
+export function checkUpTo(ids: readonly number[], requestedUpTo: unknown, where: string): number[] {
+  if (requestedUpTo === undefined) return ids.map(() => Number.MAX_SAFE_INTEGER);
+  if (Array.isArray(requestedUpTo)) {
+    if (requestedUpTo.length !== ids.length) {
+      throw new InputError(`${where}: requestedUpTo has ${requestedUpTo.length} times for ${ids.length} ids`);
+    }
+    return requestedUpTo.map((t) => checkMs(t, where, 'requestedUpTo'));
+  }
+  const t = checkMs(requestedUpTo, where, 'requestedUpTo');
+  return ids.map(() => t);
+}

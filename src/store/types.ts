@@ -111,9 +111,10 @@ export interface ProcessStore {
    * Pass a time taken after the rows were marked (e.g. when `createProcesses` or `pendingDispatches`
    * returned) so a late confirmation cannot clear a newer request made in between (a worker that
    * claimed the process and released it again while the confirm was in flight). Without it, every
-   * pending request of `ids` is cleared.
+   * pending request of `ids` is cleared. An array gives one time per id (several submits' flags
+   * cleared in one call).
    */
-  markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void>;
+  markDispatched(ids: readonly number[], requestedUpTo?: number | readonly number[]): Promise<void>;
   /**
    * Ids of processes whose dispatch is pending and was requested at least `olderThanMs` ago,
    * oldest first. Also turns expired leases of non-terminal processes into pending dispatches.

@@ -260,6 +260,15 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.ok(!(await pending()).has(ids[0]!));
       });
 
+      it('markDispatched with a time per id clears each up to its own time, and refuses a length mismatch', async function () {
+        const { ids } = await make(2);
+        await store.markDispatched(ids, [Date.now() + 60_000, Date.now() - 60_000]);
+        const pend = await pending();
+        assert.ok(!pend.has(ids[0]!), 'cleared: its request was before its time');
+        assert.ok(pend.has(ids[1]!), 'kept: its request came after its time');
+        await assert.rejects(store.markDispatched(ids, [Date.now()]), InputError);
+      });
+
       it('pendingDispatches respects olderThanMs and limit, oldest first', async function () {
         const { ids } = await make(3);
         const fresh = await store.pendingDispatches(60_000, 1_000_000);

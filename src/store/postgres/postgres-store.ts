@@ -76,6 +76,7 @@ import {
   checkMs,
   checkNewProcess,
   checkCompletions,
+  checkUpTo,
   checkOwner,
   claimRefusal,
   leaseIsLive,
@@ -303,8 +304,9 @@ const Q = {
       ON CONFLICT (uuid) DO NOTHING
       RETURNING id, uuid)
     SELECT id, uuid FROM ins UNION ALL SELECT id, uuid FROM processes WHERE uuid = ANY($1::uuid[])`,
-  markDispatched: `UPDATE processes SET dispatch_requested_at = NULL
-    WHERE id = ANY($1::bigint[]) AND dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= $2`,
+  markDispatched: `UPDATE processes p SET dispatch_requested_at = NULL
+    FROM unnest($1::bigint[], $2::bigint[]) AS v(id, up_to)
+    WHERE p.id = v.id AND p.dispatch_requested_at IS NOT NULL AND p.dispatch_requested_at <= v.up_to`,
   expireLeases: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
       dispatch_requested_at = least(lease_expires_at, ${NOW} - $1), mtime = ${NOW}
     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ${NOW} AND state IN ${ACTIVE}`,
@@ -671,12 +673,12 @@ export class PostgresStore implements ProcessStore {
     });
   }
 
-  async markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void> {
-    const list = checkIds(ids, 'markDispatched');
-    const upTo =
-      requestedUpTo === undefined ? Number.MAX_SAFE_INTEGER : checkMs(requestedUpTo, 'markDispatched', 'requestedUpTo');
-    if (list.length === 0) return;
-    await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [list, upTo]);
+  async markDispatched(ids: readonly number[], requestedUpTo?: number | readonly number[]): Promise<void> {
+    if (!Array.isArray(ids)) throw new InputError('markDispatched: ids must be an array of process ids');
+    for (const id of ids) checkId(id, 'markDispatched');
+    const upTo = checkUpTo(ids, requestedUpTo, 'markDispatched');
+    if (ids.length === 0) return;
+    await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [[...ids], upTo]);
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {

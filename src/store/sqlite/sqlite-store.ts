@@ -76,6 +76,7 @@ import {
   checkMs,
   checkNewProcess,
   checkCompletions,
+  checkUpTo,
   checkOwner,
   claimRefusal,
   leaseIsLive,
@@ -397,8 +398,8 @@ export class SqliteStore implements ProcessStore {
     };
     this.tx = {
       create: db.transaction((specs: CheckedNewProcess[]) => this.createTx(specs)),
-      markDispatched: db.transaction((ids: number[], upTo: number) => {
-        for (const id of ids) this.s.markDispatched.run(id, upTo);
+      markDispatched: db.transaction((ids: number[], upTo: number[]) => {
+        ids.forEach((id, i) => this.s.markDispatched.run(id, upTo[i]));
       }),
       pending: db.transaction((olderThanMs: number, limit: number) => {
         const now = Date.now();
@@ -569,12 +570,12 @@ export class SqliteStore implements ProcessStore {
     return childId!;
   }
 
-  async markDispatched(ids: readonly number[], requestedUpTo?: number): Promise<void> {
-    const list = checkIds(ids, 'markDispatched');
-    const upTo =
-      requestedUpTo === undefined ? Number.MAX_SAFE_INTEGER : checkMs(requestedUpTo, 'markDispatched', 'requestedUpTo');
-    if (list.length === 0) return;
-    this.guard('markDispatched', () => this.tx.markDispatched.immediate(list, upTo));
+  async markDispatched(ids: readonly number[], requestedUpTo?: number | readonly number[]): Promise<void> {
+    if (!Array.isArray(ids)) throw new InputError('markDispatched: ids must be an array of process ids');
+    for (const id of ids) checkId(id, 'markDispatched');
+    const upTo = checkUpTo(ids, requestedUpTo, 'markDispatched');
+    if (ids.length === 0) return;
+    this.guard('markDispatched', () => this.tx.markDispatched.immediate([...ids], upTo));
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
