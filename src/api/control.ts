@@ -66,7 +66,9 @@ export async function waitForProcesses(
   const listening = await client.listen({
     onState: (m) => {
       opts.onState?.(m);
-      if (pending.has(m.processId)) {
+      // Waiting for the end (the default), a change to a state that is not an end cannot be it:
+      // no store read for `created` and `running`.
+      if (pending.has(m.processId) && (opts.until !== undefined || isTerminal(m.state))) {
         void check(m.processId).then(() => wake());
       }
     },

@@ -165,9 +165,11 @@ export class Worker {
       return;
     }
     for (const t of tasks) this.claimQueue.push(t);
+    // Tasks the bus hands over together are one batch already (it gathers them per event-loop
+    // turn): claim them now, not a turn later.
     if (!this.claimScheduled) {
       this.claimScheduled = true;
-      setImmediate(() => void this.flushClaims());
+      void this.flushClaims();
     }
   }
 

@@ -179,10 +179,9 @@ export class LocalHub {
         st.control = msg.on;
         return {};
       case 'states':
+        // Publishers batch their events per event-loop turn already: pass them on at once.
         for (const e of msg.events) this.pendingStates.push(e);
-        if (this.pendingStates.length === msg.events.length && msg.events.length > 0) {
-          setImmediate(() => this.flushStates());
-        }
+        this.flushStates();
         return {};
       case 'subscribe':
         st.subscribed = msg.on;
@@ -190,7 +189,7 @@ export class LocalHub {
     }
   }
 
-  /** Forwards the state changes peers published to every subscriber, batched per event-loop turn. */
+  /** Forwards the state changes peers published to every subscriber. */
   private flushStates(): void {
     const events = this.pendingStates;
     this.pendingStates = [];
