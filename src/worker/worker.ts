@@ -50,6 +50,8 @@ export const DISPATCH_TIMEOUT_MS = 5_000;
 export const SWEEP_INTERVAL_MS = 5_000;
 /** A pending dispatch younger than this is left to its submitter (it is probably being published). */
 export const SWEEP_MIN_AGE_MS = 3_000;
+/** How long a drain waits for the runs it stopped to be over (a command's SIGKILL comes after 2 s). */
+export const DRAIN_STOP_MS = 5_000;
 /** Most processes published again by one re-dispatch check. */
 export const REDISPATCH_BATCH = 1000;
 
@@ -452,16 +454,23 @@ export class Worker {
     while (this.completing.size > 0 && Date.now() < deadline + 5000) await sleep(20);
     let released: number[] = [];
     const left = [...this.running.keys()];
-    if (left.length > 0) {
-      for (const id of left) this.running.get(id)?.leaseLost();
-      try {
-        released = await this.opts.store.releaseLeases(this.workerId, left);
-        await this.dispatch(released);
-      } catch (err) {
-        this.log.error(`releasing ${left.length} process(es) failed (their leases will expire): ${errorMessage(err)}`);
-      }
-      this.log.info(`released ${released.length} running process(es) to other workers`);
+    // Runs still going are stopped, and their leases released only once they are over (a command
+    // of theirs gone), so another worker never starts one while it still runs here.
+    const stopped = left.map((id) => this.running.get(id)?.done);
+    for (const id of left) this.running.get(id)?.leaseLost();
+    await withTimeout(Promise.all(stopped), DRAIN_STOP_MS, () => new Error('runs did not stop')).catch(() => {
+      this.log.warn(`some of ${left.length} run(s) did not stop within ${DRAIN_STOP_MS / 1000} s; releasing anyway`);
+    });
+    try {
+      // Every lease of this worker, not only those of the runs left: nothing may wait for an expiry.
+      released = await this.opts.store.releaseLeases(this.workerId);
+      await this.dispatch(released);
+    } catch (err) {
+      this.log.error(
+        `releasing the leases of ${left.length} process(es) failed (they will expire): ${errorMessage(err)}`,
+      );
     }
+    if (released.length > 0) this.log.info(`released ${released.length} process(es) to other workers`);
     await this.close();
     return { finished: before - left.length, released };
   }
