@@ -56,6 +56,13 @@ export type {
   ServiceManagerCallOptions,
   TransportKind,
 } from './client/index.js';
-export type { DaemonStatus, DaemonInfo, DaemonState, DaemonSupervisor, WorkerInfo } from './protocol/index.js';
+export type {
+  DaemonStatus,
+  DaemonInfo,
+  DaemonState,
+  DaemonSupervisor,
+  OutboxBacklog,
+  WorkerInfo,
+} from './protocol/index.js';
 export { findInstalledServiceManager, checkInstalledUnit } from './service/supervisor.js';
 export type { InstalledUnitCheck, SupervisorHandle } from './service/supervisor.js';

@@ -82,6 +82,14 @@ export interface SubscribeOptions {
   onGap?: () => void;
 }
 
+/** What a bus's task queue holds now (see {@link MessageBus.taskQueueState}). */
+export interface TaskQueueState {
+  /** Tasks waiting for a consumer (RabbitMQ: the queue's ready count; unacknowledged ones excluded). */
+  ready: number;
+  /** Consumers of the queue. */
+  consumers: number;
+}
+
 /** Bus health for status displays. */
 export interface BusHealth {
   kind: BusKind;
@@ -115,6 +123,12 @@ export interface MessageBus {
   publishState(msg: StateBroadcast): void;
   /** Receives every state change of the profile from now on; returns a function that unsubscribes. */
   subscribeEvents(onMessage: (msg: StateBroadcast) => void, opts?: SubscribeOptions): Promise<() => Promise<void>>;
+  /**
+   * What the task queue holds now, for the re-dispatch check of dispatch mode `'publish'` (a bus
+   * may lose tasks it confirmed: a purged or deleted queue, a reset broker); null from a bus that
+   * holds no tasks of its own (`'outbox'`). Throws when the bus cannot say now (disconnected).
+   */
+  taskQueueState(): Promise<TaskQueueState | null>;
   /** Connection state, for status displays. */
   health(): BusHealth;
   /** Closes the bus; safe to call twice (the same promise). */

@@ -88,6 +88,16 @@ const specs: OptionSpec[] = [
     restartRequired: true,
   },
   {
+    name: 'broker.redispatch_seconds',
+    type: { kind: 'number', min: 1, max: 3600, unit: 'seconds' },
+    default: 10,
+    description:
+      'RabbitMQ: a process whose task the broker confirmed but nobody claimed within this many seconds, and ' +
+      'that the task queue no longer seems to hold (purged, deleted, a reset broker), is dispatched again; ' +
+      'workers check every few seconds, comparing those processes with the queue length.',
+    restartRequired: true,
+  },
+  {
     name: 'logging.level',
     type: { kind: 'enum', choices: ['debug', 'info', 'warn', 'error'] },
     default: 'info',
@@ -126,6 +136,7 @@ export interface Options {
   'daemon.worker_restart_backoff': BackoffPolicy;
   'daemon.shutdown_grace': number;
   'daemon.lease_seconds': number;
+  'broker.redispatch_seconds': number;
   'logging.level': 'debug' | 'info' | 'warn' | 'error';
   'processes.modules': string[];
   /** '' when not set. */

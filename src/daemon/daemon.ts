@@ -6,8 +6,10 @@
  * 1. take the exclusive profile lock (a kernel lock that dies with the process; a second daemon
  *    gives up within a moment with exit code {@link DAEMON_EXIT_ALREADY_RUNNING}, and of two
  *    daemons starting at once exactly one wins: see lock.ts);
- * 2. clean up after a crashed predecessor: remove its socket, release the leases of its workers
- *    once they are gone (they exit by themselves when their IPC channel closes);
+ * 2. clean up after a crashed predecessor: remove its socket, release every lease held by a worker
+ *    of this profile's daemons on this host that is not alive (see leases.ts); orphans of the
+ *    previous daemon still draining (they exit by themselves when their IPC channel closes) keep
+ *    theirs until they exit;
  * 3. write the PID file (pid + start identity), listen on the socket (0600, in the 0700 runtime
  *    dir), fork the workers;
  * 4. `READY=1` once the socket listens and every worker has reported ready (or is crash-looping);
@@ -34,10 +36,11 @@ import {
   type DaemonState,
   type DaemonStatus,
   type DaemonSupervisor,
+  type OutboxBacklog,
   type WorkerRecord,
 } from '../protocol/index.js';
 import { errorMessage } from '../errors/index.js';
-import { deferred, ensurePrivateDir, sleep } from '../util/index.js';
+import { deferred, ensurePrivateDir } from '../util/index.js';
 import { ControlServer } from './control-server.js';
 import { defaultControlTransports } from './dbus.js';
 import { recordEnvironment, recordWorkerModules } from './environment.js';
@@ -62,8 +65,10 @@ export const DAEMON_EXIT_OK = 0;
 /** Exit code of a daemon that could not start. */
 export const DAEMON_EXIT_FAILED = 1;
 
-/** How long a new daemon waits for the workers of a crashed predecessor to exit before giving up on them. */
-const PREVIOUS_WORKERS_WAIT_MS = 60_000;
+/** Period of the retry of a lease release that failed (store unreachable). */
+const RELEASE_RETRY_MS = 5_000;
+/** Period of the outbox count shown in status. */
+const OUTBOX_COUNT_MS = 2_000;
 
 /** Options of {@link Daemon}. */
 export interface DaemonOptions {
@@ -163,6 +168,14 @@ export class Daemon {
   private tickTimer: NodeJS.Timeout | null = null;
   private stopPromise: Promise<void> | null = null;
   private readonly releases = new Set<Promise<void>>();
+  /** Workers of a previous daemon that were still alive at start (draining orphans), until they exit. */
+  private orphans: WorkerRecord[] = [];
+  /** A release of dead workers' leases is running, or should run again (it failed, or more died). */
+  private releasing: Promise<void> | null = null;
+  private releaseAgain = false;
+  private lastReleaseFailed = 0;
+  private outbox: OutboxBacklog | null = null;
+  private countingOutbox = false;
   private readonly signalHandlers: Array<[string, (...args: unknown[]) => void]> = [];
   private lastRecords = '';
   private readonly version = droverVersion();
@@ -203,7 +216,8 @@ export class Daemon {
       logger: root.child('supervisor'),
       outputLogger: root,
       env,
-      onWorkerExit: (workerId, _exit, clean) => this.onWorkerExit(workerId, clean),
+      // Even a worker that drained and exited 0 counts: a release of its own that failed is caught here.
+      onWorkerExit: () => this.releaseDead(),
       onWorkerReady: () => this.sweepIfWanted(),
       onChange: () => this.onChange(),
     });
@@ -250,8 +264,10 @@ export class Daemon {
     const { paths, logger, profile } = this;
     // We hold the lock, so a socket file left here belongs to a dead daemon.
     removeFileQuietly(paths.socket);
-    const previous = readWorkerRecords(paths.workersFile);
-    writeWorkerRecords(paths.workersFile, []);
+    // Orphans of a crashed predecessor keep their place in the file until they exit: a crash of
+    // this daemon must not let the next one take them for dead.
+    this.orphans = readWorkerRecords(paths.workersFile).filter(workerRecordAlive);
+    writeWorkerRecords(paths.workersFile, this.orphans);
     writeDaemonPidFile(paths.pidFile, profile.name, this.startedAt);
     const n = this.options.numberWorkers ?? profile.options['daemon.default_workers'];
     logger.info(
@@ -266,8 +282,15 @@ export class Daemon {
     this.hub?.start();
     if (this.options.handleSignals !== false) this.installSignalHandlers();
     await this.startTransports();
-    if (previous.length > 0) this.track(this.recoverPrevious(previous));
+    if (this.orphans.length > 0) {
+      this.logger.info(
+        `${this.orphans.length} worker(s) of a previous daemon still running (pid ` +
+          `${this.orphans.map((o) => o.pid).join(', ')}); their leases are released once they exit, if they do not`,
+      );
+    }
     this.supervisor.start(n);
+    this.releaseDead();
+    this.countOutbox();
     const wd = this.notifier.watchdogIntervalMs;
     const tickMs = wd === null ? 1000 : Math.max(10, Math.min(1000, wd));
     this.tickTimer = setInterval(() => this.tick(), tickMs);
@@ -325,7 +348,30 @@ export class Daemon {
       runningProcesses: this.supervisor.runningProcesses,
       workers: this.supervisor.info(),
       environment: this.environment,
+      outbox: this.outbox,
     };
+  }
+
+  /** Counts the outbox for status, every {@link OUTBOX_COUNT_MS} at most, one count at a time. */
+  private countOutbox(): void {
+    if (this.countingOutbox || this.stopPromise) return;
+    if (this.outbox && Date.now() - this.outbox.countedAt < OUTBOX_COUNT_MS) return;
+    this.countingOutbox = true;
+    void this.store
+      .get()
+      .then((s) => s.outboxCounts())
+      .then(
+        (c) => {
+          this.outbox = { pending: c.pending, unclaimed: c.unclaimed, countedAt: Date.now() };
+        },
+        (err: unknown) => {
+          this.outbox = null;
+          this.logger.debug(`counting the outbox failed: ${errorMessage(err)}`);
+        },
+      )
+      .finally(() => {
+        this.countingOutbox = false;
+      });
   }
 
   /** What `daemonInfo` answers. */
@@ -432,19 +478,51 @@ export class Daemon {
     this.releases.add(t);
   }
 
-  private onWorkerExit(workerId: string, clean: boolean): void {
-    // A worker that drained and exited 0 released what it held itself.
-    if (clean) return;
-    this.track(
-      this.leases.release(workerId).then((ids) => {
-        if (ids.length === 0) return;
+  /**
+   * Releases every lease held by a worker of this profile's daemons on this host that is not alive
+   * (see leases.ts). Runs one at a time; a call while one runs makes it run again after.
+   */
+  private releaseDead(): void {
+    if (this.releasing) {
+      this.releaseAgain = true;
+      return;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.releaseAgain = false;
+        const live = [...this.supervisor.liveWorkerIds(), ...this.orphans.map((o) => o.workerId)];
+        const released = await this.leases.releaseDead(this.supervisor.workerIdPrefix, live);
+        if (released === null) {
+          this.lastReleaseFailed = Date.now();
+          return;
+        }
+        this.lastReleaseFailed = 0;
+        if (released.length === 0) continue;
+        const owners = [...new Set(released.map((r) => r.owner))];
+        const ids = released.map((r) => r.id);
         this.logger.info(
-          `released ${ids.length} process${ids.length === 1 ? '' : 'es'} of dead worker ${workerId} for ` +
-            `re-dispatch: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`,
+          `released ${ids.length} process${ids.length === 1 ? '' : 'es'} of ${owners.length} dead worker(s) ` +
+            `(${owners.slice(0, 5).join(', ')}${owners.length > 5 ? ', ...' : ''}) for re-dispatch: ` +
+            `${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`,
         );
         this.requestSweep();
-      }),
-    );
+      } while (this.releaseAgain);
+    };
+    const p = run().finally(() => {
+      this.releasing = null;
+    });
+    this.releasing = p;
+    this.track(p);
+  }
+
+  /** Orphans that exited since the last look: their leases can go now. */
+  private watchOrphans(): void {
+    if (this.orphans.length === 0) return;
+    const alive = this.orphans.filter(workerRecordAlive);
+    if (alive.length === this.orphans.length) return;
+    this.logger.info(`${this.orphans.length - alive.length} worker(s) of the previous daemon exited`);
+    this.orphans = alive;
+    this.releaseDead();
   }
 
   /**
@@ -461,33 +539,11 @@ export class Daemon {
     if (this.sweepWanted && this.supervisor.sweep()) this.sweepWanted = false;
   }
 
-  /** Releases the leases of a crashed predecessor's workers once each of them is gone. */
-  private async recoverPrevious(records: WorkerRecord[]): Promise<void> {
-    this.logger.info(
-      `a previous daemon left ${records.length} worker record(s); releasing their processes once they exit`,
-    );
-    const deadline = Date.now() + PREVIOUS_WORKERS_WAIT_MS;
-    let released = 0;
-    await Promise.all(
-      records.map(async (r) => {
-        while (workerRecordAlive(r) && Date.now() < deadline && !this.stopPromise) await sleep(200);
-        if (workerRecordAlive(r)) {
-          this.logger.warn(
-            `worker ${r.workerId} (pid ${r.pid}) of a previous daemon is still running; its leases will expire`,
-          );
-          return;
-        }
-        released += (await this.leases.release(r.workerId)).length;
-      }),
-    );
-    if (released > 0) {
-      this.logger.info(`released ${released} process(es) of the previous daemon's workers for re-dispatch`);
-      this.requestSweep();
-    }
-  }
-
   private tick(): void {
     this.supervisor.tick();
+    this.watchOrphans();
+    if (this.lastReleaseFailed > 0 && Date.now() - this.lastReleaseFailed >= RELEASE_RETRY_MS) this.releaseDead();
+    this.countOutbox();
     const wd = this.notifier.watchdogIntervalMs;
     if (wd !== null && Date.now() - this.lastWatchdog >= wd * 0.9) {
       this.lastWatchdog = Date.now();
@@ -569,7 +625,7 @@ export class Daemon {
   }
 
   private writeRecords(): void {
-    const records = this.supervisor.records();
+    const records = [...this.orphans, ...this.supervisor.records()];
     const text = JSON.stringify(records);
     if (text === this.lastRecords) return;
     this.lastRecords = text;

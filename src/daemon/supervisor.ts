@@ -19,11 +19,18 @@
  *
  * Removing a worker (decrease, restart) detaches its process from the slot and drains it; its
  * processes are released to the other workers, not killed. Every process that ends, whatever the
- * reason, is reported through `onWorkerExit` so the daemon can release its leases at once.
+ * reason, is reported through `onWorkerExit` so the daemon can release its leases at once; before
+ * that, the process groups the worker reported (its `core.shell` commands) are SIGKILLed, so no
+ * command of a dead worker still runs when its process is started elsewhere.
+ *
+ * Worker ids are `<host>:<profile uuid prefix>-w<slot>-<random>`: every worker a daemon of this
+ * profile ever forked on this host starts with {@link Supervisor.workerIdPrefix}, which is how the
+ * daemon finds leases of workers it no longer knows (see daemon.ts).
  *
  * @module
  */
 import crypto from 'node:crypto';
+import os from 'node:os';
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Profile } from '../config/index.js';
 import type { Logger, LogLevel } from '../logging/index.js';
@@ -38,7 +45,7 @@ import {
   type WorkerRecord,
   type WorkerState,
 } from '../protocol/index.js';
-import { backoffDelay, processStartIdentity, type BackoffPolicy } from '../util/index.js';
+import { backoffDelay, parentPid, processStartIdentity, type BackoffPolicy } from '../util/index.js';
 import { ProcSampler, type ProcSample } from './proc-stats.js';
 
 /** Consecutive early deaths after which a slot is reported as crash-looping. */
@@ -109,6 +116,8 @@ class Instance {
   readonly exit: Promise<WorkerExit>;
   resolveExit!: (e: WorkerExit) => void;
   readonly startIdentity: string | null;
+  /** Process groups the worker started and reported, checked to be its children: pgid → leader start identity. */
+  readonly groups = new Map<number, string>();
 
   constructor(
     readonly slot: Slot,
@@ -163,7 +172,8 @@ export class Supervisor {
   private readonly crashLoopDeaths: number;
   private readonly crashLoopWindowMs: number;
   private readonly drainKillMarginMs: number;
-  private readonly idPrefix: string;
+  /** The start of the id of every worker a daemon of this profile forks on this host. */
+  readonly workerIdPrefix: string;
   private sweepCursor = 0;
 
   constructor(private readonly opts: SupervisorOptions) {
@@ -171,7 +181,7 @@ export class Supervisor {
     this.crashLoopDeaths = opts.crashLoopDeaths ?? CRASH_LOOP_DEATHS;
     this.crashLoopWindowMs = opts.crashLoopWindowMs ?? CRASH_LOOP_WINDOW_MS;
     this.drainKillMarginMs = opts.drainKillMarginMs ?? DRAIN_KILL_MARGIN_MS;
-    this.idPrefix = opts.profile.uuid.replace(/-/g, '').slice(0, 8);
+    this.workerIdPrefix = `${os.hostname()}:${opts.profile.uuid.replace(/-/g, '').slice(0, 8)}-w`;
   }
 
   /** Number of workers kept (draining ones excluded). */
@@ -306,6 +316,13 @@ export class Supervisor {
     }
   }
 
+  /** Ids of the worker processes that have not exited (draining ones included). */
+  liveWorkerIds(): string[] {
+    return this.instances()
+      .filter((i) => !i.exited)
+      .map((i) => i.workerId);
+  }
+
   /** Live worker processes with their store identities (for the daemon's workers file). */
   records(): WorkerRecord[] {
     return this.instances()
@@ -429,7 +446,8 @@ export class Supervisor {
 
   private spawn(slot: Slot): void {
     const log = this.opts.logger;
-    const workerId = `${this.idPrefix}-${slot.name}-${crypto.randomBytes(4).toString('hex')}`;
+    // workerIdPrefix ends with 'w': the slot's name completes it.
+    const workerId = `${this.workerIdPrefix}${slot.name.slice(1)}-${crypto.randomBytes(4).toString('hex')}`;
     const env: NodeJS.ProcessEnv = { ...(this.opts.env ?? process.env) };
     for (const k of MANAGER_ENV) delete env[k];
     env.DROVER_PROFILE = this.opts.profile.name;
@@ -532,6 +550,9 @@ export class Supervisor {
       case 'bus':
         this.opts.bus?.message(inst.workerId, msg.message);
         break;
+      case 'groups':
+        this.trackGroups(inst, msg.pgids);
+        break;
       case 'fatal':
         inst.slot.lastError = msg.message;
         log.error(`worker ${inst.slot.name} (pid ${inst.pid}) failed: ${msg.message}`);
@@ -540,9 +561,50 @@ export class Supervisor {
     }
   }
 
+  /**
+   * Records the groups a worker reports. Only a group whose leader is the worker's own child now is
+   * taken (a worker cannot make the daemon signal anything else); gone ones are dropped.
+   */
+  private trackGroups(inst: Instance, pgids: number[]): void {
+    const now = new Set(pgids);
+    for (const g of inst.groups.keys()) if (!now.has(g)) inst.groups.delete(g);
+    for (const g of now) {
+      if (inst.groups.has(g) || inst.pid === null || g === inst.pid || g === process.pid) continue;
+      const start = processStartIdentity(g);
+      if (start !== null && parentPid(g) === inst.pid) inst.groups.set(g, start);
+    }
+  }
+
+  /**
+   * SIGKILLs the process groups a dead worker started. A group whose leader is still the process
+   * recorded (same start identity), or is gone while members may remain, is killed; a pid now used
+   * by another process is left alone.
+   */
+  private killGroups(inst: Instance): void {
+    let killed = 0;
+    for (const [g, start] of inst.groups) {
+      const now = processStartIdentity(g);
+      if (now !== null && now !== start) continue;
+      try {
+        process.kill(-g, 'SIGKILL');
+        killed++;
+      } catch {
+        // The group is gone already.
+      }
+    }
+    inst.groups.clear();
+    if (killed > 0) {
+      this.opts.logger.info(
+        `killed ${killed} process group(s) that worker ${inst.slot.name} (pid ${inst.pid}) had started`,
+      );
+    }
+  }
+
   private onExit(inst: Instance, code: number | null, signal: NodeJS.Signals | null): void {
     if (inst.exited) return;
     inst.exited = true;
+    // First of all: nothing the worker started may run on once its leases are released below.
+    this.killGroups(inst);
     if (inst.killTimer) clearTimeout(inst.killTimer);
     if (inst.pid !== null) this.sampler.forget(inst.pid);
     const now = Date.now();

@@ -4,7 +4,8 @@
  * - `core.sleep` {seconds} → {slept}: sleeps; ends early, killed, when the process is killed.
  * - `core.shell` {command: string[], cwd?, env?, timeoutSeconds?, maxOutputBytes?} →
  *   {exitCode, signal, stdout, stderr, stdoutTruncated, stderrTruncated}: runs a real OS command
- *   without a shell, in its own process group (so a kill reaches its children too). Each of stdout
+ *   without a shell, in its own process group (so a kill reaches its children too), which is killed
+ *   if the worker dies (see process-groups.ts: it never outlives its worker). Each of stdout
  *   and stderr keeps at most `maxOutputBytes` (default 1 MiB, at most 16 MiB); past that the rest
  *   is counted but dropped and `...Truncated` is true. A non-zero exit finishes the process with
  *   that exit status (a signal gives 128 + its number, a timeout 124); a command that cannot be
@@ -18,6 +19,7 @@ import type { JsonValue } from '../protocol/index.js';
 import { isJsonObject } from '../protocol/index.js';
 import { sleep } from '../util/index.js';
 import { defineProcess, ExitCode, type ProcessDefinition } from './definition.js';
+import { processGroups } from './process-groups.js';
 
 export const addProcess = defineProcess<{ x: number; y: number }, { sum: number }>({
   name: 'core.arithmetic.add',
@@ -114,6 +116,8 @@ export const shellProcess = defineProcess<ShellInputs>({
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // own process group: a kill reaches the command's children as well
       });
+      const pgid = child.pid;
+      if (pgid !== undefined) processGroups.started(pgid);
       const out = new BoundedBuffer(max);
       const err = new BoundedBuffer(max);
       child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -148,6 +152,7 @@ export const shellProcess = defineProcess<ShellInputs>({
       };
       child.on('error', (e: NodeJS.ErrnoException) => {
         cleanup();
+        if (pgid !== undefined) processGroups.ended(pgid);
         const what =
           e.code === 'ENOENT'
             ? `command not found: '${file}' (or cwd ${JSON.stringify(inputs.cwd ?? process.cwd())} does not exist)`
@@ -158,6 +163,7 @@ export const shellProcess = defineProcess<ShellInputs>({
       });
       child.on('close', (code, signal) => {
         cleanup();
+        if (pgid !== undefined) processGroups.ended(pgid);
         if (why === 'killed') {
           reject(ctx.signal.reason ?? new Error('killed'));
           return;

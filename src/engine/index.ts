@@ -2,3 +2,4 @@ export * from './definition.js';
 export * from './registry.js';
 export * from './builtins.js';
 export * from './runner.js';
+export * from './process-groups.js';

@@ -51,10 +51,43 @@ export function stdoutIsJournal(): boolean {
   }
 }
 
-/** A sink writing to a stream (stdout by default); with `journal`, lines get `<N>` prefixes. */
-export function streamSink(stream: NodeJS.WritableStream = process.stdout, journal = false): LogSink {
+/** Streams that failed (see {@link streamSink}). */
+const brokenStreams = new WeakSet<NodeJS.WritableStream>();
+const watchedStreams = new WeakSet<NodeJS.WritableStream>();
+
+/**
+ * Makes a failure of `stream` harmless: its `'error'` (EPIPE when the reading end of a pipe died,
+ * e.g. the daemon whose stdout pipe a worker writes to) is caught instead of killing the process,
+ * and {@link streamBroken} tells from then on. Safe to call more than once per stream.
+ */
+export function guardStream(stream: NodeJS.WritableStream): void {
+  if (watchedStreams.has(stream)) return;
+  watchedStreams.add(stream);
+  stream.on('error', () => brokenStreams.add(stream));
+}
+
+/** True once `stream` failed (after {@link guardStream}). */
+export function streamBroken(stream: NodeJS.WritableStream): boolean {
+  return brokenStreams.has(stream);
+}
+
+/**
+ * A sink writing to a stream (stdout by default); with `journal`, lines get `<N>` prefixes. A
+ * failing stream never takes the process down (see {@link guardStream}): records from then on go
+ * to `fallback`, or nowhere.
+ */
+export function streamSink(
+  stream: NodeJS.WritableStream = process.stdout,
+  journal = false,
+  fallback?: LogSink,
+): LogSink {
+  guardStream(stream);
   return {
     write(level, scope, message, time) {
+      if (brokenStreams.has(stream)) {
+        fallback?.write(level, scope, message, time);
+        return;
+      }
       if (journal) {
         const scopePart = scope === '' ? '' : `[${scope}] `;
         const lines = message.split('\n').map((l) => `<${syslogPriority[level]}>${scopePart}${l}\n`);

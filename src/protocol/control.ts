@@ -230,6 +230,24 @@ export interface DaemonStatus {
   workers: WorkerInfo[];
   /** What the daemon loaded; absent from a daemon that does not report it. */
   environment?: DaemonEnvironment | null;
+  /**
+   * The profile's outbox as the daemon last counted it (every few seconds); null when the store
+   * could not be read; absent from a daemon that does not report it.
+   */
+  outbox?: OutboxBacklog | null;
+}
+
+/** Processes waiting to be dispatched or claimed, from the store (see {@link DaemonStatus.outbox}). */
+export interface OutboxBacklog {
+  /**
+   * Processes whose dispatch is pending: stored but not yet handed to RabbitMQ (the broker is down
+   * or slow), or on the local bus not yet taken by a worker. Paused ones are not counted.
+   */
+  pending: number;
+  /** RabbitMQ: processes handed to the broker and not yet claimed by a worker (queued). Local bus: 0. */
+  unclaimed: number;
+  /** When it was counted, ms since the epoch. */
+  countedAt: number;
 }
 
 /** Result of `daemonInfo`. */
@@ -602,6 +620,24 @@ function withEnvironment(environment: DaemonEnvironment | null): { environment?:
   return environment === null ? {} : { environment };
 }
 
+/** Validates {@link DaemonStatus.outbox}: absent stays absent, null stays null. */
+function withOutbox(v: unknown, w: string): { outbox?: OutboxBacklog | null } {
+  if (v === undefined) return {};
+  if (v === null) return { outbox: null };
+  const o = obj(v, w);
+  const count = (x: unknown, name: string): number => {
+    const n = num(x, `${w}.${name}`);
+    return Number.isSafeInteger(n) && n >= 0 ? n : fail(`${w}.${name}`, 'a count', x);
+  };
+  return {
+    outbox: {
+      pending: count(o.pending, 'pending'),
+      unclaimed: count(o.unclaimed, 'unclaimed'),
+      countedAt: num(o.countedAt, `${w}.countedAt`),
+    },
+  };
+}
+
 /** Validates a {@link DaemonStatus} received from the daemon. */
 export function parseDaemonStatus(v: unknown): DaemonStatus {
   const o = obj(v, 'status');
@@ -615,6 +651,7 @@ export function parseDaemonStatus(v: unknown): DaemonStatus {
     runningProcesses: num(o.runningProcesses, 'status.runningProcesses'),
     workers: parseWorkers(o.workers, 'status.workers'),
     ...withEnvironment(parseDaemonEnvironment(o.environment, 'status.environment')),
+    ...withOutbox(o.outbox, 'status.outbox'),
   };
 }
 

@@ -30,6 +30,12 @@ export type WorkerToDaemon =
   | { kind: 'stats'; workerId: string; running: number; processIds: number[]; slots: number }
   /** The worker cannot start or continue (bad module, unreachable broker): it will exit non-zero. */
   | { kind: 'fatal'; workerId: string; message: string }
+  /**
+   * The process groups the worker's runs started and that are still running (`core.shell`
+   * commands), all of them, sent on change: the daemon kills them if the worker dies, before it
+   * releases the worker's leases.
+   */
+  | { kind: 'groups'; workerId: string; pgids: number[] }
   /** A message of the local bus for the hub. */
   | { kind: 'bus'; workerId: string; message: BusPeerMessage };
 
@@ -68,6 +74,11 @@ export function parseWorkerToDaemon(raw: unknown): WorkerToDaemon {
       };
     case 'fatal':
       return { kind: 'fatal', workerId: raw.workerId, message: typeof raw.message === 'string' ? raw.message : '' };
+    case 'groups':
+      if (!Array.isArray(raw.pgids) || !raw.pgids.every((p) => Number.isSafeInteger(p) && (p as number) > 1)) {
+        throw new ProtocolError('IPC groups message: pgids must be an array of integers > 1');
+      }
+      return { kind: 'groups', workerId: raw.workerId, pgids: raw.pgids as number[] };
     case 'bus':
       return { kind: 'bus', workerId: raw.workerId, message: parseBusPeerMessage(raw.message) };
     default:

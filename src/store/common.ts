@@ -53,6 +53,12 @@ export function checkOwner(owner: unknown, where: string): string {
   return owner;
 }
 
+/** Checks a list of lease owners; returns it deduplicated. */
+export function checkOwners(owners: unknown, where: string): string[] {
+  if (!Array.isArray(owners)) throw new InputError(`${where}: owners must be an array of worker ids`);
+  return [...new Set(owners.map((o) => checkOwner(o, where)))];
+}
+
 /** Checks a duration in milliseconds (a lease length or an age). */
 export function checkMs(ms: unknown, where: string, name: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {

@@ -7,6 +7,12 @@
  * been confirmed by the broker, so a crash between commit and publish loses nothing: pending rows
  * are re-published at worker start and periodically.
  *
+ * Hand-over: once the bus confirmed a process's task ({@link ProcessStore.markDispatched}), the row
+ * records when (`dispatched_at`) until a claim clears it. A process handed over and not claimed for
+ * long is one whose task the bus may have lost (a purged or deleted queue, a reset broker): the
+ * re-dispatch check compares {@link OutboxCounts.unclaimed} with what the bus holds and publishes
+ * the oldest of them again ({@link ProcessStore.unclaimedDispatches}); the claim drops the extra copy.
+ *
  * Lease: a worker runs a process only after {@link ProcessStore.claim} succeeded, an atomic
  * conditional update that sets `leaseOwner` and `leaseExpiresAt`. The lease is renewed while the
  * process runs and cleared when it ends, checkpoints or is released.
@@ -87,6 +93,21 @@ export interface KillOutcome {
   wokenParentId: number | null;
 }
 
+/** What the outbox holds (see {@link ProcessStore.outboxCounts}). */
+export interface OutboxCounts {
+  /** Processes whose dispatch is pending (not paused): not handed to the bus yet (local bus: not claimed yet). */
+  pending: number;
+  /** Processes handed to the bus (`markDispatched`) and not claimed since (not paused). */
+  unclaimed: number;
+}
+
+/** A lease released by {@link ProcessStore.releaseLeasesByPrefix}. */
+export interface ReleasedLease {
+  id: number;
+  /** The owner that held it. */
+  owner: string;
+}
+
 /** The interface every store adapter implements (see the conformance suite in test/store/). */
 export interface ProcessStore {
   /** `sqlite` or `postgres`. */
@@ -105,7 +126,9 @@ export interface ProcessStore {
    */
   submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number>;
   /**
-   * Clears the dispatch-pending flag of processes whose continue task the broker confirmed.
+   * Clears the dispatch-pending flag of processes whose continue task the broker confirmed, and
+   * records the hand-over time of each (also of processes handed over before and not claimed since:
+   * a re-dispatch refreshes it). A process claimed meanwhile is left alone.
    *
    * `requestedUpTo` (optional, ms since the epoch): clear only requests made at or before this time.
    * Pass a time taken after the rows were marked (e.g. when `createProcesses` or `pendingDispatches`
@@ -128,10 +151,17 @@ export interface ProcessStore {
   nextDispatches(limit: number, excluding?: readonly number[]): Promise<number[]>;
   /** Turns expired leases of active processes into pending dispatches; returns how many. */
   expireLeases(): Promise<number>;
+  /** How many dispatches are pending and how many were handed to the bus and not claimed since. */
+  outboxCounts(): Promise<OutboxCounts>;
+  /**
+   * Ids of processes handed to the bus at least `olderThanMs` ago and not claimed since (not
+   * paused), the oldest hand-over first, at most `limit`.
+   */
+  unclaimedDispatches(olderThanMs: number, limit: number): Promise<number[]>;
 
   /**
    * Atomically claims each process for `owner` for `leaseMs`; see {@link ClaimResult}. A claim
-   * clears the process's dispatch-pending flag, refused or not (a refused process needs no
+   * clears the process's dispatch-pending flag and its hand-over time, refused or not (a refused process needs no
    * dispatch now: whatever makes it runnable again, a release, a wake-up or an un-pause, marks it
    * pending anew), so a hub reading the outbox never hands out the same refused process twice.
    */
@@ -144,6 +174,12 @@ export interface ProcessStore {
    * of its workers died.
    */
   releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]>;
+  /**
+   * Releases every lease whose owner id starts with `ownerPrefix`, except those of `liveOwners`,
+   * and marks those processes for dispatch; returns what was released. Used by a daemon for every
+   * worker it ever had on its host (present or past) that is not alive.
+   */
+  releaseLeasesByPrefix(ownerPrefix: string, liveOwners: readonly string[]): Promise<ReleasedLease[]>;
 
   /** Records the outcome of a run; conditional on `owner` holding the lease. */
   complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult>;

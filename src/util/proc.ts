@@ -36,3 +36,24 @@ export function isProcessAlive(pid: number, startIdentity?: string): boolean {
   if (id === null) return false;
   return startIdentity === undefined || id === startIdentity;
 }
+
+/** The parent PID of process `pid`, or null when no such process exists. */
+export function parentPid(pid: number): number | null {
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (process.platform === 'linux') {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Field 4, after the state (field 3), past the parenthesized command name.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      return Number.isInteger(ppid) ? ppid : null;
+    } catch {
+      return null;
+    }
+  }
+  try {
+    const out = execFileSync('ps', ['-o', 'ppid=', '-p', String(pid)], { encoding: 'utf8' }).trim();
+    return out === '' ? null : Number(out);
+  } catch {
+    return null;
+  }
+}

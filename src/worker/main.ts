@@ -3,26 +3,41 @@
  * messages), and the implementation of `drover daemon worker` (a worker in the foreground).
  *
  * A forked worker exits by itself when its IPC channel closes (the daemon died): it stops taking
- * work, gives running processes a short grace, releases the rest and exits, so no worker outlives
- * its daemon as an orphan consuming work.
+ * work, gives running processes a short grace, stops the rest (their commands included), releases
+ * every lease it holds and exits, so no worker outlives its daemon as an orphan consuming work, and
+ * none leaves a lease behind for the next daemon to guess about. An orphan's output has nowhere to
+ * go (its stdout was a pipe to the dead daemon): writes there fail harmlessly and its log lines go
+ * to the daemon's log file instead. An orphan that cannot finish within
+ * {@link ORPHAN_EXIT_MARGIN_MS} of its grace exits anyway (the next daemon releases what it held).
  *
  * @module
  */
 import os from 'node:os';
+import path from 'node:path';
 import crypto from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { resolveProfile, type Profile } from '../config/index.js';
-import { createLogger, streamSink, stdoutIsJournal, type Logger } from '../logging/index.js';
+import { logDir, resolveProfile, type Profile } from '../config/index.js';
+import {
+  createLogger,
+  fileSink,
+  guardStream,
+  streamSink,
+  stdoutIsJournal,
+  type LogSink,
+  type Logger,
+} from '../logging/index.js';
 import { errorMessage } from '../errors/index.js';
 import { openBus, type IpcChannel, type MessageBus } from '../broker/index.js';
 import { openStore } from '../store/index.js';
 import type { ProcessStore } from '../store/types.js';
-import { ProcessRegistry } from '../engine/index.js';
-import { parseDaemonToWorker, type WorkerToDaemon } from '../protocol/index.js';
+import { ProcessRegistry, processGroups } from '../engine/index.js';
+import { DAEMON_LOG_FILE, parseDaemonToWorker, type WorkerToDaemon } from '../protocol/index.js';
 import { Worker, type WorkerStats } from './worker.js';
 
 /** Grace given to running processes when the daemon vanished. */
 const ORPHAN_GRACE_SECONDS = 2;
+/** Time an orphan gets beyond its grace to stop its runs, release its leases and close. */
+export const ORPHAN_EXIT_MARGIN_MS = 20_000;
 
 /** Options of {@link runWorker}. */
 export interface RunWorkerOptions {
@@ -33,9 +48,33 @@ export interface RunWorkerOptions {
   onReady?: (worker: Worker) => void;
 }
 
-/** A fresh worker id: host, pid and a random suffix. */
+/**
+ * A fresh id for a worker started on its own (`drover daemon worker`): `<host>:<pid>-<random>`. A
+ * daemon's workers have ids of their own shape (see daemon/supervisor.ts), so a daemon never takes
+ * such a worker for one of its own.
+ */
 export function newWorkerId(): string {
-  return `${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  return `${os.hostname()}:${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * Where an orphaned worker's log lines go: the daemon's log file, opened on first use, each line
+ * scoped with the worker's id (nothing is written when the file cannot be opened).
+ */
+function orphanLogSink(profile: Profile, workerId: string): LogSink {
+  let file: LogSink | null | undefined;
+  return {
+    write(level, scope, message, time) {
+      if (file === undefined) {
+        try {
+          file = fileSink(path.join(logDir(profile.name), DAEMON_LOG_FILE));
+        } catch {
+          file = null;
+        }
+      }
+      file?.write(level, `worker ${workerId} pid ${process.pid}${scope === '' ? '' : `:${scope}`}`, message, time);
+    },
+  };
 }
 
 /** Connects to the store and broker of `profile` and starts a worker. */
@@ -76,7 +115,13 @@ export async function runWorker(opts: RunWorkerOptions = {}): Promise<number> {
   const forked = typeof process.send === 'function';
   const workerId = opts.workerId ?? process.env.DROVER_WORKER_ID ?? newWorkerId();
   const send = (m: WorkerToDaemon): void => {
-    if (forked && process.connected) process.send!(m);
+    if (!forked || !process.connected) return;
+    try {
+      // With a callback, a channel that closes meanwhile is an argument, not an 'error' event.
+      process.send!(m, undefined, {}, () => undefined);
+    } catch {
+      // The daemon is gone; 'disconnect' follows.
+    }
   };
   let profile: Profile;
   let logger: Logger;
@@ -87,9 +132,16 @@ export async function runWorker(opts: RunWorkerOptions = {}): Promise<number> {
     console.error(`worker ${workerId}: ${errorMessage(err)}`);
     return 2;
   }
-  logger =
-    opts.logger ??
-    createLogger({ level: profile.options['logging.level'], sinks: [streamSink(process.stdout, stdoutIsJournal())] });
+  // Once the daemon is gone (its stdout pipe with it), a forked worker logs to the daemon's log file.
+  let orphaned = false;
+  const toLogFile = forked ? orphanLogSink(profile, workerId) : undefined;
+  const toStdout = streamSink(process.stdout, stdoutIsJournal(), toLogFile);
+  guardStream(process.stderr);
+  const sink: LogSink = {
+    write: (level, scope, message, time) =>
+      (orphaned && toLogFile ? toLogFile : toStdout).write(level, scope, message, time),
+  };
+  logger = opts.logger ?? createLogger({ level: profile.options['logging.level'], sinks: [sink] });
   logger = logger.child(forked ? '' : 'worker');
   let worker: Worker;
   try {
@@ -126,7 +178,22 @@ export async function runWorker(opts: RunWorkerOptions = {}): Promise<number> {
     process.on('SIGTERM', () => drain(grace, 'SIGTERM'));
     process.on('SIGINT', () => drain(grace, 'SIGINT'));
     if (forked) {
-      process.on('disconnect', () => drain(ORPHAN_GRACE_SECONDS, 'daemon gone'));
+      const stopGroups = processGroups.onChange((pgids) => send({ kind: 'groups', workerId, pgids }));
+      process.on('disconnect', () => {
+        orphaned = true;
+        stopGroups();
+        drain(ORPHAN_GRACE_SECONDS, 'daemon gone');
+        const limit = setTimeout(
+          () => {
+            logger.error(
+              `orphaned worker ${workerId} did not finish within its grace; exiting (leases left to expire)`,
+            );
+            resolve(1);
+          },
+          ORPHAN_GRACE_SECONDS * 1000 + ORPHAN_EXIT_MARGIN_MS,
+        );
+        limit.unref();
+      });
       process.on('message', (raw: unknown) => {
         let m;
         try {

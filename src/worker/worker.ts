@@ -22,6 +22,14 @@
  * {@link SWEEP_INTERVAL_MS}, and on request (the daemon asks after a worker died). With `'outbox'`
  * (local) the hub reads the outbox itself.
  *
+ * Re-dispatch (`'publish'` only): a task the broker confirmed can still be lost (a purged or
+ * deleted queue, a reset node). Every few seconds the worker compares the processes handed to the
+ * bus and not claimed since with what the task queue holds; when fewer tasks are queued than such
+ * processes wait, the difference is published again, oldest hand-over first, among those waiting
+ * longer than `broker.redispatch_seconds` (see {@link Worker.redispatch}). Counting instead of
+ * re-publishing everything old keeps a long legitimate backlog (100,000 processes queued behind
+ * busy workers) from being published again and again.
+ *
  * @module
  */
 import type { Profile } from '../config/index.js';
@@ -42,6 +50,10 @@ export const DISPATCH_TIMEOUT_MS = 5_000;
 export const SWEEP_INTERVAL_MS = 5_000;
 /** A pending dispatch younger than this is left to its submitter (it is probably being published). */
 export const SWEEP_MIN_AGE_MS = 3_000;
+/** How long a drain waits for the runs it stopped to be over (a command's SIGKILL comes after 2 s). */
+export const DRAIN_STOP_MS = 5_000;
+/** Most processes published again by one re-dispatch check. */
+export const REDISPATCH_BATCH = 1000;
 
 /** Statistics a worker reports. */
 export interface WorkerStats {
@@ -82,6 +94,8 @@ export class Worker {
   private timers: NodeJS.Timeout[] = [];
   private statsTimer: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
+  private redispatching: Promise<number> | null = null;
+  private readonly redispatchMs: number;
   private closed: Promise<void> | null = null;
   private readonly host: RunnerHost;
   /** Store and broker failures repeat while an outage lasts: logged once per interval. */
@@ -92,6 +106,7 @@ export class Worker {
     this.slots = opts.profile.options['daemon.worker_process_slots'];
     this.leaseMs = opts.profile.options['daemon.lease_seconds'] * 1000;
     this.trouble = new LogThrottle(opts.logger);
+    this.redispatchMs = opts.profile.options['broker.redispatch_seconds'] * 1000;
     this.host = {
       store: opts.store,
       registry: opts.registry,
@@ -121,6 +136,8 @@ export class Worker {
     w.timers.push(setInterval(() => void w.renewLeases(), Math.max(500, w.leaseMs / 3)));
     if (opts.bus.dispatch === 'publish') {
       w.timers.push(setInterval(() => void w.sweep(SWEEP_MIN_AGE_MS), SWEEP_INTERVAL_MS));
+      const every = Math.max(1000, Math.min(SWEEP_INTERVAL_MS, w.redispatchMs / 2));
+      w.timers.push(setInterval(() => void w.redispatch(), every));
       void w.sweep(SWEEP_MIN_AGE_MS);
     }
     for (const t of w.timers) t.unref();
@@ -380,6 +397,52 @@ export class Worker {
   }
 
   /**
+   * Publishes again the tasks the bus seems to have lost; returns how many (see the module comment).
+   *
+   * The queue is read first, then the store: a task delivered in between is still counted as
+   * unclaimed and as delivered, and one published and marked in between (a submit marks at least
+   * 50 ms after its confirm) is the only way to count one too many. When tasks wait in the queue,
+   * every consumer has its prefetch (its slots) full of deliveries that are not in the ready count
+   * yet not lost: those are not missing. When none wait, consumers may hold a few that count as
+   * missing; publishing them again costs one duplicate each, which the claim drops, and the next
+   * check finds the queue holding them.
+   */
+  redispatch(): Promise<number> {
+    if (this.opts.bus.dispatch !== 'publish' || this.stopping) return Promise.resolve(0);
+    if (this.redispatching) return this.redispatching;
+    this.redispatching = (async () => {
+      const { bus, store } = this.opts;
+      try {
+        const queue = await withTimeout(bus.taskQueueState(), DISPATCH_TIMEOUT_MS, () => {
+          return new BrokerError(`broker did not answer within ${DISPATCH_TIMEOUT_MS / 1000} s`);
+        });
+        if (queue === null) return 0;
+        const { unclaimed } = await store.outboxCounts();
+        const held = queue.ready > 0 ? queue.consumers * this.slots : 0;
+        const missing = unclaimed - queue.ready - held;
+        if (missing <= 0) return 0;
+        const ids = await store.unclaimedDispatches(this.redispatchMs, Math.min(missing, REDISPATCH_BATCH));
+        if (ids.length === 0) return 0;
+        const markedBy = Date.now();
+        await bus.publishContinue(ids);
+        await store.markDispatched(ids, markedBy);
+        this.log.warn(
+          `re-dispatched ${ids.length} process(es) handed to the broker over ${this.redispatchMs / 1000} s ago and ` +
+            `never claimed: the task queue holds ${queue.ready} task(s) for ${unclaimed} such process(es)`,
+        );
+        this.trouble.end('redispatch');
+        return ids.length;
+      } catch (err) {
+        this.trouble.warn('redispatch', `re-dispatch check failed: ${errorMessage(err)}`);
+        return 0;
+      } finally {
+        this.redispatching = null;
+      }
+    })();
+    return this.redispatching;
+  }
+
+  /**
    * Stops taking work, lets running processes finish within `graceSeconds`, then releases what is
    * left to other workers (their leases are cleared and they are re-published) and closes.
    */
@@ -393,16 +456,23 @@ export class Worker {
     while (this.completing.size > 0 && Date.now() < deadline + 5000) await sleep(20);
     let released: number[] = [];
     const left = [...this.running.keys()];
-    if (left.length > 0) {
-      for (const id of left) this.running.get(id)?.leaseLost();
-      try {
-        released = await this.opts.store.releaseLeases(this.workerId, left);
-        await this.dispatch(released);
-      } catch (err) {
-        this.log.error(`releasing ${left.length} process(es) failed (their leases will expire): ${errorMessage(err)}`);
-      }
-      this.log.info(`released ${released.length} running process(es) to other workers`);
+    // Runs still going are stopped, and their leases released only once they are over (a command
+    // of theirs gone), so another worker never starts one while it still runs here.
+    const stopped = left.map((id) => this.running.get(id)?.done);
+    for (const id of left) this.running.get(id)?.leaseLost();
+    await withTimeout(Promise.all(stopped), DRAIN_STOP_MS, () => new Error('runs did not stop')).catch(() => {
+      this.log.warn(`some of ${left.length} run(s) did not stop within ${DRAIN_STOP_MS / 1000} s; releasing anyway`);
+    });
+    try {
+      // Every lease of this worker, not only those of the runs left: nothing may wait for an expiry.
+      released = await this.opts.store.releaseLeases(this.workerId);
+      await this.dispatch(released);
+    } catch (err) {
+      this.log.error(
+        `releasing the leases of ${left.length} process(es) failed (they will expire): ${errorMessage(err)}`,
+      );
     }
+    if (released.length > 0) this.log.info(`released ${released.length} process(es) to other workers`);
     await this.close();
     return { finished: before - left.length, released };
   }

@@ -93,3 +93,56 @@ describe('rabbitmq bus: broker errors', function () {
     assert.ok(got.includes(2));
   });
 });
+
+describe('rabbitmq bus: the task queue state (for the re-dispatch check)', function () {
+  this.timeout(60_000);
+  let h: Awaited<ReturnType<typeof makeHarness>>;
+  const opened: MessageBus[] = [];
+  before(async function () {
+    h = await makeHarness(this);
+  });
+  after(async () => {
+    for (const b of opened) await b.close();
+    await h?.teardown();
+    cleanupTempDirs();
+  });
+
+  it('counts the ready tasks and the consumers, and answers again after the queue was deleted', async () => {
+    const bus = await h.open();
+    opened.push(bus);
+    assert.deepEqual(await bus.taskQueueState(), { ready: 0, consumers: 0 });
+    await bus.publishContinue([1, 2, 3]);
+    assert.deepEqual(await bus.taskQueueState(), { ready: 3, consumers: 0 });
+    const got: number[] = [];
+    const c = await bus.consumeTasks({
+      slots: 1,
+      onTasks: (t) => got.push(...t.map((x) => x.processId)),
+    });
+    await waitUntil(() => got.length === 1, 10_000, 'one delivery');
+    // One delivered and unacknowledged (prefetch 1): not ready.
+    await waitUntil(
+      async () => JSON.stringify(await bus.taskQueueState()) === JSON.stringify({ ready: 2, consumers: 1 }),
+      5000,
+      'two ready, one consumer',
+    );
+    await c.cancel();
+    const conn = await amqp.connect(RABBIT_URL);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(topologyFor(h.profile.uuid).taskQueue);
+    await conn.close();
+    // The check's channel is closed by the 404 and re-opened, declaring the queue again.
+    const state = await waitUntil(
+      async () => {
+        try {
+          return await bus.taskQueueState();
+        } catch {
+          return null;
+        }
+      },
+      10_000,
+      'the state of the re-declared queue',
+      200,
+    );
+    assert.deepEqual(state, { ready: 0, consumers: 0 });
+  });
+});

@@ -38,6 +38,8 @@ export async function makeProfile(
     storage?: 'sqlite' | 'postgres';
     /** Message bus (default rabbitmq). */
     bus?: 'local' | 'rabbitmq';
+    /** The RabbitMQ URL (default: the shared node), e.g. a node of the test's own. */
+    brokerUrl?: string;
     /** The SQLite file (default: under the home). */
     sqlitePath?: string;
     /** A database of the test's own PostgreSQL cluster (default: a fresh one on the shared server). */
@@ -49,7 +51,8 @@ export async function makeProfile(
   const file = path.join(home, 'config.json');
   const config = Config.load(file);
   let dropDb: (() => Promise<void>) | null = null;
-  const broker = opts.bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT_URL };
+  const brokerUrl = opts.brokerUrl ?? RABBIT_URL;
+  const broker = opts.bus === 'local' ? { broker: 'local' as const } : { brokerUrl };
   if (opts.storage === 'postgres') {
     let url = opts.postgresUrl;
     if (url === undefined) {
@@ -91,7 +94,7 @@ export async function makeProfile(
       return ProcessClient.open(tp.profile, { env: { ...process.env, ...env } });
     },
     async cleanup() {
-      if (tp.profile.broker.kind === 'rabbitmq') await dropTopology(tp.profile.uuid);
+      if (tp.profile.broker.kind === 'rabbitmq') await dropTopology(tp.profile.uuid, brokerUrl);
       await dropDb?.();
       fs.rmSync(home, { recursive: true, force: true });
     },
@@ -100,9 +103,9 @@ export async function makeProfile(
 }
 
 /** Deletes a profile's RabbitMQ queues and exchanges (nothing when the broker is gone). */
-export async function dropTopology(uuid: string): Promise<void> {
+export async function dropTopology(uuid: string, url = RABBIT_URL): Promise<void> {
   try {
-    const conn = await amqp.connect(RABBIT_URL);
+    const conn = await amqp.connect(url);
     const ch = await conn.createChannel();
     ch.on('error', () => undefined);
     await deleteTopology(ch, topologyFor(uuid)).catch(() => undefined);

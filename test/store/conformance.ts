@@ -269,6 +269,61 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         await assert.rejects(store.markDispatched(ids, [Date.now()]), InputError);
       });
 
+      it('markDispatched records the hand-over until a claim, refused or not, or a kill clears it', async function () {
+        const before = await store.outboxCounts();
+        const { ids } = await make(5);
+        const mid = await store.outboxCounts();
+        assert.equal(mid.pending - before.pending, 5);
+        assert.equal(mid.unclaimed, before.unclaimed);
+        await store.markDispatched(ids);
+        const after = await store.outboxCounts();
+        assert.equal(after.pending, before.pending, 'no longer pending');
+        assert.equal(after.unclaimed - before.unclaimed, 5, 'handed over, not claimed');
+        const listed = await store.unclaimedDispatches(0, 1_000_000);
+        const pos = ids.map((id) => listed.indexOf(id));
+        assert.ok(
+          pos.every((p) => p >= 0),
+          'every one is listed',
+        );
+        assert.deepEqual(
+          [...pos].sort((a, b) => a - b),
+          pos,
+          'oldest hand-over first',
+        );
+        assert.ok(!(await store.unclaimedDispatches(60_000, 1_000_000)).includes(ids[0]!), 'younger than the bound');
+        assert.equal((await store.unclaimedDispatches(0, 2)).length, 2);
+
+        // A claim clears it; so does a refused claim (the process is paused) and a kill.
+        const [c] = await store.claim([ids[0]!], 'w-handover', 30_000);
+        assert.ok(c?.claimed);
+        await store.setPaused([ids[1]!], true);
+        assert.ok(!(await store.unclaimedDispatches(0, 1_000_000)).includes(ids[1]!), 'a paused one is not listed');
+        assert.equal((await store.claim([ids[1]!], 'w-handover', 30_000))[0]!.claimed, false);
+        await store.setPaused([ids[1]!], false);
+        assert.equal(await store.requestKill(ids[2]!, 'gone'), 'killed');
+        const left = new Set(await store.unclaimedDispatches(0, 1_000_000));
+        assert.deepEqual(
+          ids.map((id) => left.has(id)),
+          [false, false, false, true, true],
+        );
+        // The un-paused one is pending again (not handed over); a marked-again claimed one stays clear.
+        assert.ok((await pending()).has(ids[1]!));
+        await store.markDispatched([ids[0]!]);
+        assert.ok(!(await store.unclaimedDispatches(0, 1_000_000)).includes(ids[0]!), 'claimed: not marked again');
+        assert.equal((await store.outboxCounts()).unclaimed - before.unclaimed, 2);
+      });
+
+      it('a second markDispatched of an unclaimed process (a re-dispatch) makes it the newest', async function () {
+        const { ids } = await make(2);
+        await store.markDispatched(ids);
+        await sleep(5);
+        await store.markDispatched([ids[0]!]);
+        const listed = await store.unclaimedDispatches(0, 1_000_000);
+        assert.ok(listed.indexOf(ids[1]!) < listed.indexOf(ids[0]!), 'the re-dispatched one moved behind');
+        await assert.rejects(store.unclaimedDispatches(-1, 10), InputError);
+        await assert.rejects(store.unclaimedDispatches(0, 0), InputError);
+      });
+
       it('pendingDispatches respects olderThanMs and limit, oldest first', async function () {
         const { ids } = await make(3);
         const fresh = await store.pendingDispatches(60_000, 1_000_000);
@@ -388,6 +443,38 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         p = (await store.getProcess(ids[2]!))!;
         assert.equal(p.leaseOwner, null);
         assert.equal((await store.getProcess(ids[0]!))!.leaseOwner, 'w2', "another owner's lease is untouched");
+      });
+    });
+
+    describe('releaseLeasesByPrefix', function () {
+      it('releases the leases of owners with the prefix except the live ones, and marks them pending', async function () {
+        const prefix = `${uniqueType('host')}:abc-w`;
+        const { ids } = await make(5);
+        const owners = [`${prefix}1-a`, `${prefix}1-b`, `${prefix}2-c`, 'other-host:abc-w1-d', `${prefix}3-e`];
+        for (let i = 0; i < 5; i++) assert.ok((await store.claim([ids[i]!], owners[i]!, 60_000))[0]!.claimed);
+        await store.markDispatched(ids);
+        const released = await store.releaseLeasesByPrefix(prefix, [`${prefix}2-c`, `${prefix}3-e`, 'unknown']);
+        assert.deepEqual(released, [
+          { id: ids[0]!, owner: owners[0]! },
+          { id: ids[1]!, owner: owners[1]! },
+        ]);
+        const pend = await pending();
+        assert.ok(pend.has(ids[0]!) && pend.has(ids[1]!), 'released ones are pending dispatch');
+        for (const i of [2, 3, 4]) {
+          assert.equal((await store.getProcess(ids[i]!))!.leaseOwner, owners[i], `lease ${i} untouched`);
+          assert.ok(!pend.has(ids[i]!));
+        }
+        assert.deepEqual(await store.releaseLeasesByPrefix(prefix, [`${prefix}2-c`, `${prefix}3-e`]), []);
+        assert.deepEqual(
+          (await store.releaseLeasesByPrefix(prefix, [])).map((r) => r.id),
+          [ids[2], ids[4]],
+        );
+        // A prefix is matched literally: LIKE wildcards in it match nothing else.
+        assert.deepEqual(await store.releaseLeasesByPrefix('other%', []), []);
+        assert.deepEqual(await store.releaseLeasesByPrefix('other_host', []), []);
+        assert.equal((await store.getProcess(ids[3]!))!.leaseOwner, owners[3]);
+        await assert.rejects(store.releaseLeasesByPrefix('', []), InputError);
+        await assert.rejects(store.releaseLeasesByPrefix(prefix, 'x' as unknown as string[]), InputError);
       });
     });
 

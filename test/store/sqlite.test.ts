@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { StoreError, StoreFullError, StoreUnavailableError } from '../../src/errors/index.js';
-import { openStore, type ProcessStore } from '../../src/store/index.js';
+import { SQLITE_SCHEMA_VERSION, openStore, type ProcessStore } from '../../src/store/index.js';
+import { SQLITE_MIGRATIONS } from '../../src/store/sqlite/migrations.js';
 import { JOURNAL_SIZE_LIMIT, openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { REPO_ROOT, cleanupTempDirs, requireService, tempDir } from '../helpers/env.js';
 import { mountTmpfs, tmpfsUnavailable } from '../helpers/tmpfs.js';
@@ -100,6 +101,29 @@ describe('SQLite store', function () {
       await s.createProcesses([{ type: 'x', inputs: null }]);
       assert.equal(fs.statSync(`${file}-wal`).mode & 0o777, 0o600, 'the WAL file is private too');
       assert.equal((s as unknown as { file: string }).file, file);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('brings a store of schema 1 up to date, keeping its processes and their pending dispatches', async function () {
+    const file = path.join(tempDir(), 'v1.db');
+    const db = new Database(file);
+    db.exec('CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    db.exec(SQLITE_MIGRATIONS[0]!.sql);
+    db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (1, ?)').run(Date.now());
+    db.prepare(
+      `INSERT INTO processes (uuid, type, state, inputs, dispatch_requested_at, ctime, mtime)
+       VALUES ('u-1', 'old', 'created', '{}', 1, 1, 1)`,
+    ).run();
+    db.close();
+    const s = await openStore({ backend: 'sqlite', path: file });
+    try {
+      assert.equal(await s.schemaVersion(), SQLITE_SCHEMA_VERSION);
+      const [id] = await s.pendingDispatches(0, 10);
+      assert.equal((await s.getProcess(id!))!.type, 'old');
+      await s.markDispatched([id!]);
+      assert.deepEqual(await s.unclaimedDispatches(0, 10), [id]);
     } finally {
       await s.close();
     }

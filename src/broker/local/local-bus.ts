@@ -202,6 +202,11 @@ export class LocalBus implements MessageBus {
     };
   }
 
+  /** The hub holds no tasks: the store's outbox is the queue. */
+  async taskQueueState(): Promise<null> {
+    return null;
+  }
+
   health(): BusHealth {
     return { kind: 'local', connected: this.link.connected, peer: this.link.peerName };
   }

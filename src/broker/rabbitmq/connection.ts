@@ -316,6 +316,27 @@ export class BrokerConnection {
     }
   }
 
+  private inspectCh: ManagedChannel | null = null;
+
+  /**
+   * The task queue's ready count and consumers, read on a channel of its own (a failed check closes
+   * only that channel, which is re-opened, declaring the queue again). Throws at once while
+   * disconnected, rather than waiting for the reconnect.
+   */
+  async taskQueueState(): Promise<{ ready: number; consumers: number }> {
+    if (!this.connected) throw new BrokerError('not connected to the broker');
+    this.inspectCh ??= this.managedChannel('inspect', false, (ch) => assertTopology(ch, this.topology, this.queueType));
+    await this.openManaged(this.inspectCh);
+    const ch = this.inspectCh.channel;
+    if (!ch) throw new BrokerError('the inspect channel is being re-opened');
+    try {
+      const ok = await ch.checkQueue(this.topology.taskQueue);
+      return { ready: ok.messageCount, consumers: ok.consumerCount };
+    } catch (err) {
+      throw new BrokerError(`cannot read the task queue: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
   /** Publishes a raw body to the task queue (tests and tools; confirmed). */
   async publishRawTask(body: Buffer): Promise<void> {
     const ch = await this.publishCh.wait();

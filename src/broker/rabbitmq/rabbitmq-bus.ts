@@ -29,6 +29,7 @@ import type {
   TaskConsumer,
   TaskConsumerOptions,
   TaskDelivery,
+  TaskQueueState,
 } from '../bus.js';
 import type { BrokerConnection, ManagedChannel } from './connection.js';
 import { assertTopology } from './topology.js';
@@ -360,6 +361,10 @@ export class RabbitBus implements MessageBus {
     });
     await this.connection.openManaged(m);
     return () => m.close();
+  }
+
+  taskQueueState(): Promise<TaskQueueState> {
+    return this.connection.taskQueueState();
   }
 
   health(): BusHealth {

@@ -78,6 +78,7 @@ import {
   checkCompletions,
   checkUpTo,
   checkOwner,
+  checkOwners,
   claimRefusal,
   leaseIsLive,
   emptyCounts,
@@ -89,8 +90,10 @@ import type {
   KillOutcome,
   KillResult,
   NewProcess,
+  OutboxCounts,
   ProcessFilter,
   ProcessStore,
+  ReleasedLease,
   WaitResult,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
@@ -251,7 +254,7 @@ const Q = {
   // needed: the UPDATE is atomic, and once claimed nobody else may append to those journals.
   claim: `WITH c AS (
       UPDATE processes SET state = 'running', lease_owner = $2, lease_expires_at = ${NOW} + $3,
-        worker_id = $2, runs = runs + 1, dispatch_requested_at = NULL, mtime = ${NOW}
+        worker_id = $2, runs = runs + 1, dispatch_requested_at = NULL, dispatched_at = NULL, mtime = ${NOW}
       WHERE id = ANY($1::bigint[]) AND state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
         AND (lease_owner IS NULL OR lease_expires_at <= ${NOW})
       RETURNING ${COLS})
@@ -304,9 +307,18 @@ const Q = {
       ON CONFLICT (uuid) DO NOTHING
       RETURNING id, uuid)
     SELECT id, uuid FROM ins UNION ALL SELECT id, uuid FROM processes WHERE uuid = ANY($1::uuid[])`,
-  markDispatched: `UPDATE processes p SET dispatch_requested_at = NULL
+  // A pending request up to its time, or a hand-over not claimed since (a re-dispatch).
+  markDispatched: `UPDATE processes p SET dispatch_requested_at = NULL, dispatched_at = ${NOW}
     FROM unnest($1::bigint[], $2::bigint[]) AS v(id, up_to)
-    WHERE p.id = v.id AND p.dispatch_requested_at IS NOT NULL AND p.dispatch_requested_at <= v.up_to`,
+    WHERE p.id = v.id AND CASE WHEN p.dispatch_requested_at IS NULL THEN p.dispatched_at IS NOT NULL
+                               ELSE p.dispatch_requested_at <= v.up_to END`,
+  outboxCounts: `SELECT
+      (SELECT count(*) FROM processes WHERE dispatch_requested_at IS NOT NULL AND NOT paused) AS pending,
+      (SELECT count(*) FROM processes
+        WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND NOT paused) AS unclaimed`,
+  unclaimed: `SELECT id FROM processes
+    WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND NOT paused AND dispatched_at <= ${NOW} - $1
+    ORDER BY dispatched_at, id LIMIT $2`,
   expireLeases: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
       dispatch_requested_at = least(lease_expires_at, ${NOW} - $1), mtime = ${NOW}
     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ${NOW} AND state IN ${ACTIVE}`,
@@ -315,8 +327,8 @@ const Q = {
     ORDER BY dispatch_requested_at, id LIMIT $1`,
   // Refused processes that cannot be claimed now need no dispatch (see ProcessStore.claim); one
   // that became claimable since the claim (released meanwhile) keeps its request.
-  clearRefused: `UPDATE processes SET dispatch_requested_at = NULL
-    WHERE id = ANY($1::bigint[]) AND dispatch_requested_at IS NOT NULL
+  clearRefused: `UPDATE processes SET dispatch_requested_at = NULL, dispatched_at = NULL
+    WHERE id = ANY($1::bigint[]) AND (dispatch_requested_at IS NOT NULL OR dispatched_at IS NOT NULL)
       AND NOT (state IN ${ACTIVE} AND NOT paused AND waiting_on = 0
                AND (lease_owner IS NULL OR lease_expires_at <= ${NOW}))`,
   pending: `SELECT id FROM processes
@@ -330,6 +342,14 @@ const Q = {
   releaseAll: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
       mtime = ${NOW}
     WHERE lease_owner = $1 RETURNING id`,
+  // The lease owner as it was before the update: a FROM of the same rows, locked in the subquery.
+  releaseByPrefix: `UPDATE processes p SET lease_owner = NULL, lease_expires_at = NULL,
+      dispatch_requested_at = ${NOW}, mtime = ${NOW}
+    FROM (SELECT id, lease_owner FROM processes
+          WHERE lease_owner IS NOT NULL AND left(lease_owner, length($1)) = $1 AND NOT (lease_owner = ANY($2::text[]))
+          FOR NO KEY UPDATE) AS old
+    WHERE p.id = old.id AND p.lease_owner = old.lease_owner
+    RETURNING p.id, old.lease_owner`,
   appendJournal: `WITH p AS (SELECT id FROM processes WHERE id = $1 AND lease_owner = $2 FOR SHARE)
     INSERT INTO journal (process_id, seq, kind, name, result) SELECT p.id, $3, $4, $5, $6::jsonb FROM p`,
   journal: 'SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = $1 ORDER BY seq',
@@ -707,6 +727,18 @@ export class PostgresStore implements ProcessStore {
     return r.rowCount ?? 0;
   }
 
+  async outboxCounts(): Promise<OutboxCounts> {
+    const r = await this.q<OutboxCounts>('outboxCounts', 'read', 'outboxCounts', Q.outboxCounts, []);
+    return { pending: r.rows[0]!.pending, unclaimed: r.rows[0]!.unclaimed };
+  }
+
+  async unclaimedDispatches(olderThanMs: number, limit: number): Promise<number[]> {
+    const age = checkMs(olderThanMs, 'unclaimedDispatches', 'olderThanMs');
+    const max = checkLimit(limit, 'unclaimedDispatches');
+    const r = await this.q<{ id: number }>('unclaimedDispatches', 'read', 'unclaimed', Q.unclaimed, [age, max]);
+    return r.rows.map((row) => row.id);
+  }
+
   async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
     if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
     for (const id of ids) checkId(id, 'claim');
@@ -771,6 +803,20 @@ export class PostgresStore implements ProcessStore {
     const r = await this.q<{ id: number }>('releaseLeases', 'write', 'release', Q.release, [list, owner]);
     const released = new Set(r.rows.map((row) => row.id));
     return list.filter((id) => released.has(id));
+  }
+
+  async releaseLeasesByPrefix(ownerPrefix: string, liveOwners: readonly string[]): Promise<ReleasedLease[]> {
+    const prefix = checkOwner(ownerPrefix, 'releaseLeasesByPrefix');
+    const live = checkOwners(liveOwners, 'releaseLeasesByPrefix');
+    // A repeat of a release that committed releases nothing more; those processes are pending all the same.
+    const r = await this.q<{ id: number; lease_owner: string }>(
+      'releaseLeasesByPrefix',
+      'write',
+      'releaseByPrefix',
+      Q.releaseByPrefix,
+      [prefix, live],
+    );
+    return r.rows.map((row) => ({ id: row.id, owner: row.lease_owner })).sort((a, b) => a.id - b.id);
   }
 
   async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
@@ -988,7 +1034,8 @@ export class PostgresStore implements ProcessStore {
       }
       await c.query(
         `UPDATE processes SET state = 'killed', exit_message = $2, lease_owner = NULL, lease_expires_at = NULL,
-           kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+           kill_requested = false, paused = false, dispatch_requested_at = NULL, dispatched_at = NULL, waiting_on = 0,
+           mtime = ${NOW}
          WHERE id = $1`,
         [id, msg],
       );

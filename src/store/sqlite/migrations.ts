@@ -79,6 +79,17 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    description: 'dispatched_at: when a process was last handed to the bus, until it is claimed',
+    sql: `
+      ALTER TABLE processes ADD COLUMN dispatched_at INTEGER;
+      -- The processes handed to the bus and not claimed since, oldest first: counted and read by the
+      -- re-dispatch check (one row per task the bus should hold). Its predicate is the one those queries use.
+      CREATE INDEX processes_unclaimed ON processes (dispatched_at, id)
+        WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND paused = 0;
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

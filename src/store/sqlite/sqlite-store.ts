@@ -19,6 +19,9 @@
  * - Dispatch pending is `dispatch_requested_at IS NOT NULL`: set at creation, release, wake-up,
  *   un-pause and lease expiry; cleared by a claim, by {@link SqliteStore.markDispatched} and when the
  *   process ends or starts waiting.
+ * - Handed over and not claimed is `dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND
+ *   paused = 0` (the predicate of the `processes_unclaimed` index): `dispatched_at` is set by
+ *   markDispatched and cleared by a claim (refused or not) and a kill.
  * - `waiting_on` counts the rows of `process_awaits` of a waiting process: the children it waits for
  *   that had not terminated. A child's termination deletes its row and decrements the count; the
  *   one that brings it to 0 marks the parent pending and reports it as woken.
@@ -78,6 +81,7 @@ import {
   checkCompletions,
   checkUpTo,
   checkOwner,
+  checkOwners,
   claimRefusal,
   leaseIsLive,
   emptyCounts,
@@ -90,7 +94,9 @@ import type {
   KillOutcome,
   KillResult,
   NewProcess,
+  OutboxCounts,
   ProcessFilter,
+  ReleasedLease,
   ProcessStore,
   WaitResult,
 } from '../types.js';
@@ -288,9 +294,21 @@ export class SqliteStore implements ProcessStore {
          VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?)`,
       ),
       exists: p('SELECT 1 AS x FROM processes WHERE id = ?'),
+      // A pending request up to its time, or a hand-over not claimed since (a re-dispatch).
       markDispatched: p(
-        `UPDATE processes SET dispatch_requested_at = NULL
-         WHERE id = ? AND dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ?`,
+        `UPDATE processes SET dispatch_requested_at = NULL, dispatched_at = @now
+         WHERE id = @id AND CASE WHEN dispatch_requested_at IS NULL THEN dispatched_at IS NOT NULL
+                                 ELSE dispatch_requested_at <= @upTo END`,
+      ),
+      countPending: p('SELECT count(*) AS n FROM processes WHERE dispatch_requested_at IS NOT NULL AND paused = 0'),
+      countUnclaimed: p(
+        `SELECT count(*) AS n FROM processes
+         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND paused = 0`,
+      ),
+      unclaimed: p(
+        `SELECT id FROM processes
+         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND paused = 0 AND dispatched_at <= ?
+         ORDER BY dispatched_at, id LIMIT ?`,
       ),
       expireLeases: p(
         `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL,
@@ -310,12 +328,13 @@ export class SqliteStore implements ProcessStore {
       // Refused processes need no dispatch (see ProcessStore.claim); inside the claim's
       // transaction nothing can make them claimable in between.
       clearRefused: p(
-        'UPDATE processes SET dispatch_requested_at = NULL WHERE id = ? AND dispatch_requested_at IS NOT NULL',
+        `UPDATE processes SET dispatch_requested_at = NULL, dispatched_at = NULL
+         WHERE id = ? AND (dispatch_requested_at IS NOT NULL OR dispatched_at IS NOT NULL)`,
       ),
       // One statement per batch: about twice as fast as one per process (measured on 20,000).
       claim: p(
         `UPDATE processes SET state = 'running', lease_owner = @owner, lease_expires_at = @expires,
-           worker_id = @owner, runs = runs + 1, dispatch_requested_at = NULL, mtime = @now
+           worker_id = @owner, runs = runs + 1, dispatch_requested_at = NULL, dispatched_at = NULL, mtime = @now
          WHERE id IN (SELECT value FROM json_each(@ids)) AND state IN ${ACTIVE} AND paused = 0 AND waiting_on = 0
            AND (lease_owner IS NULL OR lease_expires_at <= @now)
          RETURNING ${COLS}`,
@@ -340,6 +359,12 @@ export class SqliteStore implements ProcessStore {
       releaseAll: p(
         `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = @now, mtime = @now
          WHERE lease_owner = @owner RETURNING id`,
+      ),
+      // RETURNING gives the new values only: the owners are read first, in the same transaction.
+      leasedByPrefix: p(
+        `SELECT id, lease_owner FROM processes
+         WHERE lease_owner IS NOT NULL AND substr(lease_owner, 1, length(@prefix)) = @prefix
+           AND lease_owner NOT IN (SELECT value FROM json_each(@live))`,
       ),
       // One statement per batch; items are [id, owner, state, outputs, exitStatus, exitMessage, exception].
       complete: p(
@@ -387,7 +412,7 @@ export class SqliteStore implements ProcessStore {
       flagKill: p('UPDATE processes SET kill_requested = 1, mtime = ? WHERE id = ?'),
       kill: p(
         `UPDATE processes SET state = 'killed', exit_message = ?, lease_owner = NULL, lease_expires_at = NULL,
-           kill_requested = 0, paused = 0, dispatch_requested_at = NULL, waiting_on = 0, mtime = ?
+           kill_requested = 0, paused = 0, dispatch_requested_at = NULL, dispatched_at = NULL, waiting_on = 0, mtime = ?
          WHERE id = ?`,
       ),
       get: p(`SELECT ${COLS} FROM processes WHERE id = ?`),
@@ -399,7 +424,8 @@ export class SqliteStore implements ProcessStore {
     this.tx = {
       create: db.transaction((specs: CheckedNewProcess[]) => this.createTx(specs)),
       markDispatched: db.transaction((ids: number[], upTo: number[]) => {
-        ids.forEach((id, i) => this.s.markDispatched.run(id, upTo[i]));
+        const now = Date.now();
+        ids.forEach((id, i) => this.s.markDispatched.run({ id, upTo: upTo[i], now }));
       }),
       pending: db.transaction((olderThanMs: number, limit: number) => {
         const now = Date.now();
@@ -448,6 +474,11 @@ export class SqliteStore implements ProcessStore {
         return out;
       }),
       kill: db.transaction((id: number, message: string | null) => this.killTx(id, message)),
+      releaseByPrefix: db.transaction((args: { prefix: string; live: string; now: number }) => {
+        const rows = this.s.leasedByPrefix.all(args) as { id: number; lease_owner: string }[];
+        for (const r of rows) this.s.release.run({ id: r.id, owner: r.lease_owner, now: args.now });
+        return rows;
+      }),
     };
   }
 
@@ -603,6 +634,21 @@ export class SqliteStore implements ProcessStore {
     return this.guard('expireLeases', () => this.tx.expire.immediate());
   }
 
+  async outboxCounts(): Promise<OutboxCounts> {
+    return this.guard('outboxCounts', () => ({
+      pending: (this.s.countPending.get() as { n: number }).n,
+      unclaimed: (this.s.countUnclaimed.get() as { n: number }).n,
+    }));
+  }
+
+  async unclaimedDispatches(olderThanMs: number, limit: number): Promise<number[]> {
+    const age = checkMs(olderThanMs, 'unclaimedDispatches', 'olderThanMs');
+    const max = checkLimit(limit, 'unclaimedDispatches');
+    return this.guard('unclaimedDispatches', () =>
+      (this.s.unclaimed.all(Date.now() - age, max) as { id: number }[]).map((r) => r.id),
+    );
+  }
+
   async claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]> {
     if (!Array.isArray(ids)) throw new InputError('claim: ids must be an array of process ids');
     for (const id of ids) checkId(id, 'claim');
@@ -654,6 +700,21 @@ export class SqliteStore implements ProcessStore {
     const list = ids === undefined ? null : checkIds(ids, 'releaseLeases');
     if (list !== null && list.length === 0) return [];
     return this.guard('releaseLeases', () => this.tx.release.immediate(owner, list));
+  }
+
+  async releaseLeasesByPrefix(ownerPrefix: string, liveOwners: readonly string[]): Promise<ReleasedLease[]> {
+    const prefix = checkOwner(ownerPrefix, 'releaseLeasesByPrefix');
+    const live = checkOwners(liveOwners, 'releaseLeasesByPrefix');
+    return this.guard('releaseLeasesByPrefix', () =>
+      (
+        this.tx.releaseByPrefix.immediate({ prefix, live: JSON.stringify(live), now: Date.now() }) as {
+          id: number;
+          lease_owner: string;
+        }[]
+      )
+        .map((r) => ({ id: r.id, owner: r.lease_owner }))
+        .sort((a, b) => a.id - b.id),
+    );
   }
 
   async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
