@@ -56,17 +56,18 @@ async function makeHarness(): Promise<BusHarness & { hub: TestHub; socket: strin
   fs.chmodSync(dir, 0o700);
   const socket = path.join(dir, 'daemon.sock');
   const store = await openStore({ backend: 'sqlite', path: path.join(dir, 'store.sqlite') });
-  const hub = await new TestHub(socket, store).start();
-  return {
-    hub,
+  const harness = {
+    // Tests replace it with a hub of their own; teardown stops whichever is current.
+    hub: await new TestHub(socket, store).start(),
     socket,
     store,
     open: async () => bus(socket),
     teardown: async () => {
-      await hub.stop();
+      await harness.hub.stop();
       await store.close();
     },
   };
+  return harness;
 }
 
 busConformance('local', async () => makeHarness());
