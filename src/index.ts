@@ -18,6 +18,8 @@ export type { Profile, Options } from './config/index.js';
 export { ProcessClient, submit, submitMany, getProcess, close } from './api/processes.js';
 export type { SubmitOptions, ProfileOption } from './api/processes.js';
 export { killProcesses, pauseProcesses, playProcesses, waitForProcesses } from './api/control.js';
+export { waitFor, verdictOf } from './api/wait.js';
+export type { WaitOptions, ProcessVerdict } from './api/wait.js';
 export type { ControlReply, ControlOutcome, ControlOptions } from './api/control.js';
 
 // The daemon client. The public DaemonClient delegates start/stop/restart to the profile's

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { InputError } from '../errors/index.js';
+import { InputError, WaitTimeoutError } from '../errors/index.js';
 import { isTerminal, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
 import type { ProcessClient } from './processes.js';
 
@@ -43,7 +43,7 @@ function checkIds(ids: readonly number[]): void {
 
 /**
  * Waits until every process in `ids` has terminated and returns their records in order.
- * @throws InputError when `timeoutSeconds` passes first (saying which are still active).
+ * @throws WaitTimeoutError when `timeoutSeconds` passes first (saying which are still active).
  */
 export async function waitForProcesses(
   client: ProcessClient,
@@ -86,7 +86,7 @@ export async function waitForProcesses(
     while (pending.size > 0) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new InputError(
+        throw new WaitTimeoutError(
           `timed out after ${opts.timeoutSeconds} s waiting for process(es) ${[...pending].join(', ')}`,
         );
       }

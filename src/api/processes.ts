@@ -304,7 +304,11 @@ function currentProfile(name: string | undefined): Profile {
   return profile;
 }
 
-async function withClient<T>(profile: string | Profile | undefined, fn: (c: ProcessClient) => Promise<T>): Promise<T> {
+/** @internal The top-level functions of other modules of the API (wait.ts) share these clients too. */
+export async function withClient<T>(
+  profile: string | Profile | undefined,
+  fn: (c: ProcessClient) => Promise<T>,
+): Promise<T> {
   const p = typeof profile === 'object' ? profile : currentProfile(profile);
   const key = `${p.configFile}\0${p.name}\0${p.uuid}`;
   let entry = shared.get(key);

@@ -21,7 +21,7 @@ export interface ControlReplyRow {
 export const CONTROL_DESCRIPTION =
   'The reply says what happened to each id: done, already terminated, not found, unreachable (the broker ' +
   'cannot be reached to tell the worker running it) or timed out (the worker did not react within --timeout). ' +
-  'Exits with 3 when any id was unreachable, else 5 when any timed out.';
+  'Exits with 3 when any id was unreachable, else 5 when any timed out, else 1 when any id names no process.';
 
 /** Base class of the process control commands. */
 export abstract class ProcessControlCommand extends DroverCommand<typeof ProcessControlCommand> {
@@ -76,6 +76,7 @@ export abstract class ProcessControlCommand extends DroverCommand<typeof Process
         );
       if (replies.some((r) => r.outcome === 'unreachable')) process.exitCode = EXIT.UNREACHABLE;
       else if (replies.some((r) => r.outcome === 'timed out')) process.exitCode = EXIT.TIMED_OUT;
+      else if (replies.some((r) => r.outcome === 'not found')) process.exitCode = EXIT.FAILED;
       return { replies };
     } finally {
       await client.close();

@@ -1,4 +1,5 @@
 /** Formatting helpers shared by commands. */
+import type { ProcessRecord } from '../protocol/index.js';
 
 /** "3s ago", "5m ago", "2h ago", "4d ago". */
 export function ago(ms: number, now = Date.now()): string {
@@ -47,4 +48,13 @@ export function formatTable(headers: string[], rows: string[][]): string {
  */
 export function formatValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/** "Process 42 finished [3]: message", the line a wait for a process ends with. */
+export function describeEnd(p: Pick<ProcessRecord, 'id' | 'state' | 'exitStatus' | 'exitMessage'>): string {
+  return (
+    `Process ${p.id} ${p.state}` +
+    (p.exitStatus !== null ? ` [${p.exitStatus}]` : '') +
+    (p.exitMessage ? `: ${p.exitMessage}` : '')
+  );
 }

@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
-import { parseKeyValues } from '../../cli/format.js';
+import { describeEnd, parseKeyValues } from '../../cli/format.js';
+import { EXIT, exitCodeOfVerdicts } from '../../cli/exit-codes.js';
 import { InputError, WaitTimeoutError } from '../../errors/index.js';
 import type { JsonValue } from '../../protocol/index.js';
 
@@ -11,6 +12,8 @@ export interface SubmitResult {
   state?: string;
   exitStatus?: number | null;
   outputs?: JsonValue | null;
+  /** With --wait: how it ended (api/wait's ProcessVerdict). */
+  verdict?: string;
 }
 
 export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
@@ -19,8 +22,11 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
     'The process is stored first and then dispatched to the workers through RabbitMQ; it runs when a worker ' +
     '(`drover daemon start` or `drover daemon worker`) takes it. Inputs are JSON, given whole with --inputs ' +
     'or key by key with -i key=value (a value that parses as JSON is taken as JSON, else as a string). With ' +
-    '--wait it waits for the process to terminate and prints its outcome; with --timeout too it gives up after ' +
-    'that many seconds and exits with 5 (the process goes on).';
+    '--wait it waits for the process to terminate, prints its outcome and exits 0 only when it finished with ' +
+    `exit status 0: ${EXIT.PROCESS_FAILED} when it finished with another exit status, ${EXIT.PROCESS_EXCEPTED} when it ` +
+    `excepted or was killed; with --timeout too it gives up after that many seconds and exits with ${EXIT.TIMED_OUT} ` +
+    '(the process goes on). When no daemon is there to run it, a warning on stderr says so (the process is ' +
+    'stored and runs once one starts).';
   static override examples = [
     `<%= config.bin %> process submit core.arithmetic.add -i x=1 -i y=2`,
     `<%= config.bin %> process submit core.sleep --inputs '{"seconds": 5}' --label nap --wait`,
@@ -59,6 +65,9 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
     const client = await ProcessClient.open(profile);
     try {
       const id = await client.submit(args.type, inputs, { label: f.label });
+      const { nobodyToRun, verdictOf } = await import('../../api/wait.js');
+      const warning = await nobodyToRun(client);
+      if (warning !== null) this.notice(`Warning: ${warning}`);
       if (!f.wait) {
         this.say(`Submitted ${args.type} as process ${id}.`);
         return { id, type: args.type };
@@ -68,14 +77,12 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
       const [p] = await this.withSpinner(`Waiting for process ${id} to terminate`, () =>
         withDeadline(waitForProcesses(client, [id]), f.timeout, `process ${id} did not terminate within ${f.timeout}s`),
       );
-      this.say(
-        `Process ${id} ${p!.state}` +
-          (p!.exitStatus !== null ? ` [${p!.exitStatus}]` : '') +
-          (p!.exitMessage ? `: ${p!.exitMessage}` : ''),
-      );
+      this.say(describeEnd(p!));
       if (p!.outputs !== null) this.say(JSON.stringify(p!.outputs, null, 2));
       if (p!.exception) this.say(p!.exception);
-      return { id, type: args.type, state: p!.state, exitStatus: p!.exitStatus, outputs: p!.outputs };
+      const verdict = verdictOf(p!)!;
+      process.exitCode = exitCodeOfVerdicts([verdict]);
+      return { id, type: args.type, state: p!.state, exitStatus: p!.exitStatus, outputs: p!.outputs, verdict };
     } finally {
       await client.close();
     }
