@@ -363,3 +363,20 @@ export function submitMany(
 export function getProcess(id: number, opts: ProfileOption = {}): Promise<ProcessRecord> {
   return withClient(opts.profile, (c) => c.getProcess(id));
 }
+
+/** A process type as `drover process types` lists it. */
+export interface ProcessTypeInfo {
+  name: string;
+  description: string | null;
+  /** `built-in`, or the module of `processes.modules` that defines it. */
+  source: string;
+}
+
+/** The process types a profile knows (built-ins and `processes.modules`), sorted by name. */
+export async function listProcessTypes(profile?: string | Profile): Promise<ProcessTypeInfo[]> {
+  const p = typeof profile === 'object' ? profile : resolveProfile(profile);
+  const registry = await ProcessRegistry.forProfile(p);
+  return registry
+    .list()
+    .map((d) => ({ name: d.name, description: d.description ?? null, source: registry.sourceOf(d.name) }));
+}

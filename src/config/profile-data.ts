@@ -1,15 +1,16 @@
 /**
  * Removing a deleted profile's local data. Only files Drover created for the profile are
- * removed: its SQLite store (with the `-wal`, `-shm` and `-journal` files SQLite keeps beside it)
- * and its data directory. A PostgreSQL database is never touched, and a SQLite file another
- * profile still uses is kept.
+ * removed: its SQLite store (with the `-wal`, `-shm` and `-journal` files SQLite keeps beside it),
+ * its data directory, its log directory (the daemon's log, the processes' output) and its runtime
+ * directory. A PostgreSQL database is never touched, and a SQLite file another profile still uses
+ * is kept. (Its RabbitMQ queues are the API's to remove: config does not talk to brokers.)
  *
  * @module
  */
 import fs from 'node:fs';
 import type { ProfileRecord } from './config.js';
 import type { Config } from './config.js';
-import { dataDir } from './paths.js';
+import { dataDir, logDir, runtimeDir } from './paths.js';
 
 /** What {@link removeProfileData} did. */
 export interface RemovedData {
@@ -59,6 +60,23 @@ export function removeProfileData(
     else {
       fs.rmSync(dir, { recursive: true, force: true });
       out.removed.push(dir);
+    }
+  }
+  for (const [what, dirOf] of [
+    ['log directory', logDir],
+    ['runtime directory', runtimeDir],
+  ] as const) {
+    let d: string;
+    try {
+      d = dirOf(name, env);
+    } catch (err) {
+      // runtimeDir refuses an unsafe shared fallback: then it is not ours to remove either.
+      out.kept.push({ what, reason: (err as Error).message });
+      continue;
+    }
+    if (fs.existsSync(d)) {
+      fs.rmSync(d, { recursive: true, force: true });
+      out.removed.push(d);
     }
   }
   return out;

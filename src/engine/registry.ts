@@ -26,21 +26,21 @@ function isDefinition(v: unknown): v is ProcessDefinition {
 }
 
 /** Process types by name. */
+/** The source of the types that come with Drover. */
+export const BUILTIN_SOURCE = 'built-in';
+
 export class ProcessRegistry {
   private readonly defs = new Map<string, ProcessDefinition>();
+  /** Where each type comes from: {@link BUILTIN_SOURCE}, or the module (as listed, and its file). */
+  private readonly sources = new Map<string, string>();
 
   /** A registry holding the built-in types (`core.*`). */
   static withBuiltins(): ProcessRegistry {
     const r = new ProcessRegistry();
-    for (const d of BUILTIN_PROCESSES) r.register(d);
+    for (const d of BUILTIN_PROCESSES) r.register(d, BUILTIN_SOURCE);
     return r;
   }
 
-  /**
-   * Built-ins plus the types of `modules` (the option `processes.modules`: absolute paths or
-   * package names). Package names resolve only from `modulesRoot` (the option
-   * `processes.modules_root`): without one they are refused.
-   */
   /** The registry of a profile: built-ins plus its `processes.modules`, resolved from `processes.modules_root`. */
   static forProfile(profile: {
     options: Pick<Options, 'processes.modules' | 'processes.modules_root'>;
@@ -50,6 +50,11 @@ export class ProcessRegistry {
     });
   }
 
+  /**
+   * Built-ins plus the types of `modules` (the option `processes.modules`: absolute paths or
+   * package names). Package names resolve only from `modulesRoot` (the option
+   * `processes.modules_root`): without one they are refused.
+   */
   static async load(modules: readonly string[], opts: { modulesRoot?: string | null } = {}): Promise<ProcessRegistry> {
     const r = ProcessRegistry.withBuiltins();
     for (const m of modules) await r.loadModule(m, opts.modulesRoot || null);
@@ -57,11 +62,20 @@ export class ProcessRegistry {
   }
 
   /** Registers a definition; a second definition of the same name is an error. */
-  register(def: ProcessDefinition): void {
+  register(def: ProcessDefinition, source = 'registered by the program'): void {
     if (this.defs.has(def.name) && this.defs.get(def.name) !== def) {
-      throw new InputError(`process type '${def.name}' is defined twice`);
+      throw new InputError(
+        `process type '${def.name}' is defined twice (${this.sources.get(def.name)}, and ${source})`,
+      );
     }
     this.defs.set(def.name, def);
+    if (!this.sources.has(def.name)) this.sources.set(def.name, source);
+  }
+
+  /** Where a type comes from: `built-in`, or the module that defines it (as listed, and its file). */
+  sourceOf(name: string): string {
+    this.get(name);
+    return this.sources.get(name)!;
   }
 
   /**
@@ -85,7 +99,7 @@ export class ProcessRegistry {
     }
     for (const c of candidates) {
       if (isDefinition(c)) {
-        this.register(c);
+        this.register(c, spec === file ? `module ${file}` : `module ${spec} (${file})`);
         n++;
       }
     }

@@ -180,13 +180,14 @@ export interface CheckedFilter {
   type: string | null;
   parentId: number | null;
   pastDays: number | null;
+  modifiedBefore: number | null;
   limit: number | null;
 }
 
 /** Checks a {@link ProcessFilter}. */
 export function checkFilter(filter: unknown, where: string): CheckedFilter {
   if (filter === undefined || filter === null) {
-    return { states: null, type: null, parentId: null, pastDays: null, limit: null };
+    return { states: null, type: null, parentId: null, pastDays: null, modifiedBefore: null, limit: null };
   }
   if (typeof filter !== 'object') throw new InputError(`${where}: filter must be an object`);
   const f = filter as ProcessFilter;
@@ -209,8 +210,15 @@ export function checkFilter(filter: unknown, where: string): CheckedFilter {
     }
     pastDays = f.pastDays;
   }
+  let modifiedBefore: number | null = null;
+  if (f.modifiedBefore !== undefined) {
+    if (typeof f.modifiedBefore !== 'number' || !Number.isFinite(f.modifiedBefore)) {
+      throw new InputError(`${where}: modifiedBefore must be a time in ms, got ${JSON.stringify(f.modifiedBefore)}`);
+    }
+    modifiedBefore = f.modifiedBefore;
+  }
   const limit = f.limit === undefined ? null : checkLimit(f.limit, where);
-  return { states, type: f.type ?? null, parentId, pastDays, limit };
+  return { states, type: f.type ?? null, parentId, pastDays, modifiedBefore, limit };
 }
 
 /** The lease columns a claim decision needs. */
@@ -267,4 +275,22 @@ export function checkUpTo(ids: readonly number[], requestedUpTo: unknown, where:
   }
   const t = checkMs(requestedUpTo, where, 'requestedUpTo');
   return ids.map(() => t);
+}
+
+/**
+ * Whether a process may be deleted with its tree (the ids to delete, children before parents) or
+ * why not: an active process, or one an active workflow still needs, is never deleted.
+ */
+export function deleteRefusal(
+  row: { id: number; state: ProcessState },
+  parent: { id: number; state: ProcessState } | undefined,
+  tree: ReadonlyArray<{ id: number; state: ProcessState }>,
+): string | number[] {
+  if (!isTerminal(row.state)) return `it is ${row.state}`;
+  if (parent !== undefined && !isTerminal(parent.state)) {
+    return `its parent ${parent.id} is ${parent.state} and still needs its result`;
+  }
+  const active = tree.find((t) => !isTerminal(t.state));
+  if (active !== undefined) return `its descendant ${active.id} is ${active.state}`;
+  return tree.map((t) => t.id).reverse();
 }

@@ -73,8 +73,20 @@ export interface ProcessFilter {
   parentId?: number;
   /** Only processes created within this many days. */
   pastDays?: number;
+  /** Only processes last changed before this time (ms since the epoch). */
+  modifiedBefore?: number;
   /** Newest first; at most this many (default: no limit). */
   limit?: number;
+}
+
+/** Result of {@link ProcessStore.deleteProcesses}. */
+export interface DeleteResult {
+  /** Every process removed: the ones asked for and their descendants, ascending. */
+  deleted: number[];
+  /** Ids asked for that were kept, each with why (changing nothing of its tree). */
+  refused: Array<{ id: number; reason: string }>;
+  /** Ids asked for that name no process. */
+  notFound: number[];
 }
 
 /** Outcome of a kill request handled in the store. */
@@ -220,6 +232,13 @@ export interface ProcessStore {
   addReport(id: number, message: string): Promise<void>;
   /** The report log of a process. */
   getReports(id: number): Promise<ReportLine[]>;
+  /**
+   * Removes terminated processes with their descendants, journals, reports and awaits, in one
+   * transaction. Refuses an id (removing nothing of its tree) when it or a descendant is active,
+   * or when its parent is active (the parent still needs its result on a replay). With `dryRun`,
+   * says what it would do and changes nothing.
+   */
+  deleteProcesses(ids: readonly number[], opts?: { dryRun?: boolean }): Promise<DeleteResult>;
 
   /** Closes the connection; safe to call twice. */
   close(): Promise<void>;

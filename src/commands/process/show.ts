@@ -5,6 +5,9 @@ import type { ProcessRecord } from '../../protocol/index.js';
 
 export default class ProcessShow extends DroverCommand<typeof ProcessShow> {
   static override summary = 'Show one process: state, inputs, outputs, exit status, exception.';
+  static override description =
+    'A workflow with more than 10 children shows their number per state (`process tree` lists them; --json ' +
+    'gives every id).';
   static override examples = ['<%= config.bin %> process show 42', '<%= config.bin %> process show 42 --json'];
   static override args = { id: Args.integer({ required: true, min: 1, description: 'Process id.' }) };
 
@@ -14,7 +17,8 @@ export default class ProcessShow extends DroverCommand<typeof ProcessShow> {
     const client = await ProcessClient.open(this.resolveProfile());
     try {
       const p = await client.getProcess(args.id);
-      const children = (await client.listProcesses({ parentId: p.id })).map((c) => c.id).sort((a, b) => a - b);
+      const kids = await client.listProcesses({ parentId: p.id });
+      const children = kids.map((c) => c.id).sort((a, b) => a - b);
       const rows: Array<[string, string]> = [
         ['id', `${p.id} (${p.uuid})`],
         ['type', p.type],
@@ -27,7 +31,7 @@ export default class ProcessShow extends DroverCommand<typeof ProcessShow> {
         ['worker', p.workerId ?? ''],
         ['runs', String(p.runs)],
         ['parent', p.parentId === null ? '' : String(p.parentId)],
-        ['children', children.join(', ')],
+        ['children', describeChildren(p.id, children, kids)],
         ['inputs', JSON.stringify(p.inputs)],
         ['outputs', p.outputs === null ? '' : JSON.stringify(p.outputs)],
       ];
@@ -38,4 +42,15 @@ export default class ProcessShow extends DroverCommand<typeof ProcessShow> {
       await client.close();
     }
   }
+}
+
+/** How many children a workflow shows by id; past that, counts per state. */
+const LISTED_CHILDREN = 10;
+
+function describeChildren(id: number, ids: number[], kids: ProcessRecord[]): string {
+  if (ids.length <= LISTED_CHILDREN) return ids.join(', ');
+  const counts = new Map<string, number>();
+  for (const k of kids) counts.set(k.state, (counts.get(k.state) ?? 0) + 1);
+  const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([state, n]) => `${n} ${state}`);
+  return `${ids.length} (${parts.join(', ')}); drover process tree ${id} lists them`;
 }

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { DroverCommand } from '../../cli/base-command.js';
 import { InputError } from '../../errors/index.js';
-import { describeStorage, removeProfileData } from '../../config/index.js';
+import { describeStorage, removeProfileData, type RemovedData } from '../../config/index.js';
 
 /** Result of `drover profile delete --json`. */
 export interface ProfileDeleteResult {
@@ -20,7 +20,9 @@ export default class ProfileDelete extends DroverCommand<typeof ProfileDelete> {
   static override description =
     'Removes the profile from the configuration file. Without --force it asks for confirmation on a terminal ' +
     'and refuses when there is none, and keeps the SQLite store. With --force it does not ask and also ' +
-    "removes the profile's SQLite store and data directory. A PostgreSQL database is never touched.";
+    "removes the profile's SQLite store, its data, log and runtime directories and, when its broker is RabbitMQ " +
+    'and reachable, its queues and exchanges (one still in use by another machine is kept and said so). A ' +
+    'PostgreSQL database is never touched. A profile whose daemon is running is not deleted: stop it first.';
   static override examples = [
     '<%= config.bin %> profile delete scratch',
     '<%= config.bin %> profile delete scratch --force',
@@ -31,7 +33,7 @@ export default class ProfileDelete extends DroverCommand<typeof ProfileDelete> {
   static override flags = {
     force: Flags.boolean({
       char: 'f',
-      description: "Do not ask; also remove the profile's SQLite store and data directory.",
+      description: "Do not ask; also remove the profile's SQLite store, directories and RabbitMQ queues.",
     }),
   };
 
@@ -53,14 +55,30 @@ export default class ProfileDelete extends DroverCommand<typeof ProfileDelete> {
       );
       if (!ok) throw new InputError(`not deleting profile '${name}'`);
     }
+    const profile = config.getProfile(name);
+    const { DaemonClient } = await import('../../client/index.js');
+    const daemon = new DaemonClient(profile);
+    if (daemon.isDaemonRunning) {
+      throw new InputError(
+        `the daemon of profile '${name}' is running (pid ${daemon.daemonPid}); stop it first ` +
+          `(drover daemon stop --profile ${name}), nothing was deleted`,
+      );
+    }
     config.deleteProfile(name);
     config.save();
-    const data = force
-      ? removeProfileData(config, name, record)
-      : {
-          removed: [],
-          kept: [{ what: describeStorage(record.storage), reason: 'kept without --force' }],
-        };
+    let data: RemovedData;
+    if (force) {
+      data = removeProfileData(config, name, record);
+      const { removeProfileBroker } = await import('../../api/profile-cleanup.js');
+      const broker = await removeProfileBroker(profile);
+      data.removed.push(...broker.removed);
+      data.kept.push(...broker.kept);
+    } else {
+      data = {
+        removed: [],
+        kept: [{ what: describeStorage(record.storage), reason: 'kept without --force' }],
+      };
+    }
     this.say(`Deleted profile '${name}' from ${config.file}.`);
     for (const r of data.removed) this.say(`  removed ${r}`);
     for (const k of data.kept) this.say(`  kept ${k.what} (${k.reason})`);

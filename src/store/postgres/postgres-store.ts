@@ -80,6 +80,7 @@ import {
   checkOwner,
   checkOwners,
   claimRefusal,
+  deleteRefusal,
   leaseIsLive,
   emptyCounts,
   type CheckedNewProcess,
@@ -87,6 +88,7 @@ import {
 import type {
   ClaimResult,
   CompleteResult,
+  DeleteResult,
   KillOutcome,
   KillResult,
   NewProcess,
@@ -1069,12 +1071,73 @@ export class PostgresStore implements ProcessStore {
     if (f.type !== null) conds.push(`type = ${param(f.type)}`);
     if (f.parentId !== null) conds.push(`parent_id = ${param(f.parentId)}`);
     if (f.pastDays !== null) conds.push(`ctime >= ${NOW} - ${param(Math.round(f.pastDays * DAY_MS))}::bigint`);
+    if (f.modifiedBefore !== null) conds.push(`mtime < ${param(Math.round(f.modifiedBefore))}::bigint`);
     let sql = `SELECT ${COLS} FROM processes`;
     if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
     sql += ' ORDER BY id DESC';
     if (f.limit !== null) sql += ` LIMIT ${param(f.limit)}`;
     const r = await this.q<ProcessRow>('listProcesses', 'read', null, sql, params);
     return r.rows.map(toRecord);
+  }
+
+  async deleteProcesses(ids: readonly number[], opts: { dryRun?: boolean } = {}): Promise<DeleteResult> {
+    const list = checkIds(ids, 'deleteProcesses');
+    const dryRun = opts.dryRun === true;
+    if (list.length === 0) return { deleted: [], refused: [], notFound: [] };
+    // Idempotent in effect: a repeat of a delete that committed finds the ids gone (not found).
+    return this.tx('deleteProcesses', true, async (c): Promise<DeleteResult> => {
+      const out: DeleteResult = { deleted: [], refused: [], notFound: [] };
+      const gone = new Set<number>();
+      for (const id of list) {
+        if (gone.has(id)) continue;
+        // Breadth first from the root; the rows are then locked in id order (as every writer
+        // locks), and judged by their locked states.
+        const treeIds = await c.query<{ id: number }>(
+          `WITH RECURSIVE t(id) AS (SELECT $1::bigint UNION ALL SELECT p.id FROM processes p JOIN t ON p.parent_id = t.id)
+           SELECT id FROM t`,
+          [id],
+        );
+        const locked = await c.query<{ id: number; state: ProcessState; parent_id: number | null }>(
+          'SELECT id, state, parent_id FROM processes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE',
+          [treeIds.rows.map((r) => r.id)],
+        );
+        const byId = new Map(locked.rows.map((r) => [r.id, r]));
+        const row = byId.get(id);
+        if (row === undefined) {
+          out.notFound.push(id);
+          continue;
+        }
+        const parent =
+          row.parent_id === null
+            ? undefined
+            : (
+                await c.query<{ id: number; state: ProcessState }>('SELECT id, state FROM processes WHERE id = $1', [
+                  row.parent_id,
+                ])
+              ).rows[0];
+        const tree = treeIds.rows.flatMap((r) => (byId.has(r.id) ? [byId.get(r.id)!] : []));
+        const refusal = deleteRefusal(row, parent, tree);
+        if (typeof refusal === 'string') {
+          out.refused.push({ id, reason: refusal });
+          continue;
+        }
+        if (dryRun) {
+          for (const x of refusal) gone.add(x);
+          continue;
+        }
+        await c.query(
+          `WITH j AS (DELETE FROM journal WHERE process_id = ANY($1::bigint[])),
+                r AS (DELETE FROM reports WHERE process_id = ANY($1::bigint[])),
+                a AS (DELETE FROM process_awaits WHERE parent_id = ANY($1::bigint[]) OR child_id = ANY($1::bigint[]))
+           SELECT 1`,
+          [refusal],
+        );
+        await c.query('DELETE FROM processes WHERE id = ANY($1::bigint[])', [refusal]);
+        for (const x of refusal) gone.add(x);
+      }
+      out.deleted = [...gone].sort((a, b) => a - b);
+      return out;
+    });
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {

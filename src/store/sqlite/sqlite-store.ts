@@ -83,6 +83,7 @@ import {
   checkOwner,
   checkOwners,
   claimRefusal,
+  deleteRefusal,
   leaseIsLive,
   emptyCounts,
   type CheckedNewProcess,
@@ -91,6 +92,7 @@ import {
 import type {
   ClaimResult,
   CompleteResult,
+  DeleteResult,
   KillOutcome,
   KillResult,
   NewProcess,
@@ -892,6 +894,10 @@ export class SqliteStore implements ProcessStore {
       conds.push('ctime >= ?');
       params.push(Date.now() - f.pastDays * DAY_MS);
     }
+    if (f.modifiedBefore !== null) {
+      conds.push('mtime < ?');
+      params.push(f.modifiedBefore);
+    }
     let sql = `SELECT ${COLS} FROM processes`;
     if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
     sql += ' ORDER BY id DESC';
@@ -907,6 +913,57 @@ export class SqliteStore implements ProcessStore {
       }
       return (st.all(...params) as ProcessRow[]).map(toRecord);
     });
+  }
+
+  async deleteProcesses(ids: readonly number[], opts: { dryRun?: boolean } = {}): Promise<DeleteResult> {
+    const list = checkIds(ids, 'deleteProcesses');
+    if (list.length === 0) return { deleted: [], refused: [], notFound: [] };
+    const dryRun = opts.dryRun === true;
+    return this.guard('deleteProcesses', () => this.db.transaction(() => this.deleteTx(list, dryRun)).immediate());
+  }
+
+  private deleteTx(list: readonly number[], dryRun: boolean): DeleteResult {
+    const one = this.db.prepare('SELECT id, state, parent_id FROM processes WHERE id = ?');
+    // Breadth first from the root: reversed, every child comes before its parent.
+    const tree = this.db.prepare(
+      `WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT p.id FROM processes p JOIN t ON p.parent_id = t.id)
+       SELECT processes.id AS id, state FROM t JOIN processes USING (id)`,
+    );
+    const ofSet = (table: string, col: string): Database.Statement =>
+      this.db.prepare(`DELETE FROM ${table} WHERE ${col} IN (SELECT value FROM json_each(?))`);
+    const del = [
+      ofSet('journal', 'process_id'),
+      ofSet('reports', 'process_id'),
+      ofSet('process_awaits', 'parent_id'),
+      ofSet('process_awaits', 'child_id'),
+      ofSet('processes', 'id'),
+    ];
+    const out: DeleteResult = { deleted: [], refused: [], notFound: [] };
+    const gone = new Set<number>();
+    for (const id of list) {
+      if (gone.has(id)) continue;
+      const row = one.get(id) as { id: number; state: ProcessState; parent_id: number | null } | undefined;
+      if (row === undefined) {
+        out.notFound.push(id);
+        continue;
+      }
+      const refusal = deleteRefusal(
+        row,
+        row.parent_id === null
+          ? undefined
+          : (one.get(row.parent_id) as { id: number; state: ProcessState } | undefined),
+        tree.all(id) as Array<{ id: number; state: ProcessState }>,
+      );
+      if (typeof refusal === 'string') {
+        out.refused.push({ id, reason: refusal });
+        continue;
+      }
+      const json = JSON.stringify(refusal);
+      if (!dryRun) for (const st of del) st.run(json);
+      for (const x of refusal) gone.add(x);
+    }
+    out.deleted = [...gone].sort((a, b) => a - b);
+    return out;
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {
