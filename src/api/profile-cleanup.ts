@@ -9,6 +9,7 @@
 import type { Profile } from '../config/index.js';
 import { errorMessage } from '../errors/index.js';
 import type { RemovedData } from '../config/index.js';
+import type { Channel } from 'amqplib';
 
 /** Removes the profile's queues and exchanges from its RabbitMQ broker (nothing on the local bus). */
 export async function removeProfileBroker(profile: Profile, timeoutMs = 5000): Promise<RemovedData> {
@@ -47,8 +48,8 @@ export async function removeProfileBroker(profile: Profile, timeoutMs = 5000): P
   // A refused delete (PRECONDITION_FAILED: in use) closes its channel: one channel per entity.
   const attempt = async (
     what: string,
-    exists: (ch: import('amqplib').Channel) => Promise<unknown>,
-    fn: (ch: import('amqplib').Channel) => Promise<unknown>,
+    exists: (ch: Channel) => Promise<unknown>,
+    fn: (ch: Channel) => Promise<unknown>,
   ): Promise<void> => {
     const probe = await conn.createChannel();
     probe.on('error', () => undefined);
