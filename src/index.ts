@@ -6,6 +6,7 @@
 import { DaemonClient as BareDaemonClient, type DaemonClientOptions } from './client/index.js';
 import { resolveProfile, type Profile } from './config/index.js';
 import { findInstalledServiceManager } from './service/supervisor.js';
+import { getClusterStatus, type ClusterDaemon } from './api/cluster.js';
 
 export * from './errors/index.js';
 export type { JsonValue, JsonObject, ProcessRecord, ProcessState, ReportLine } from './protocol/index.js';
@@ -19,6 +20,8 @@ export { ProcessClient, submit, submitMany, getProcess, close, listProcessTypes 
 export type { SubmitOptions, ProfileOption, ProcessTypeInfo } from './api/processes.js';
 export { killProcesses, pauseProcesses, playProcesses, waitForProcesses } from './api/control.js';
 export { waitFor, verdictOf } from './api/wait.js';
+export { getClusterStatus } from './api/cluster.js';
+export type { ClusterDaemon } from './api/cluster.js';
 export type { WaitOptions, ProcessVerdict } from './api/wait.js';
 export type { ControlReply, ControlOutcome, ControlOptions } from './api/control.js';
 
@@ -35,6 +38,14 @@ export type { ControlReply, ControlOutcome, ControlOptions } from './api/control
 export class DaemonClient extends BareDaemonClient {
   constructor(profile: Profile, options: DaemonClientOptions = {}) {
     super(profile, { ...options, serviceManager: options.serviceManager ?? findInstalledServiceManager });
+  }
+
+  /**
+   * Every daemon of the profile on every host, with its workers, from the registry in the
+   * profile's store (stale ones marked); `drover daemon status --cluster` shows the same.
+   */
+  getClusterStatus(): Promise<ClusterDaemon[]> {
+    return getClusterStatus(this.profile);
   }
 }
 

@@ -1,18 +1,20 @@
 /**
- * What the process commands need to know about the daemon, through the DaemonClient (never the
- * store or the broker).
+ * What the process commands need to know about the daemon of this host, through the DaemonClient
+ * (never the store or the broker; the daemons of other hosts are in the store's registry, see
+ * cluster.ts).
  *
  * @module
  */
 import type { Profile } from '../config/index.js';
 
-/** Number of workers of the profile's daemon, or null when it is not running. */
-export async function workerCount(profile: Profile): Promise<number | null> {
+/** Pid and number of workers of the profile's daemon on this host, or null when it is not running. */
+export async function localDaemonWorkers(profile: Profile): Promise<{ pid: number; workers: number } | null> {
   try {
     const { DaemonClient } = await import('../client/index.js');
     const client = new DaemonClient(profile);
-    if (!client.isDaemonRunning) return null;
-    return await client.getNumberOfWorkers();
+    const pid = client.daemonPid;
+    if (pid === null) return null;
+    return { pid, workers: await client.getNumberOfWorkers() };
   } catch {
     return null;
   }

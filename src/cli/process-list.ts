@@ -49,19 +49,24 @@ export interface ProcessListResult {
   warning: string | null;
 }
 
-/** Lists the processes of `profile` and the slot usage of its daemon. */
+/** Lists the processes of `profile` and the slot usage of its daemons (every live one, on every host). */
 export async function collectProcessList(profile: Profile, f: ProcessListFlags): Promise<ProcessListResult> {
   const { ProcessClient } = await import('../api/processes.js');
-  const { workerCount } = await import('../api/daemon-info.js');
+  const { localDaemonWorkers } = await import('../api/daemon-info.js');
+  const { clusterDaemons, otherLiveWorkers } = await import('../api/cluster.js');
   const client = await ProcessClient.open(profile);
   try {
     const states: ProcessState[] | undefined =
       f.state === undefined ? (f.all ? undefined : [...ACTIVE_STATES]) : (f.state as ProcessState[]);
-    const [procs, counts, workers] = await Promise.all([
+    const [procs, counts, local, daemons] = await Promise.all([
       client.listProcesses({ states, type: f.type, limit: f.limit, pastDays: f['past-days'] }),
       client.store.countByState(),
-      workerCount(profile),
+      localDaemonWorkers(profile),
+      // Other hosts' daemons (and a store written by an older drover, without a registry: none).
+      clusterDaemons(client.store).catch(() => []),
     ]);
+    const others = otherLiveWorkers(daemons, local?.pid ?? null);
+    const workers = local === null && others === 0 ? null : (local?.workers ?? 0) + others;
     const processes: ProcessListRow[] = procs.map((p) => ({
       id: p.id,
       type: p.type,
@@ -111,7 +116,7 @@ export function renderProcessList(r: ProcessListResult): { out: string[]; err: s
   out.push('', `Total results: ${r.processes.length}`);
   const s = r.slots;
   if (s.capacity === null) {
-    out.push(`${s.active} active process(es); the daemon is not running, so no worker slots are available.`);
+    out.push(`${s.active} active process(es); no daemon of the profile is running, so no worker slots are available.`);
   } else {
     out.push(
       `Report: ${s.active} active process(es) use ${s.percent}% of ${s.capacity} slots (${s.workers} worker(s) × ${s.slotsPerWorker}).`,

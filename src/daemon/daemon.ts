@@ -21,6 +21,7 @@
  *
  * @module
  */
+import os from 'node:os';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Profile } from '../config/index.js';
@@ -48,6 +49,7 @@ import { tryAcquireDaemonLock, type DaemonLock } from './lock.js';
 import { storeLeaseReleaser, type LeaseReleaser } from './leases.js';
 import { DaemonHub } from './bus-hub.js';
 import { lazyStore, type LazyStore } from './store-access.js';
+import { REGISTRY_HEARTBEAT_MS } from '../store/types.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { daemonPaths, type DaemonPaths } from './paths.js';
 import {
@@ -64,6 +66,9 @@ import { Supervisor } from './supervisor.js';
 export const DAEMON_EXIT_OK = 0;
 /** Exit code of a daemon that could not start. */
 export const DAEMON_EXIT_FAILED = 1;
+
+/** Rows of daemons silent this long are removed by the next daemon that registers or stops. */
+const REGISTRY_PURGE_MS = 86_400_000;
 
 /** Period of the retry of a lease release that failed (store unreachable). */
 const RELEASE_RETRY_MS = 5_000;
@@ -188,6 +193,12 @@ export class Daemon {
   private readonly statusListeners = new Set<(status: DaemonStatus) => void>();
   private lastSignature = '';
   private lastWatchdog = 0;
+  /** This run's id in the store's registry of daemons. */
+  private readonly registryId = `${os.hostname()}:${process.pid}:${this.startedAt}`;
+  private lastRegistered = 0;
+  /** The registry holds a row of this run (to remove at stop). */
+  private registered = false;
+  private registering: Promise<void> | null = null;
 
   private constructor(
     readonly profile: Profile,
@@ -431,6 +442,13 @@ export class Daemon {
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = null;
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
+    await this.registering;
+    if (this.registered) {
+      await this.store
+        .get()
+        .then((s) => s.unregisterDaemon(this.registryId, REGISTRY_PURGE_MS))
+        .catch((err: unknown) => this.logger.debug(`leaving the registry failed: ${errorMessage(err)}`));
+    }
     this.hub?.close();
     await this.leases.close();
     await this.store.close();
@@ -539,7 +557,52 @@ export class Daemon {
     if (this.sweepWanted && this.supervisor.sweep()) this.sweepWanted = false;
   }
 
+  /**
+   * Refreshes this daemon's row in the store's registry (every {@link REGISTRY_HEARTBEAT_MS}, one
+   * write at a time; a failure is logged at debug level and retried at the next heartbeat: the
+   * registry only informs `daemon status --cluster` and the slot count of `process list`).
+   */
+  private register(): void {
+    if (this.registering || this.stopPromise || Date.now() - this.lastRegistered < REGISTRY_HEARTBEAT_MS) return;
+    const first = this.lastRegistered === 0;
+    this.lastRegistered = Date.now();
+    const reg = {
+      id: this.registryId,
+      host: os.hostname(),
+      pid: process.pid,
+      version: this.version,
+      state: this.state,
+      startedAt: this.startedAt,
+      workers: this.supervisor
+        .info()
+        .flatMap((w) =>
+          w.pid === null || w.workerId === null
+            ? []
+            : [
+                {
+                  id: w.workerId,
+                  pid: w.pid,
+                  slots: w.slots ?? this.profile.options['daemon.worker_process_slots'],
+                  running: w.running,
+                },
+              ],
+        ),
+    };
+    this.registering = this.store
+      .get()
+      .then(async (s) => {
+        await s.registerDaemon(reg);
+        this.registered = true;
+        if (first) await s.unregisterDaemon('', REGISTRY_PURGE_MS);
+      })
+      .catch((err: unknown) => this.logger.debug(`registering in the store failed: ${errorMessage(err)}`))
+      .finally(() => {
+        this.registering = null;
+      });
+  }
+
   private tick(): void {
+    this.register();
     this.supervisor.tick();
     this.watchOrphans();
     if (this.lastReleaseFailed > 0 && Date.now() - this.lastReleaseFailed >= RELEASE_RETRY_MS) this.releaseDead();

@@ -17,7 +17,7 @@ import {
   type ProcessOutcome,
   type ProcessState,
 } from '../protocol/index.js';
-import type { ClaimResult, NewProcess, ProcessFilter } from './types.js';
+import type { ClaimResult, DaemonRegistration, NewProcess, ProcessFilter } from './types.js';
 
 /** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
 export const DAY_MS = 86_400_000;
@@ -293,4 +293,42 @@ export function deleteRefusal(
   const active = tree.find((t) => !isTerminal(t.state));
   if (active !== undefined) return `its descendant ${active.id} is ${active.state}`;
   return tree.map((t) => t.id).reverse();
+}
+
+/** Checks a {@link DaemonRegistration}; returns a copy holding only its known fields. */
+export function checkRegistration(reg: unknown): DaemonRegistration {
+  const where = 'registerDaemon';
+  if (typeof reg !== 'object' || reg === null) throw new InputError(`${where}: the registration must be an object`);
+  const r = reg as Record<string, unknown>;
+  for (const k of ['id', 'host', 'version', 'state'] as const) {
+    if (typeof r[k] !== 'string' || r[k] === '' || (r[k] as string).length > 512) {
+      throw new InputError(`${where}: ${k} must be a non-empty string of at most 512 characters`);
+    }
+  }
+  for (const k of ['pid', 'startedAt'] as const) {
+    if (!Number.isSafeInteger(r[k]) || (r[k] as number) < 0)
+      throw new InputError(`${where}: ${k} must be an integer >= 0`);
+  }
+  if (!Array.isArray(r.workers)) throw new InputError(`${where}: workers must be an array`);
+  const workers = (r.workers as unknown[]).map((w, i) => {
+    const x = w as Record<string, unknown>;
+    if (typeof x !== 'object' || x === null || typeof x.id !== 'string') {
+      throw new InputError(`${where}: workers[${i}] must be an object with a string id`);
+    }
+    for (const k of ['pid', 'slots', 'running'] as const) {
+      if (!Number.isSafeInteger(x[k]) || (x[k] as number) < 0) {
+        throw new InputError(`${where}: workers[${i}].${k} must be an integer >= 0`);
+      }
+    }
+    return { id: x.id, pid: x.pid as number, slots: x.slots as number, running: x.running as number };
+  });
+  return {
+    id: r.id as string,
+    host: r.host as string,
+    pid: r.pid as number,
+    version: r.version as string,
+    state: r.state as string,
+    startedAt: r.startedAt as number,
+    workers,
+  };
 }

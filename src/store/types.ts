@@ -89,6 +89,43 @@ export interface DeleteResult {
   notFound: number[];
 }
 
+/**
+ * How often a daemon refreshes its row in the store's registry of daemons (`daemon status
+ * --cluster`); a row older than {@link REGISTRY_STALE_MS} is shown stale.
+ */
+export const REGISTRY_HEARTBEAT_MS = 5000;
+/** Age after which a registered daemon is stale: three heartbeats missed. */
+export const REGISTRY_STALE_MS = 3 * REGISTRY_HEARTBEAT_MS;
+
+/** A worker as a daemon records it in the registry. */
+export interface RegisteredWorker {
+  /** Worker id (`<host>:<uuid>-w<N>-<random>`). */
+  id: string;
+  pid: number;
+  slots: number;
+  running: number;
+}
+
+/** A daemon as it records itself in the store's registry (every few seconds while it runs). */
+export interface DaemonRegistration {
+  /** Unique per daemon run: `<host>:<pid>:<started at>`. */
+  id: string;
+  host: string;
+  pid: number;
+  version: string;
+  /** The daemon's state (starting, running, degraded, stopping). */
+  state: string;
+  startedAt: number;
+  workers: RegisteredWorker[];
+}
+
+/** A registry row read back, with its age by the store's clock (hosts' clocks may differ). */
+export interface RegisteredDaemon extends DaemonRegistration {
+  heartbeatAt: number;
+  /** Milliseconds since its last heartbeat, by the store's clock. */
+  ageMs: number;
+}
+
 /** Outcome of a kill request handled in the store. */
 export type KillResult =
   /** The process was not running anywhere and is now `killed`. */
@@ -239,6 +276,12 @@ export interface ProcessStore {
    * says what it would do and changes nothing.
    */
   deleteProcesses(ids: readonly number[], opts?: { dryRun?: boolean }): Promise<DeleteResult>;
+  /** Records (or refreshes) a daemon in the registry; its heartbeat is the store's time now. */
+  registerDaemon(reg: DaemonRegistration): Promise<void>;
+  /** Removes a daemon from the registry (at its clean stop), and rows silent for `purgeAfterMs`. */
+  unregisterDaemon(id: string, purgeAfterMs?: number): Promise<void>;
+  /** Every daemon in the registry, oldest start first. */
+  listDaemons(): Promise<RegisteredDaemon[]>;
 
   /** Closes the connection; safe to call twice. */
   close(): Promise<void>;

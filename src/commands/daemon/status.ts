@@ -1,4 +1,6 @@
+import { Flags } from '@oclif/core';
 import { DroverCommand, oclifFlags } from '../../cli/base-command.js';
+import type { ClusterStatusResult } from '../../cli/cluster-status.js';
 import {
   DAEMON_STATUS_FLAGS,
   collectDaemonStatus,
@@ -22,16 +24,36 @@ export default class DaemonStatusCommand extends DroverCommand<typeof DaemonStat
     'profile is installed. Warns when the unit runs a node or CLI that no longer exists (run `drover daemon ' +
     'install` again), and when the running daemon loaded options, process modules or a drover version that ' +
     'no longer match the disk (restart to pick them up). Exits with 3 when the daemon is not running, 5 when ' +
-    'it does not answer within --timeout (with --all: 3 when any is not running, else 5 when any did not answer).';
+    'it does not answer within --timeout (with --all: 3 when any is not running, else 5 when any did not answer). ' +
+    'With --cluster it lists every daemon of the profile on every host, and their workers, from the registry ' +
+    "in the profile's store (each daemon refreshes its row every 5 s; one silent for 15 s is shown stale), and " +
+    'exits 3 when none is live.';
   static override examples = [
     '<%= config.bin %> daemon status',
     '<%= config.bin %> daemon status --all',
     '<%= config.bin %> daemon status -t 0.5 --json',
+    '<%= config.bin %> daemon status --cluster',
   ];
-  static override flags = oclifFlags(DAEMON_STATUS_FLAGS);
+  static override flags = {
+    ...oclifFlags(DAEMON_STATUS_FLAGS),
+    cluster: Flags.boolean({
+      description: 'Every daemon of the profile on every host, from the registry in its store.',
+      exclusive: ['all'],
+    }),
+  };
 
-  async run(): Promise<DaemonStatusResult> {
-    const flags = this.flags as unknown as { profile?: string; all: boolean; timeout?: number };
+  async run(): Promise<DaemonStatusResult | ClusterStatusResult> {
+    const flags = this.flags as unknown as { profile?: string; all: boolean; timeout?: number; cluster?: boolean };
+    if (flags.cluster) {
+      const { collectClusterStatus, renderClusterStatus } = await import('../../cli/cluster-status.js');
+      const r = await collectClusterStatus(this.resolveProfile());
+      this.say(renderClusterStatus(r).join('\n'));
+      if (r.live === 0) {
+        if (this.jsonEnabled()) this.logJson(r);
+        this.exit(EXIT.UNREACHABLE);
+      }
+      return r;
+    }
     const result = await collectDaemonStatus({ profile: flags.profile, all: flags.all, timeout: flags.timeout });
     if (!this.jsonEnabled()) {
       const { out, err } = await renderDaemonStatus(result);

@@ -29,6 +29,8 @@ export default class ProcessShow extends DroverCommand<typeof ProcessShow> {
         ['created', `${new Date(p.ctime).toISOString()} (${ago(p.ctime)})`],
         ['modified', `${new Date(p.mtime).toISOString()} (${ago(p.mtime)})`],
         ['worker', p.workerId ?? ''],
+        // Worker ids are `<host>:<...>`: the host it ran (or runs) on.
+        ['host', p.workerId === null ? '' : p.workerId.slice(0, Math.max(0, p.workerId.indexOf(':')))],
         ['runs', String(p.runs)],
         ['parent', p.parentId === null ? '' : String(p.parentId)],
         ['children', describeChildren(p.id, children, kids)],

@@ -89,6 +89,22 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND NOT paused;
     `,
   },
+  {
+    version: 7,
+    description: 'daemons: the registry of the daemons of the profile and their workers, on every host',
+    sql: `
+      CREATE TABLE daemons (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        version text NOT NULL,
+        state text NOT NULL,
+        started_at bigint NOT NULL,
+        heartbeat_at bigint NOT NULL,
+        workers jsonb NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

@@ -80,6 +80,7 @@ import {
   checkOwner,
   checkOwners,
   claimRefusal,
+  checkRegistration,
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
@@ -88,6 +89,7 @@ import {
 import type {
   ClaimResult,
   CompleteResult,
+  DaemonRegistration,
   DeleteResult,
   KillOutcome,
   KillResult,
@@ -95,6 +97,7 @@ import type {
   OutboxCounts,
   ProcessFilter,
   ProcessStore,
+  RegisteredDaemon,
   ReleasedLease,
   WaitResult,
 } from '../types.js';
@@ -1138,6 +1141,57 @@ export class PostgresStore implements ProcessStore {
       out.deleted = [...gone].sort((a, b) => a - b);
       return out;
     });
+  }
+
+  async registerDaemon(reg: DaemonRegistration): Promise<void> {
+    const r = checkRegistration(reg);
+    await this.q(
+      'registerDaemon',
+      'write',
+      null,
+      `INSERT INTO daemons (id, host, pid, version, state, started_at, heartbeat_at, workers)
+       VALUES ($1, $2, $3, $4, $5, $6, ${NOW}, $7::jsonb)
+       ON CONFLICT (id) DO UPDATE SET state = excluded.state, heartbeat_at = excluded.heartbeat_at,
+         workers = excluded.workers, version = excluded.version`,
+      [r.id, r.host, r.pid, r.version, r.state, r.startedAt, JSON.stringify(r.workers)],
+    );
+  }
+
+  async unregisterDaemon(id: string, purgeAfterMs = 86_400_000): Promise<void> {
+    if (typeof id !== 'string') throw new InputError('unregisterDaemon: id must be a string');
+    const ms = checkMs(purgeAfterMs, 'unregisterDaemon', 'purgeAfterMs');
+    await this.q(
+      'unregisterDaemon',
+      'write',
+      null,
+      `DELETE FROM daemons WHERE id = $1 OR heartbeat_at < ${NOW} - $2::bigint`,
+      [id, ms],
+    );
+  }
+
+  async listDaemons(): Promise<RegisteredDaemon[]> {
+    const r = await this.q<{
+      id: string;
+      host: string;
+      pid: number;
+      version: string;
+      state: string;
+      started_at: number;
+      heartbeat_at: number;
+      workers: RegisteredDaemon['workers'];
+      age: number;
+    }>('listDaemons', 'read', null, `SELECT *, ${NOW} - heartbeat_at AS age FROM daemons ORDER BY started_at, id`, []);
+    return r.rows.map((x) => ({
+      id: x.id,
+      host: x.host,
+      pid: x.pid,
+      version: x.version,
+      state: x.state,
+      startedAt: Number(x.started_at),
+      heartbeatAt: Number(x.heartbeat_at),
+      ageMs: Math.max(0, Number(x.age)),
+      workers: x.workers,
+    }));
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {

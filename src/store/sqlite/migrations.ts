@@ -90,6 +90,22 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND paused = 0;
     `,
   },
+  {
+    version: 7,
+    description: 'daemons: the registry of the daemons of the profile and their workers, on every host',
+    sql: `
+      CREATE TABLE daemons (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        workers TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

@@ -83,6 +83,7 @@ import {
   checkOwner,
   checkOwners,
   claimRefusal,
+  checkRegistration,
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
@@ -92,6 +93,7 @@ import {
 import type {
   ClaimResult,
   CompleteResult,
+  DaemonRegistration,
   DeleteResult,
   KillOutcome,
   KillResult,
@@ -100,6 +102,7 @@ import type {
   ProcessFilter,
   ReleasedLease,
   ProcessStore,
+  RegisteredDaemon,
   WaitResult,
 } from '../types.js';
 import { migrateSqlite } from './migrations.js';
@@ -964,6 +967,55 @@ export class SqliteStore implements ProcessStore {
     }
     out.deleted = [...gone].sort((a, b) => a - b);
     return out;
+  }
+
+  async registerDaemon(reg: DaemonRegistration): Promise<void> {
+    const r = checkRegistration(reg);
+    this.guard('registerDaemon', () =>
+      this.db
+        .prepare(
+          `INSERT INTO daemons (id, host, pid, version, state, started_at, heartbeat_at, workers)
+           VALUES (@id, @host, @pid, @version, @state, @startedAt, @now, @workers)
+           ON CONFLICT (id) DO UPDATE SET state = excluded.state, heartbeat_at = excluded.heartbeat_at,
+             workers = excluded.workers, version = excluded.version`,
+        )
+        .run({ ...r, now: Date.now(), workers: JSON.stringify(r.workers) }),
+    );
+  }
+
+  async unregisterDaemon(id: string, purgeAfterMs = 86_400_000): Promise<void> {
+    if (typeof id !== 'string') throw new InputError('unregisterDaemon: id must be a string');
+    const ms = checkMs(purgeAfterMs, 'unregisterDaemon', 'purgeAfterMs');
+    this.guard('unregisterDaemon', () =>
+      this.db.prepare('DELETE FROM daemons WHERE id = ? OR heartbeat_at < ?').run(id, Date.now() - ms),
+    );
+  }
+
+  async listDaemons(): Promise<RegisteredDaemon[]> {
+    return this.guard('listDaemons', () => {
+      const now = Date.now();
+      const rows = this.db.prepare('SELECT * FROM daemons ORDER BY started_at, id').all() as Array<{
+        id: string;
+        host: string;
+        pid: number;
+        version: string;
+        state: string;
+        started_at: number;
+        heartbeat_at: number;
+        workers: string;
+      }>;
+      return rows.map((r) => ({
+        id: r.id,
+        host: r.host,
+        pid: r.pid,
+        version: r.version,
+        state: r.state,
+        startedAt: r.started_at,
+        heartbeatAt: r.heartbeat_at,
+        ageMs: Math.max(0, now - r.heartbeat_at),
+        workers: JSON.parse(r.workers) as RegisteredDaemon['workers'],
+      }));
+    });
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {
