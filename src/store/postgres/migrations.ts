@@ -89,6 +89,19 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND NOT paused;
     `,
   },
+  {
+    version: 3,
+    description: 'report lines keyed by their place in the run, so a replay does not write them again',
+    sql: `
+      -- Where in its run a line was reported: the journal position (seq) and its index among the
+      -- lines reported there. NULL for lines of older versions and for lines added without one.
+      ALTER TABLE reports ADD COLUMN step_position integer;
+      ALTER TABLE reports ADD COLUMN step_index integer;
+      -- A replay reports the same (position, index) again: the insert finds it here and does nothing.
+      -- NULLs are distinct, so lines without a position never collide.
+      CREATE UNIQUE INDEX reports_position ON reports (process_id, step_position, step_index);
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */
