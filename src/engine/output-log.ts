@@ -6,9 +6,9 @@
  * before) and a new file is begun, so at most twice the limit is kept, the last of the output. A
  * single write larger than the limit keeps its last `limit` bytes.
  *
- * The first run of a process starts a fresh log (removing files left by an earlier process of the
- * same id, e.g. from a store that was reset); later runs (a replay, a command run again after its
- * worker died) append to it.
+ * The first write of a process's first run starts a fresh log (removing files left by an earlier
+ * process of the same id, e.g. from a store that was reset); later runs (a replay, a command run
+ * again after its worker died) append to it. Nothing is opened until something is written.
  *
  * Writing never throws: a log that cannot be written (a full disk, no permission) is given up for
  * the rest of the run with one warning, and the process goes on.
