@@ -2,7 +2,7 @@
  * Issue 13, live output: report lines are written once however often a workflow replays (also
  * after its worker is SIGKILLed), `drover process logs -f` streams a core.shell command's output
  * while it runs, and the output log stays within its size bound. Run on both buses
- * (test/helpers/pool.ts); real daemon or workers, SQLite.
+ * (test/helpers/pool.ts) with SQLite, and on the local bus with PostgreSQL; real daemon or workers.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { processLogPaths } from '../../src/config/index.js';
-import { REPO_ROOT, portOpen, requireService, runCliAsync, spawnCli } from '../helpers/env.js';
+import { PG_ADMIN_URL, REPO_ROOT, portOpen, requireService, runCliAsync, spawnCli } from '../helpers/env.js';
 import { FIXTURE_MODULE, makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
 import { BUSES, startPool, type Pool } from '../helpers/pool.js';
 
@@ -24,8 +24,14 @@ function counts(lines: readonly string[]): Map<string, number> {
   return m;
 }
 
-for (const bus of BUSES) {
-  describe(`live output: report lines once, process logs (issue 13; ${bus} bus)`, function () {
+/** Both buses on SQLite, and the local bus on PostgreSQL (the other store's report keys). */
+const SETUPS = [
+  ...BUSES.map((bus) => ({ bus, storage: 'sqlite' as const })),
+  { bus: 'local' as const, storage: 'postgres' as const },
+];
+
+for (const { bus, storage } of SETUPS) {
+  describe(`live output: report lines once, process logs (issue 13; ${bus} bus, ${storage})`, function () {
     this.timeout(120_000);
     let tp: TestProfile;
     let client: ProcessClient;
@@ -33,8 +39,13 @@ for (const bus of BUSES) {
 
     before(async function () {
       if (bus === 'rabbitmq') requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
+      if (storage === 'postgres') {
+        const u = new URL(PG_ADMIN_URL);
+        requireService(this, await portOpen(Number(u.port || 5432), u.hostname), `PostgreSQL at ${PG_ADMIN_URL}`);
+      }
       tp = await makeProfile({
         bus,
+        storage,
         options: {
           'processes.modules': [FIXTURE_MODULE, PIPELINE],
           'daemon.lease_seconds': 3,
