@@ -101,8 +101,7 @@ export function startRun(
   let pauseRequested = record.paused;
   let lost = false;
   let seq = 0;
-  const reports: Promise<void>[] = [];
-  /** Report lines are written one after the other, in the order they were reported. */
+  /** Report lines are written one after the other, in the order they were reported; this is the last. */
   let lastReport: Promise<void> = Promise.resolve();
   /** Lines reported so far at each journal position (the index of the next one there). */
   const reportsAt = new Map<number, number>();
@@ -237,7 +236,6 @@ export function startRun(
           },
         ),
       );
-      reports.push(lastReport);
     },
     output: output ?? NO_OUTPUT,
   };
@@ -245,7 +243,7 @@ export function startRun(
   const runPromise = (async (): Promise<RunEnd> => {
     try {
       const raw = await def.run(ctx, record.inputs);
-      await Promise.all(reports);
+      await lastReport;
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       if (isExitCode(raw)) {
         // Checked here, not only by the store: outputs the store refuses would be retried forever.
@@ -259,7 +257,7 @@ export function startRun(
       checkJsonValue(outputs, `the outputs of process '${def.name}'`, RESULT_LIMITS);
       return { kind: 'outcome', outcome: { state: 'finished', outputs, exitStatus: 0, exitMessage: null } };
     } catch (err) {
-      await Promise.all(reports);
+      await lastReport;
       if (lost) return { kind: 'suspended', reason: 'lease-lost' };
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       const e = err instanceof Error ? err : new Error(String(err));
