@@ -2,7 +2,9 @@
  * A workflow of `core.shell` steps: `examples.shell_pipeline` {commands: string[][], stopOnFailure?}
  * runs each command as a `core.shell` child, one after the other, waiting for each without
  * holding a worker slot, and reports their exit codes. A crash in the middle resumes after the
- * last finished command: finished commands are not run again.
+ * last finished command: finished commands are not run again. Each step is in the report once
+ * (`drover process report ID`), however often the workflow resumed; a step's command output is in
+ * its child's output log (`drover process logs CHILD_ID -f`, the children are in `process show ID`).
  *
  *   drover config set processes.modules "$PWD/dist/examples/shell-pipeline.js"
  *   drover process submit examples.shell_pipeline \

@@ -13,7 +13,7 @@ export type { JsonValue, JsonObject, ProcessRecord, ProcessState, ReportLine } f
 export { PROCESS_STATES, TERMINAL_STATES, ACTIVE_STATES, isTerminal } from './protocol/index.js';
 export { INPUT_LIMITS, RESULT_LIMITS, MAX_JSON_DEPTH, type JsonLimits } from './protocol/index.js';
 export { defineProcess, ExitCode, ProcessRegistry } from './engine/index.js';
-export type { ProcessDefinition, RunContext, ChildResult } from './engine/index.js';
+export type { ProcessDefinition, RunContext, ChildResult, OutputLog } from './engine/index.js';
 export { resolveProfile, Config, OPTION_SPECS } from './config/index.js';
 export type { Profile, Options } from './config/index.js';
 export { ProcessClient, submit, submitMany, getProcess, close, listProcessTypes } from './api/processes.js';

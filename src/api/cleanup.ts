@@ -1,10 +1,13 @@
 /**
  * Deleting terminated processes (`drover process delete`): by id, or every terminated one last
- * changed more than so many days ago. A process goes with its descendants, journal and reports;
- * an active one, or one an active workflow still needs, is kept and said why.
+ * changed more than so many days ago. A process goes with its descendants, journal, reports and
+ * output log (the one on this host: a process that ran on another host left its log there); an
+ * active one, or one an active workflow still needs, is kept and said why.
  *
  * @module
  */
+import fs from 'node:fs';
+import { processLogPaths } from '../config/index.js';
 import { InputError } from '../errors/index.js';
 import { TERMINAL_STATES, isTerminal, type ProcessState } from '../protocol/index.js';
 import type { DeleteResult } from '../store/types.js';
@@ -50,5 +53,10 @@ export async function deleteProcesses(
   // Ascending: a parent (always the older id) takes its children along before they come up.
   selected.sort((a, b) => a - b);
   const r = await client.store.deleteProcesses(selected, { dryRun });
+  if (!dryRun) {
+    for (const id of r.deleted) {
+      for (const f of processLogPaths(client.profile.name, id)) fs.rmSync(f, { force: true });
+    }
+  }
   return { ...r, selected, dryRun };
 }

@@ -123,6 +123,16 @@ const specs: OptionSpec[] = [
       "project's directory; '' (the default): package names are refused, only absolute paths are loaded.",
     restartRequired: true,
   },
+  {
+    name: 'processes.log_max_bytes',
+    type: { kind: 'number', integer: true, min: 1024, max: 1024 * 1024 * 1024, unit: 'bytes' },
+    default: 8 * 1024 * 1024,
+    description:
+      'Largest size of the output log of a process (drover process logs): when the next write would pass it, ' +
+      'the file is renamed to <file>.1 (replacing the one before) and started anew, so a process keeps at ' +
+      'most twice this on disk, the last of its output.',
+    restartRequired: true,
+  },
 ];
 
 /** All options, by name. */
@@ -141,6 +151,7 @@ export interface Options {
   'processes.modules': string[];
   /** '' when not set. */
   'processes.modules_root': string;
+  'processes.log_max_bytes': number;
 }
 
 /** Returns the spec of `name` or throws a ConfigError listing the known options. */

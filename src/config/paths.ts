@@ -84,3 +84,28 @@ export function runtimeDir(profile: string, env: Env = process.env): string {
   }
   return dir;
 }
+
+/** Directory of the output logs of a profile's processes on this host (`drover process logs`). */
+export function processLogDir(profile: string, env: Env = process.env): string {
+  return path.join(logDir(profile, env), 'processes');
+}
+
+/**
+ * The output log of process `id` of `profile` on this host: `<log dir>/processes/<id>.log`. When it
+ * passes `processes.log_max_bytes` it is renamed to {@link rotatedLogPath} and started anew.
+ * Deleting a process should remove both ({@link processLogPaths}).
+ */
+export function processLogPath(profile: string, id: number, env: Env = process.env): string {
+  return path.join(processLogDir(profile, env), `${id}.log`);
+}
+
+/** The rotated predecessor of the output log `file`: `<file>.1`. */
+export function rotatedLogPath(file: string): string {
+  return `${file}.1`;
+}
+
+/** Both files of a process's output log, oldest first: the rotated one, then the current one. */
+export function processLogPaths(profile: string, id: number, env: Env = process.env): [string, string] {
+  const file = processLogPath(profile, id, env);
+  return [rotatedLogPath(file), file];
+}

@@ -573,20 +573,18 @@ export class Daemon {
       version: this.version,
       state: this.state,
       startedAt: this.startedAt,
-      workers: this.supervisor
-        .info()
-        .flatMap((w) =>
-          w.pid === null || w.workerId === null
-            ? []
-            : [
-                {
-                  id: w.workerId,
-                  pid: w.pid,
-                  slots: w.slots ?? this.profile.options['daemon.worker_process_slots'],
-                  running: w.running,
-                },
-              ],
-        ),
+      workers: this.supervisor.info().flatMap((w) =>
+        w.pid === null || w.workerId === null
+          ? []
+          : [
+              {
+                id: w.workerId,
+                pid: w.pid,
+                slots: w.slots ?? this.profile.options['daemon.worker_process_slots'],
+                running: w.running,
+              },
+            ],
+      ),
     };
     this.registering = this.store
       .get()

@@ -9,7 +9,9 @@
  *   and stderr keeps at most `maxOutputBytes` (default 1 MiB, at most 16 MiB); past that the rest
  *   is counted but dropped and `...Truncated` is true. A non-zero exit finishes the process with
  *   that exit status (a signal gives 128 + its number, a timeout 124); a command that cannot be
- *   started (not found, not executable, bad cwd) excepts with a message saying why.
+ *   started (not found, not executable, bad cwd) excepts with a message saying why. While it runs,
+ *   stdout and stderr are also streamed, interleaved as they arrive, to the process's output log
+ *   (`ctx.output`, `drover process logs ID`).
  *
  * @module
  */
@@ -120,8 +122,15 @@ export const shellProcess = defineProcess<ShellInputs>({
       if (pgid !== undefined) processGroups.started(pgid);
       const out = new BoundedBuffer(max);
       const err = new BoundedBuffer(max);
-      child.stdout.on('data', (b: Buffer) => out.push(b));
-      child.stderr.on('data', (b: Buffer) => err.push(b));
+      // Also streamed, as they arrive, to the process's output log (`drover process logs`).
+      child.stdout.on('data', (b: Buffer) => {
+        out.push(b);
+        ctx.output.write(b);
+      });
+      child.stderr.on('data', (b: Buffer) => {
+        err.push(b);
+        ctx.output.write(b);
+      });
       let why: 'killed' | 'timeout' | null = null;
       let forceTimer: NodeJS.Timeout | undefined;
       const killGroup = (sig: NodeJS.Signals): void => {

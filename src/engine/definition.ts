@@ -39,8 +39,26 @@ export interface RunContext {
    * becomes `waiting`, gives its worker slot back and is resumed (replayed) when the last one ends.
    */
   waitFor(ids: readonly number[]): Promise<ChildResult[]>;
-  /** Appends a line to the process's report log (`drover process report ID`). */
+  /**
+   * Appends a line to the process's report log (`drover process report ID`). A line is written
+   * once however often `run` is replayed: lines are keyed by where the run is (the journal
+   * position, and their order there), and a replay reporting a key again writes nothing. So report
+   * in a deterministic order, as you take steps; a replay that reports a different message at a
+   * key written before keeps the first one.
+   */
   report(message: string): void;
+  /**
+   * The process's output log (`drover process logs ID`): a file per process under the profile's
+   * log directory on the host of the worker running it, bounded in size (see the option
+   * `processes.log_max_bytes`). `core.shell` streams its command's stdout and stderr into it.
+   */
+  readonly output: OutputLog;
+}
+
+/** The live output of a process (see {@link RunContext.output}). */
+export interface OutputLog {
+  /** Appends text or bytes. Never throws: a log that cannot be written is given up (and logged). */
+  write(chunk: string | Uint8Array): void;
 }
 
 const EXIT_CODE_BRAND = Symbol.for('drover.ExitCode');

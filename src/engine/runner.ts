@@ -22,13 +22,14 @@
  *
  * @module
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { DroverError, InputError, NonDeterminismError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import type { JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import { RESULT_LIMITS, checkJsonShape, checkJsonValue, isJsonValue, isTerminal } from '../protocol/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { deferred, sleep } from '../util/index.js';
 import type { Logger } from '../logging/index.js';
-import { isExitCode, type ChildResult, type ProcessDefinition, type RunContext } from './definition.js';
+import { isExitCode, type ChildResult, type OutputLog, type ProcessDefinition, type RunContext } from './definition.js';
 import type { ProcessRegistry } from './registry.js';
 
 /** Raised into `ctx.signal` when a process is killed. */
@@ -47,7 +48,21 @@ export interface RunnerHost {
   /** Announces a state change (best effort). */
   announce(record: Pick<ProcessRecord, 'id' | 'type' | 'state' | 'paused' | 'parentId' | 'exitStatus'>): void;
   logger: Logger;
+  /**
+   * Opens the output log of a run (`ctx.output`), closed when the run ends; none: what a run writes
+   * there is dropped.
+   */
+  openOutput?(record: ProcessRecord): OutputLog & { close(): void };
 }
+
+/** What `ctx.output` is when the host keeps no output log. */
+const NO_OUTPUT: OutputLog = { write: () => undefined };
+
+/**
+ * The step whose function is running (process id and the step's seq), so that `ctx.report` inside
+ * it reports at the step's own position, not at the position after it.
+ */
+const stepScope = new AsyncLocalStorage<{ id: number; seq: number }>();
 
 /** How a run ended. */
 export type RunEnd =
@@ -86,7 +101,11 @@ export function startRun(
   let pauseRequested = record.paused;
   let lost = false;
   let seq = 0;
-  const reports: Promise<void>[] = [];
+  /** Report lines are written one after the other, in the order they were reported; this is the last. */
+  let lastReport: Promise<void> = Promise.resolve();
+  /** Lines reported so far at each journal position (the index of the next one there). */
+  const reportsAt = new Map<number, number>();
+  const output = host.openOutput?.(record) ?? null;
   const byseq = new Map<number, JournalEntry>(journal.map((e) => [e.seq, e]));
   const log = host.logger;
 
@@ -142,7 +161,7 @@ export function startRun(
       const { entry, seq: my } = journaled('step', name);
       if (entry) return entry.result as T;
       await boundary();
-      const result = await fn();
+      const result = await stepScope.run({ id, seq: my }, fn);
       const value = result === undefined ? null : result;
       checkJsonShape(value, `the result of step '${name}'`, RESULT_LIMITS, false);
       await durable(`journaling step '${name}'`, () =>
@@ -199,18 +218,32 @@ export function startRun(
       return r.results;
     },
     report(message: string): void {
-      reports.push(
-        host.store.addReport(id, String(message)).catch((err: unknown) => {
-          log.warn(`process ${id}: report line lost: ${errorMessage(err)}`);
-        }),
+      // Keyed by where the run is (see ReportPosition): a replay reports the same keys again, and
+      // the store ignores a key it has, so each line is written once however often the run replays.
+      // Inside a step's function the position is the step's own seq: a replay that skips the
+      // journaled step skips its lines too, and one that runs it again (it had not completed)
+      // reports them at the same keys.
+      const scope = stepScope.getStore();
+      const position = scope !== undefined && scope.id === id ? scope.seq : seq;
+      const index = reportsAt.get(position) ?? 0;
+      reportsAt.set(position, index + 1);
+      const text = String(message);
+      lastReport = lastReport.then(() =>
+        host.store.addReport(id, text, { position, index }).then(
+          () => undefined,
+          (err: unknown) => {
+            log.warn(`process ${id}: report line lost: ${errorMessage(err)}`);
+          },
+        ),
       );
     },
+    output: output ?? NO_OUTPUT,
   };
 
   const runPromise = (async (): Promise<RunEnd> => {
     try {
       const raw = await def.run(ctx, record.inputs);
-      await Promise.all(reports);
+      await lastReport;
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       if (isExitCode(raw)) {
         // Checked here, not only by the store: outputs the store refuses would be retried forever.
@@ -224,7 +257,7 @@ export function startRun(
       checkJsonValue(outputs, `the outputs of process '${def.name}'`, RESULT_LIMITS);
       return { kind: 'outcome', outcome: { state: 'finished', outputs, exitStatus: 0, exitMessage: null } };
     } catch (err) {
-      await Promise.all(reports);
+      await lastReport;
       if (lost) return { kind: 'suspended', reason: 'lease-lost' };
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       const e = err instanceof Error ? err : new Error(String(err));
@@ -237,6 +270,7 @@ export function startRun(
     runPromise,
     suspended.promise.then((s): RunEnd => ({ kind: 'suspended', reason: s.reason })),
   ]);
+  if (output !== null) void done.finally(() => output.close());
 
   return {
     processId: id,

@@ -17,7 +17,7 @@ import {
   type ProcessOutcome,
   type ProcessState,
 } from '../protocol/index.js';
-import type { ClaimResult, DaemonRegistration, NewProcess, ProcessFilter } from './types.js';
+import type { ClaimResult, DaemonRegistration, NewProcess, ProcessFilter, ReportPosition } from './types.js';
 
 /** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
 export const DAY_MS = 86_400_000;
@@ -331,4 +331,24 @@ export function checkRegistration(reg: unknown): DaemonRegistration {
     startedAt: r.startedAt as number,
     workers,
   };
+}
+
+/** Checks the message and optional {@link ReportPosition} of `addReport`. */
+export function checkReport(
+  id: number,
+  message: unknown,
+  at: unknown,
+): { message: string; position: number | null; index: number | null } {
+  if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
+  if (at === undefined || at === null) return { message, position: null, index: null };
+  if (typeof at !== 'object')
+    throw new InputError(`addReport(${id}): the position must be an object {position, index}`);
+  const a = at as Partial<ReportPosition>;
+  for (const k of ['position', 'index'] as const) {
+    const v = a[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2_147_483_647) {
+      throw new InputError(`addReport(${id}): ${k} must be an integer from 0 to 2147483647, got ${jsonPreview(v)}`);
+    }
+  }
+  return { message, position: a.position!, index: a.index! };
 }

@@ -157,6 +157,17 @@ export interface ReleasedLease {
   owner: string;
 }
 
+/**
+ * Where in its run a report line was made (see {@link ProcessStore.addReport}): `position` is the
+ * run's journal position at the time (the seq of the next journal entry, or of the step whose
+ * function reported it), `index` counts the lines reported at that position, from 0. A replay takes
+ * the same path and so reports the same positions again.
+ */
+export interface ReportPosition {
+  position: number;
+  index: number;
+}
+
 /** The interface every store adapter implements (see the conformance suite in test/store/). */
 export interface ProcessStore {
   /** `sqlite` or `postgres`. */
@@ -265,8 +276,12 @@ export interface ProcessStore {
   listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]>;
   /** Number of processes in each state. */
   countByState(): Promise<Record<ProcessState, number>>;
-  /** Appends a line to a process's report log. */
-  addReport(id: number, message: string): Promise<void>;
+  /**
+   * Appends a line to a process's report log; returns false when nothing was written because a line
+   * at the same `at` (process, position, index) exists already: a replay reporting it again. Lines
+   * without `at` are always appended. With `at` the call is idempotent (safe to repeat).
+   */
+  addReport(id: number, message: string, at?: ReportPosition): Promise<boolean>;
   /** The report log of a process. */
   getReports(id: number): Promise<ReportLine[]>;
   /**

@@ -32,7 +32,7 @@
  *
  * @module
  */
-import type { Profile } from '../config/index.js';
+import { processLogPath, type Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
 import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import { LogThrottle } from '../logging/throttle.js';
@@ -41,7 +41,7 @@ import type { MessageBus, TaskConsumer, TaskDelivery } from '../broker/index.js'
 import type { ProcessStore } from '../store/types.js';
 import type { ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import type { ProcessRegistry } from '../engine/index.js';
-import { startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
+import { OutputLogFile, startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
 import { sleep, withTimeout } from '../util/index.js';
 
 /** How long a dispatch waits for the broker before leaving the task to the sweep. */
@@ -113,6 +113,13 @@ export class Worker {
       owner: opts.workerId,
       logger: opts.logger,
       dispatch: (ids) => this.dispatch(ids),
+      openOutput: (r) =>
+        new OutputLogFile(
+          processLogPath(opts.profile.name, r.id),
+          opts.profile.options['processes.log_max_bytes'],
+          r.runs <= 1,
+          opts.logger,
+        ),
       announce: (r) =>
         opts.bus.publishState({
           v: 1,

@@ -11,7 +11,7 @@ import amqp from 'amqplib';
 import type { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 import { topologyFor } from '../../src/broker/rabbitmq/topology.js';
-import { logDir, runtimeDir, dataDir } from '../../src/config/index.js';
+import { logDir, runtimeDir, dataDir, processLogPath } from '../../src/config/index.js';
 import { EXIT } from '../../src/cli/exit-codes.js';
 import { TERMINAL_STATES, type ProcessState } from '../../src/protocol/index.js';
 import { RABBIT_URL, REPO_ROOT, portOpen, requireService, runCliAsync, cleanupTempDirs } from '../helpers/env.js';
@@ -137,6 +137,7 @@ for (const setup of SETUPS) {
       assert.equal((await client.getProcess(sleeper)).state, 'running');
       assert.equal((await client.getProcess(threw)).state, 'excepted');
       assert.deepEqual(await client.store.getReports(adds[0]!), []);
+
       assert.equal(await client.store.getProcess(adds[0]!), null);
       const again = await runCliAsync(['process', 'delete', String(adds[0])], tp.env);
       assert.equal(again.status, EXIT.FAILED);
@@ -146,6 +147,16 @@ for (const setup of SETUPS) {
       assert.match(rest.stdout, /^Deleted 1 process\.$/m);
       await runCliAsync(['process', 'kill', String(sleeper)], tp.env);
       for (const s of TERMINAL_STATES) assert.equal((await count())[s], s === 'killed' ? 1 : 0, s);
+    });
+
+    it('deleting a core.shell process removes its output log', async () => {
+      const id = await client.submit('core.shell', { command: ['echo', 'hello'] });
+      await waitForProcesses(client, [id], { timeoutSeconds: 30 });
+      const log = processLogPath(tp.name, id, tp.env);
+      assert.match(fs.readFileSync(log, 'utf8'), /hello/);
+      const r = await runCliAsync(['process', 'delete', String(id)], tp.env);
+      assert.equal(r.status, EXIT.OK, r.stdout + r.stderr);
+      assert.ok(!fs.existsSync(log), 'the output log went with the process');
     });
 
     it('a workflow goes with its children; a child of an active workflow is kept', async () => {

@@ -855,6 +855,38 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.deepEqual(await store.getReports(999_999_999), []);
         await assert.rejects(store.addReport(999_999_999, 'x'), ProcessNotFoundError);
       });
+
+      it('writes a report line with a position once: a repeat of its (process, position, index) does nothing', async function () {
+        const { ids } = await make(2);
+        const [a, b] = [ids[0]!, ids[1]!];
+        assert.equal(await store.addReport(a, 'one', { position: 0, index: 0 }), true);
+        assert.equal(await store.addReport(a, 'two', { position: 0, index: 1 }), true);
+        assert.equal(await store.addReport(a, 'one, replayed', { position: 0, index: 0 }), false);
+        assert.equal(await other.addReport(a, 'three', { position: 2, index: 0 }), true);
+        assert.equal(await other.addReport(a, 'two, replayed', { position: 0, index: 1 }), false);
+        // Lines without a position are always appended.
+        assert.equal(await store.addReport(a, 'free'), true);
+        assert.equal(await store.addReport(a, 'free'), true);
+        // Keys are per process.
+        assert.equal(await store.addReport(b, 'one of b', { position: 0, index: 0 }), true);
+        // Racing repeats from two connections: exactly one writes.
+        const raced = await Promise.all(
+          Array.from({ length: 6 }, (_, i) => (i % 2 ? store : other).addReport(a, 'raced', { position: 5, index: 3 })),
+        );
+        assert.equal(raced.filter((w) => w).length, 1, `written ${JSON.stringify(raced)}`);
+        assert.deepEqual(
+          (await store.getReports(a)).map((l) => l.message),
+          ['one', 'two', 'three', 'free', 'free', 'raced'],
+        );
+        assert.deepEqual(
+          (await store.getReports(b)).map((l) => l.message),
+          ['one of b'],
+        );
+        for (const bad of [{ position: -1, index: 0 }, { position: 1.5, index: 0 }, { position: 0 }, 'x']) {
+          await assert.rejects(store.addReport(a, 'bad', bad as never), InputError, JSON.stringify(bad));
+        }
+        await assert.rejects(store.addReport(999_999_999, 'x', { position: 0, index: 0 }), ProcessNotFoundError);
+      });
     });
   });
 }

@@ -14,6 +14,7 @@ import {
   requireService,
   waitUntil,
 } from '../helpers/env.js';
+import { POSTGRES_MIGRATIONS, POSTGRES_SCHEMA_VERSION } from '../../src/store/postgres/migrations.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
 
 async function postgresAvailable(): Promise<boolean> {
@@ -70,6 +71,53 @@ describe('PostgreSQL store', function () {
         err.message.includes('drover_no_such_database') &&
         /does not exist/.test(err.message),
     );
+  });
+});
+
+describe('PostgreSQL store: schema upgrades', function () {
+  it('brings a store of schema 2 up to date, keeping its report lines; replayed lines are then written once', async function () {
+    requireService(this, await postgresAvailable(), `PostgreSQL at ${PG_ADMIN_URL}`);
+    const db = await freshPostgresDatabase();
+    try {
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      try {
+        await c.query('CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)');
+        for (const m of POSTGRES_MIGRATIONS.filter((m) => m.version <= 2)) {
+          await c.query(m.sql);
+          await c.query('INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)', [m.version, Date.now()]);
+        }
+        await c.query(
+          `INSERT INTO processes (id, uuid, type, state, inputs, ctime, mtime)
+           VALUES (1, gen_random_uuid(), 'old', 'running', '{}', 1, 1)`,
+        );
+        await c.query(`INSERT INTO reports (process_id, time, message) VALUES (1, 1, 'old line'), (1, 2, 'old line')`);
+      } finally {
+        await c.end();
+      }
+      const s = await openStore({ backend: 'postgres', url: db.url });
+      try {
+        assert.equal(await s.schemaVersion(), POSTGRES_SCHEMA_VERSION, 'every migration applied');
+        assert.deepEqual(
+          (await s.getReports(1)).map((l) => [Number(l.time), l.message]),
+          [
+            [1, 'old line'],
+            [2, 'old line'],
+          ],
+        );
+        assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), true);
+        assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), false);
+        assert.equal(await s.addReport(1, 'free line'), true);
+        assert.deepEqual(
+          (await s.getReports(1)).map((l) => l.message),
+          ['old line', 'old line', 'new line', 'free line'],
+        );
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await db.drop();
+    }
   });
 });
 

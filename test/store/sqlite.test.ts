@@ -129,6 +129,41 @@ describe('SQLite store', function () {
     }
   });
 
+  it('brings a store of schema 2 up to date, keeping its report lines; replayed lines are then written once', async function () {
+    const file = path.join(tempDir(), 'v2.db');
+    const db = new Database(file);
+    db.exec('CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (const m of SQLITE_MIGRATIONS.filter((m) => m.version <= 2)) {
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(m.version, Date.now());
+    }
+    db.prepare(
+      `INSERT INTO processes (uuid, type, state, inputs, ctime, mtime) VALUES ('u-1', 'old', 'running', '{}', 1, 1)`,
+    ).run();
+    db.prepare(`INSERT INTO reports (process_id, time, message) VALUES (1, 1, 'old line'), (1, 2, 'old line')`).run();
+    db.close();
+    const s = await openStore({ backend: 'sqlite', path: file });
+    try {
+      assert.equal(await s.schemaVersion(), SQLITE_SCHEMA_VERSION, 'every migration applied');
+      assert.deepEqual(
+        (await s.getReports(1)).map((l) => [l.time, l.message]),
+        [
+          [1, 'old line'],
+          [2, 'old line'],
+        ],
+      );
+      assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), true);
+      assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), false);
+      assert.equal(await s.addReport(1, 'free line'), true);
+      assert.deepEqual(
+        (await s.getReports(1)).map((l) => l.message),
+        ['old line', 'old line', 'new line', 'free line'],
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
   it('refuses a file that is not a database, naming it', async function () {
     const file = path.join(tempDir(), 'junk.db');
     fs.writeFileSync(file, 'this is not a database, just some text that is long enough '.repeat(200));

@@ -90,7 +90,20 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
     `,
   },
   {
-    version: 7,
+    version: 3,
+    description: 'report lines keyed by their place in the run, so a replay does not write them again',
+    sql: `
+      -- Where in its run a line was reported: the journal position (seq) and its index among the
+      -- lines reported there. NULL for lines of older versions and for lines added without one.
+      ALTER TABLE reports ADD COLUMN step_position integer;
+      ALTER TABLE reports ADD COLUMN step_index integer;
+      -- A replay reports the same (position, index) again: the insert finds it here and does nothing.
+      -- NULLs are distinct, so lines without a position never collide.
+      CREATE UNIQUE INDEX reports_position ON reports (process_id, step_position, step_index);
+    `,
+  },
+  {
+    version: 4,
     description: 'daemons: the registry of the daemons of the profile and their workers, on every host',
     sql: `
       CREATE TABLE daemons (

@@ -77,6 +77,7 @@ import {
   checkNewProcess,
   checkCompletions,
   checkUpTo,
+  checkReport,
   checkOwner,
   checkOwners,
   claimRefusal,
@@ -99,6 +100,7 @@ import type {
   ProcessStore,
   RegisteredDaemon,
   ReleasedLease,
+  ReportPosition,
   WaitResult,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
@@ -1207,20 +1209,23 @@ export class PostgresStore implements ProcessStore {
     return out;
   }
 
-  async addReport(id: number, message: string): Promise<void> {
+  async addReport(id: number, message: string, at?: ReportPosition): Promise<boolean> {
     checkId(id, 'addReport');
-    if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
-    // Not idempotent (a repeat would add the line twice): not repeated after a broken write.
-    await this.call('addReport', false, async (c, a) => {
+    const r = checkReport(id, message, at);
+    // A line without a position is not idempotent (a repeat would add it twice): not repeated after a
+    // broken write. One with a position is: a repeat finds the first and does nothing.
+    return this.call('addReport', r.position !== null, async (c, a) => {
       try {
-        await this.stmt(
+        const res = await this.stmt(
           c,
           a,
           'write',
           'addReport',
-          `INSERT INTO reports (process_id, time, message) VALUES ($1, ${NOW}, $2)`,
-          [id, message],
+          `INSERT INTO reports (process_id, time, message, step_position, step_index) VALUES ($1, ${NOW}, $2, $3, $4)
+           ON CONFLICT (process_id, step_position, step_index) DO NOTHING`,
+          [id, r.message, r.position, r.index],
         );
+        return res.rowCount === 1;
       } catch (err) {
         if (pgCode(err) === '23503') {
           throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });

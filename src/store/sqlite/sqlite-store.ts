@@ -80,6 +80,7 @@ import {
   checkNewProcess,
   checkCompletions,
   checkUpTo,
+  checkReport,
   checkOwner,
   checkOwners,
   claimRefusal,
@@ -101,6 +102,7 @@ import type {
   OutboxCounts,
   ProcessFilter,
   ReleasedLease,
+  ReportPosition,
   ProcessStore,
   RegisteredDaemon,
   WaitResult,
@@ -422,7 +424,10 @@ export class SqliteStore implements ProcessStore {
       ),
       get: p(`SELECT ${COLS} FROM processes WHERE id = ?`),
       counts: p('SELECT state, count(*) AS n FROM processes GROUP BY state'),
-      addReport: p('INSERT INTO reports (process_id, time, message) VALUES (?, ?, ?)'),
+      addReport: p(
+        `INSERT INTO reports (process_id, time, message, step_position, step_index) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (process_id, step_position, step_index) DO NOTHING`,
+      ),
       reports: p('SELECT time, message FROM reports WHERE process_id = ? ORDER BY id'),
       sqliteVersion: p('SELECT sqlite_version() AS v'),
     };
@@ -1026,12 +1031,12 @@ export class SqliteStore implements ProcessStore {
     });
   }
 
-  async addReport(id: number, message: string): Promise<void> {
+  async addReport(id: number, message: string, at?: ReportPosition): Promise<boolean> {
     checkId(id, 'addReport');
-    if (typeof message !== 'string') throw new InputError(`addReport(${id}): message must be a string`);
-    this.guard('addReport', () => {
+    const r = checkReport(id, message, at);
+    return this.guard('addReport', () => {
       try {
-        this.s.addReport.run(id, Date.now(), message);
+        return this.s.addReport.run(id, Date.now(), r.message, r.position, r.index).changes === 1;
       } catch (err) {
         if (sqliteCode(err) === 'SQLITE_CONSTRAINT_FOREIGNKEY') {
           throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
