@@ -14,7 +14,7 @@
 import readline from 'node:readline/promises';
 import { Command, Errors, Flags, ux, type Interfaces } from '@oclif/core';
 import { DaemonNotRunningException } from '../errors/index.js';
-import { Config, configFilePath, resolveProfile, type Profile } from '../config/index.js';
+import { Config, configFilePath, resolveProfile, type OptionEntry, type Profile } from '../config/index.js';
 import { resolveScope, type ConfigScope } from './config-scope.js';
 import { EXIT, EXIT_UNREACHABLE, EXIT_USAGE } from './exit-codes.js';
 import { MAX_COLORIZED_JSON, errorReport, jsonText, writeOut } from './output.js';
@@ -148,6 +148,21 @@ export abstract class DroverCommand<T extends typeof Command> extends Command {
       create: true,
     });
     return { scope, created, profile: scope.kind === 'profile' ? scope.name : null };
+  }
+
+  /**
+   * A profile's option entries with the values its store holds for shared options (PostgreSQL
+   * profiles; see api/shared-options.ts). A store that cannot be reached gives a warning on
+   * stderr and the file's values.
+   */
+  protected async optionEntries(config: Config, profile: string | null): Promise<OptionEntry[]> {
+    const entries = config.describeOptions(profile ?? undefined);
+    if (profile === null) return entries;
+    const p = config.getProfile(profile);
+    const { withStoredOptions } = await import('../api/shared-options.js');
+    const r = await withStoredOptions(p, entries);
+    if (r.problem !== null) this.notice(`Warning: ${r.problem}; showing this host's values`);
+    return r.entries;
   }
 
   /** Loads the configuration file (never creates or rewrites it). */

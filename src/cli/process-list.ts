@@ -6,6 +6,7 @@
  * @module
  */
 import { resolveProfile, type Profile } from '../config/config.js';
+import { applySharedOptions, keepsSharedOptions } from '../config/options.js';
 import { ACTIVE_STATES, PROCESS_STATES, type ProcessState } from '../protocol/process.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 import { parseFastArgv, type FastFlags, type ParsedFastFlags } from './fast-flags.js';
@@ -78,7 +79,9 @@ export async function collectProcessList(profile: Profile, f: ProcessListFlags):
       workerId: p.workerId,
     }));
     const active = counts.created + counts.running + counts.waiting;
-    const per = profile.options['daemon.worker_process_slots'];
+    // A PostgreSQL profile's slots are a shared option, in the store every daemon read it from.
+    const shared = keepsSharedOptions(profile.storage) ? await client.store.getSharedOptions().catch(() => ({})) : {};
+    const per = applySharedOptions(profile.options, shared)['daemon.worker_process_slots'];
     const capacity = workers === null ? null : workers * per;
     const percent =
       capacity === null ? null : capacity === 0 ? (active > 0 ? 100 : 0) : Math.round((active / capacity) * 100);

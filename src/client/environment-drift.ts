@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import type { Profile } from '../config/config.js';
-import { OPTION_SPECS } from '../config/options.js';
+import { OPTION_SPECS, keepsSharedOptions } from '../config/options.js';
 import type { DaemonEnvironment, DaemonSupervisor } from '../protocol/control.js';
 
 /**
@@ -56,9 +56,13 @@ export function environmentDrift(env: DaemonEnvironment, now: Profile, clientVer
     out.push({ kind: 'version', name: 'drover', loaded: env.version, now: clientVersion, restart: 'reset' });
   }
   const current = now.options as unknown as Record<string, unknown>;
+  // A PostgreSQL profile's shared options are in its store, which this check does not read (it
+  // must stay cheap): the daemon loaded them from there, so the file's values say nothing.
+  const sharedInStore = keepsSharedOptions(now.storage);
   for (const spec of OPTION_SPECS.values()) {
     // Options that take effect at once are read live; processes.modules is compared file by file.
     if (!spec.restartRequired || spec.name === 'processes.modules' || !(spec.name in env.options)) continue;
+    if (sharedInStore && spec.scope === 'shared') continue;
     const a = JSON.stringify(env.options[spec.name]);
     const b = JSON.stringify(current[spec.name]);
     if (a !== b) out.push({ kind: 'option', name: spec.name, loaded: a, now: b, restart: 'reset' });
@@ -66,7 +70,7 @@ export function environmentDrift(env: DaemonEnvironment, now: Profile, clientVer
   const specs = now.options['processes.modules'];
   const loaded = new Map(env.modules.map((m) => [m.spec, m]));
   for (const m of env.modules) {
-    if (!specs.includes(m.spec)) {
+    if (!specs.includes(m.spec) && !sharedInStore) {
       out.push({
         kind: 'module',
         name: m.spec,

@@ -27,6 +27,7 @@ import {
   getOptionSpec,
   resolveOptions,
   validateOptionValue,
+  type OptionScope,
   type OptionValue,
   type Options,
 } from './options.js';
@@ -401,8 +402,13 @@ export interface OptionEntry {
   name: string;
   /** Effective value for the scope asked about. */
   value: OptionValue;
-  /** Where the value comes from. */
-  source: 'default' | 'global' | 'profile';
+  /**
+   * Where the value comes from: the default, the file's global or per-profile value, or the
+   * profile's store (a shared option of a PostgreSQL profile; filled in by the CLI, which reads it).
+   */
+  source: 'default' | 'global' | 'profile' | 'store';
+  /** `shared` (in the store of a PostgreSQL profile, for every host) or `host` (this host's file). */
+  scope: OptionScope;
   default: OptionValue;
   /** What values are accepted, e.g. `an integer from 1 to 256`. */
   type: string;
@@ -645,6 +651,7 @@ export class Config {
       type: describeOptionType(spec.type),
       description: spec.description,
       restartRequired: spec.restartRequired,
+      scope: spec.scope,
     }));
   }
 

@@ -35,7 +35,17 @@ export interface OptionSpec {
   description: string;
   /** True when a running daemon only picks a change up after a restart. */
   restartRequired: boolean;
+  /**
+   * Where the value lives for a profile whose store is PostgreSQL (several hosts): `shared`, in
+   * the store, so a `drover config set` on one host reaches every host's daemon (the store's
+   * value wins over the configuration files); `host`, in each host's configuration file.
+   * SQLite profiles (one host) keep every option in the file.
+   */
+  scope: OptionScope;
 }
+
+/** See {@link OptionSpec.scope}. */
+export type OptionScope = 'shared' | 'host';
 
 const specs: OptionSpec[] = [
   {
@@ -45,6 +55,7 @@ const specs: OptionSpec[] = [
     description:
       'Seconds the client waits for the daemon to answer before raising DaemonTimeoutException; also bounds ' +
       'each reachability check of drover status.',
+    scope: 'host',
     restartRequired: false,
   },
   {
@@ -52,6 +63,7 @@ const specs: OptionSpec[] = [
     type: { kind: 'number', integer: true, min: 1, max: 256 },
     default: 1,
     description: 'Number of workers the daemon starts when no number is given.',
+    scope: 'host',
     restartRequired: true,
   },
   {
@@ -59,6 +71,7 @@ const specs: OptionSpec[] = [
     type: { kind: 'number', integer: true, min: 1, max: 100000 },
     default: 200,
     description: 'Maximum number of processes one worker runs at once (also its broker prefetch).',
+    scope: 'shared',
     restartRequired: true,
   },
   {
@@ -69,6 +82,7 @@ const specs: OptionSpec[] = [
       'Delay before reviving a worker that died again soon after its start, as {"initial": s, "max": s, ' +
       '"factor": f} (a first death is replaced at once); a worker that dies within 10 s of its start 5 times ' +
       'in a row is reported as crash-looping.',
+    scope: 'shared',
     restartRequired: true,
   },
   {
@@ -76,6 +90,7 @@ const specs: OptionSpec[] = [
     type: { kind: 'number', min: 0, max: 3600, unit: 'seconds' },
     default: 30,
     description: 'Seconds a stopping worker lets running processes finish before releasing them to other workers.',
+    scope: 'host',
     restartRequired: true,
   },
   {
@@ -85,6 +100,7 @@ const specs: OptionSpec[] = [
     description:
       "Lease a worker holds on a running process; renewed every third of it. A dead machine's processes " +
       'are re-dispatched after it expires.',
+    scope: 'shared',
     restartRequired: true,
   },
   {
@@ -95,6 +111,7 @@ const specs: OptionSpec[] = [
       'RabbitMQ: a process whose task the broker confirmed but nobody claimed within this many seconds, and ' +
       'that the task queue no longer seems to hold (purged, deleted, a reset broker), is dispatched again; ' +
       'workers check every few seconds, comparing those processes with the queue length.',
+    scope: 'shared',
     restartRequired: true,
   },
   {
@@ -102,6 +119,7 @@ const specs: OptionSpec[] = [
     type: { kind: 'enum', choices: ['debug', 'info', 'warn', 'error'] },
     default: 'info',
     description: 'Minimum level of log records written by the daemon and its workers.',
+    scope: 'host',
     restartRequired: true,
   },
   {
@@ -112,6 +130,7 @@ const specs: OptionSpec[] = [
       'Modules that define process types, loaded by workers and submitters: absolute file paths, or package ' +
       'names resolved from processes.modules_root (never from the current directory). URLs and relative paths ' +
       'are refused.',
+    scope: 'shared',
     restartRequired: true,
   },
   {
@@ -121,6 +140,7 @@ const specs: OptionSpec[] = [
     description:
       'Directory (absolute path) whose node_modules holds the packages named in processes.modules, e.g. your ' +
       "project's directory; '' (the default): package names are refused, only absolute paths are loaded.",
+    scope: 'host',
     restartRequired: true,
   },
   {
@@ -131,6 +151,7 @@ const specs: OptionSpec[] = [
       'Largest size of the output log of a process (drover process logs): when the next write would pass it, ' +
       'the file is renamed to <file>.1 (replacing the one before) and started anew, so a process keeps at ' +
       'most twice this on disk, the last of its output.',
+    scope: 'shared',
     restartRequired: true,
   },
 ];
@@ -317,4 +338,35 @@ export function resolveOptions(
     out[spec.name] = structuredClone(v as OptionValue);
   }
   return out as unknown as Options;
+}
+
+/** True when `profile` keeps its `shared` options in its store: a PostgreSQL store, shared by hosts. */
+export function keepsSharedOptions(storage: { backend: string }): boolean {
+  return storage.backend === 'postgres';
+}
+
+/**
+ * `options` with the values of the `shared` options that `stored` (the store's table of them)
+ * holds put over them. A stored value that is not a shared option or not valid (written by
+ * another version of drover) is left out and reported through `onProblem`.
+ */
+export function applySharedOptions<T extends object>(
+  options: T,
+  stored: Readonly<Record<string, unknown>>,
+  onProblem: (message: string) => void = () => undefined,
+): T {
+  const out = structuredClone(options) as Record<string, unknown>;
+  for (const [key, value] of Object.entries(stored)) {
+    const spec = OPTION_SPECS.get(key);
+    if (spec === undefined || spec.scope !== 'shared') {
+      onProblem(`the store holds a shared value of '${key}', which is not a shared option here; ignored`);
+      continue;
+    }
+    try {
+      out[key] = validateOptionValue(key, value, "the profile's store");
+    } catch (err) {
+      onProblem(`${(err as Error).message}; this host's value is used`);
+    }
+  }
+  return out as T;
 }

@@ -24,7 +24,7 @@
 import os from 'node:os';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Profile } from '../config/index.js';
+import { applySharedOptions, keepsSharedOptions, type Profile } from '../config/index.js';
 import { createLogger, fileSink, stdoutIsJournal, streamSink, type Logger, type LogSink } from '../logging/index.js';
 import {
   CONTROL_PROTOCOL_VERSION,
@@ -66,6 +66,48 @@ import { Supervisor } from './supervisor.js';
 export const DAEMON_EXIT_OK = 0;
 /** Exit code of a daemon that could not start. */
 export const DAEMON_EXIT_FAILED = 1;
+
+/** How long a starting daemon waits for its PostgreSQL store to give the shared options. */
+const SHARED_OPTIONS_WAIT_MS = 5000;
+
+/**
+ * `profile` with the shared options its store holds (slots, lease, modules, ...: set once for
+ * every host by `drover config set`). A store that does not answer in time leaves this host's
+ * values, with a warning: the daemon must start even while the store is away.
+ */
+async function withSharedOptions(profile: Profile, logger: Logger): Promise<Profile> {
+  const { openStore } = await import('../store/index.js');
+  const reading = (async () => {
+    const store = await openStore(profile.storage, { logger: logger.child('store') });
+    try {
+      return await store.getSharedOptions();
+    } finally {
+      await store.close();
+    }
+  })();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const stored = await Promise.race([
+      reading,
+      new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), SHARED_OPTIONS_WAIT_MS);
+      }),
+    ]);
+    if (stored === null) {
+      reading.catch(() => undefined);
+      logger.warn(`the store did not give the shared options within ${SHARED_OPTIONS_WAIT_MS} ms; using this host's`);
+      return profile;
+    }
+    const changed = Object.keys(stored).filter((k) => Object.hasOwn(profile.options, k));
+    if (changed.length > 0) logger.info(`shared options from the store: ${changed.join(', ')}`);
+    return { ...profile, options: applySharedOptions(profile.options, stored, (m) => logger.warn(m)) };
+  } catch (err) {
+    logger.warn(`reading the shared options from the store failed (${errorMessage(err)}); using this host's`);
+    return profile;
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Rows of daemons silent this long are removed by the next daemon that registers or stops. */
 const REGISTRY_PURGE_MS = 86_400_000;
@@ -238,7 +280,8 @@ export class Daemon {
    * Starts the daemon of `profile`. Resolves with the running daemon, or with
    * `'already-running'` when another daemon of the profile holds the lock.
    */
-  static async start(profile: Profile, options: DaemonOptions = {}): Promise<Daemon | 'already-running'> {
+  static async start(profileAsGiven: Profile, options: DaemonOptions = {}): Promise<Daemon | 'already-running'> {
+    let profile = profileAsGiven;
     const env = options.env ?? process.env;
     const paths = daemonPaths(profile.name, env);
     ensurePrivateDir(paths.runtimeDir);
@@ -253,6 +296,7 @@ export class Daemon {
       );
       return 'already-running';
     }
+    if (keepsSharedOptions(profile.storage)) profile = await withSharedOptions(profile, logger);
     const daemon = new Daemon(profile, lock, root, paths, options);
     try {
       await daemon.init();

@@ -352,3 +352,13 @@ export function checkReport(
   }
   return { message, position: a.position!, index: a.index! };
 }
+
+/** Checks the name of a shared option (the store does not know the options; config checks values). */
+export function checkOptionKey(key: unknown): string {
+  if (typeof key !== 'string' || !/^[a-z][a-z0-9_.]{0,99}$/.test(key)) {
+    throw new InputError(
+      `setSharedOption: the option name must be like 'daemon.lease_seconds', got ${jsonPreview(key)}`,
+    );
+  }
+  return key;
+}

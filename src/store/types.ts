@@ -297,6 +297,10 @@ export interface ProcessStore {
   unregisterDaemon(id: string, purgeAfterMs?: number): Promise<void>;
   /** Every daemon in the registry, oldest start first. */
   listDaemons(): Promise<RegisteredDaemon[]>;
+  /** The profile's shared options held in the store (option name → value as written). */
+  getSharedOptions(): Promise<Record<string, JsonValue>>;
+  /** Writes a shared option (`undefined`: removes it); returns false when removing one not there. */
+  setSharedOption(key: string, value: JsonValue | undefined): Promise<boolean>;
 
   /** Closes the connection; safe to call twice. */
   close(): Promise<void>;

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { logDir, resolveProfile, type Profile } from '../config/index.js';
+import { applySharedOptions, keepsSharedOptions, logDir, resolveProfile, type Profile } from '../config/index.js';
 import {
   createLogger,
   fileSink,
@@ -84,12 +84,17 @@ export async function startWorker(
   logger: Logger,
   onStats?: (stats: WorkerStats) => void,
 ): Promise<Worker> {
-  const registry = await ProcessRegistry.forProfile(profile);
   let store: ProcessStore | null = null;
   let bus: MessageBus | null = null;
   try {
     const s = await openStore(profile.storage, { logger });
     store = s;
+    if (keepsSharedOptions(profile.storage)) {
+      // The profile's shared options (slots, lease, modules, ...) as every host sees them.
+      const stored = await s.getSharedOptions();
+      profile = { ...profile, options: applySharedOptions(profile.options, stored, (m) => logger.warn(m)) };
+    }
+    const registry = await ProcessRegistry.forProfile(profile);
     // A worker forked by the daemon of a local profile gets its tasks over its IPC channel.
     const forked = typeof process.send === 'function';
     bus = await openBus(profile, {

@@ -130,8 +130,8 @@ describe('cli: profile and config commands', function () {
     );
     assert.equal(byName.get('daemon.worker_process_slots')!.restartRequired, true);
     const text = drover('config', 'list', '-p', 'demo').stdout;
-    assert.match(text, /^daemon\.timeout\s+5\s+profile\s*$/m);
-    assert.match(text, /^daemon\.worker_process_slots\s+200\s+default\s+yes$/m);
+    assert.match(text, /^daemon\.timeout\s+5\s+profile\s+host\s*$/m);
+    assert.match(text, /^daemon\.worker_process_slots\s+200\s+default\s+shared\s+yes$/m);
     const unset = json<{ changed: boolean; value: number; source: string }>(
       drover('config', 'unset', 'daemon.timeout', '-p', 'demo', '--json'),
     );

@@ -143,6 +143,7 @@ describe('config/options: the option registry', () => {
       const row = doc.split('\n').find((l) => l.startsWith(`| \`${spec.name}\` |`));
       assert.ok(row, `${spec.name} has a row in the options table`);
       assert.ok(row.includes(`\`${JSON.stringify(spec.default)}\``), `${spec.name}: documented default is current`);
+      assert.ok(row.includes(` | ${spec.scope} | `), `${spec.name}: documented scope is ${spec.scope}`);
     }
   });
 });

@@ -1,6 +1,12 @@
 import { Args } from '@oclif/core';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
-import { OPTION_SPECS, describeOptionType, getOptionSpec, type OptionValue } from '../../config/index.js';
+import {
+  OPTION_SPECS,
+  describeOptionType,
+  getOptionSpec,
+  type OptionScope,
+  type OptionValue,
+} from '../../config/index.js';
 
 /** One option of `drover config describe --json`. */
 export interface OptionDescription {
@@ -10,6 +16,8 @@ export interface OptionDescription {
   default: OptionValue;
   description: string;
   restartRequired: boolean;
+  /** `shared` (a PostgreSQL profile keeps it in its store, for every host) or `host`. */
+  scope: OptionScope;
 }
 
 /** Result of `drover config describe --json`. */
@@ -35,6 +43,7 @@ export default class ConfigDescribe extends DroverCommand<typeof ConfigDescribe>
       default: structuredClone(s.default),
       description: s.description,
       restartRequired: s.restartRequired,
+      scope: s.scope,
     }));
     options.forEach((o, i) => {
       if (i > 0) this.say('');
@@ -44,6 +53,13 @@ export default class ConfigDescribe extends DroverCommand<typeof ConfigDescribe>
       this.say(`  default: ${formatValue(o.default)}`);
       this.say(
         `  restart: ${o.restartRequired ? 'a running daemon picks a change up when it restarts' : 'takes effect at once'}`,
+      );
+      this.say(
+        `  scope: ${
+          o.scope === 'shared'
+            ? "shared: for a PostgreSQL profile it lives in the profile's store, the same for every host"
+            : "host: each host's configuration file"
+        }`,
       );
     });
     return { options };

@@ -15,7 +15,9 @@ export default class ConfigList extends DroverCommand<typeof ConfigList> {
   static override summary = 'List every option with its value and where the value comes from.';
   static override description =
     'Lists the effective value of every option for a profile (-p, DROVER_PROFILE, or the default profile), or ' +
-    'with --global the global values. SOURCE is default, global or profile; options marked in the RESTART ' +
+    'with --global the global values. SOURCE is default, global, profile or store; SCOPE is shared (for a ' +
+    "PostgreSQL profile the value lives in the profile's store, the same for every host) or host (this host's " +
+    'configuration file); options marked in the RESTART ' +
     'column take effect only after the daemon restarts. --verbose adds the accepted values and the description.';
   static override examples = [
     '<%= config.bin %> config list',
@@ -34,14 +36,14 @@ export default class ConfigList extends DroverCommand<typeof ConfigList> {
       config.save();
       this.notice(created);
     }
-    const options = config.describeOptions(profile ?? undefined);
+    const options = await this.optionEntries(config, profile);
     this.say(
       profile === null ? `Global options in ${config.file}:` : `Options of profile '${profile}' in ${config.file}:`,
     );
     this.say(
       formatTable(
-        ['OPTION', 'VALUE', 'SOURCE', 'RESTART'],
-        options.map((o) => [o.name, formatValue(o.value), o.source, o.restartRequired ? 'yes' : '']),
+        ['OPTION', 'VALUE', 'SOURCE', 'SCOPE', 'RESTART'],
+        options.map((o) => [o.name, formatValue(o.value), o.source, o.scope, o.restartRequired ? 'yes' : '']),
       ),
     );
     if (this.flags.verbose) {

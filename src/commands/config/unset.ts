@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
 import { describeScope, globalFlag } from '../../cli/config-scope.js';
-import { getOptionSpec, type OptionValue } from '../../config/index.js';
+import { getOptionSpec, type OptionEntry, type OptionValue } from '../../config/index.js';
 
 /** Result of `drover config unset --json`. */
 export interface ConfigUnsetResult {
@@ -12,13 +12,14 @@ export interface ConfigUnsetResult {
   changed: boolean;
   /** The value in effect now, and where it comes from. */
   value: OptionValue;
-  source: 'default' | 'global' | 'profile';
+  source: OptionEntry['source'];
 }
 
 export default class ConfigUnset extends DroverCommand<typeof ConfigUnset> {
   static override summary = 'Remove the value of an option from a profile or from the global values.';
   static override description =
-    'After unset, a profile falls back to the global value and the global value to the default.';
+    'After unset, a profile falls back to the global value and the global value to the default. A shared option ' +
+    "of a PostgreSQL profile is removed from the profile's store too.";
   static override examples = [
     '<%= config.bin %> config unset daemon.timeout',
     '<%= config.bin %> config unset daemon.timeout -p demo',
@@ -32,12 +33,17 @@ export default class ConfigUnset extends DroverCommand<typeof ConfigUnset> {
   async run(): Promise<ConfigUnsetResult> {
     const config = this.loadConfig();
     const { key } = this.args;
-    getOptionSpec(key);
+    const spec = getOptionSpec(key);
     const { scope, created, profile } = this.configScope(config, this.flags.global);
-    const changed = config.unsetOption(key, profile ?? undefined);
+    let changed = false;
+    const { isStoredOption, writeSharedOption } = await import('../../api/shared-options.js');
+    if (profile !== null && isStoredOption(config.getProfile(profile), spec)) {
+      changed = await writeSharedOption(config.getProfile(profile), key, undefined);
+    }
+    changed = config.unsetOption(key, profile ?? undefined) || changed;
     if (changed || created !== null) config.save();
     if (created !== null) this.notice(created);
-    const now = config.describeOptions(profile ?? undefined).find((o) => o.name === key)!;
+    const now = (await this.optionEntries(config, profile)).find((o) => o.name === key)!;
     this.say(
       changed
         ? `Unset ${key} for ${describeScope(scope)}; it is now ${formatValue(now.value)} (${now.source}).`

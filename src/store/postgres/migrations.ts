@@ -118,6 +118,17 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    description: "profile_options: the profile's shared options, the same for every host",
+    sql: `
+      CREATE TABLE profile_options (
+        key text PRIMARY KEY,
+        value jsonb NOT NULL,
+        updated_at bigint NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

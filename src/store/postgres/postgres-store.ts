@@ -57,6 +57,8 @@ import type { Logger } from '../../logging/index.js';
 import { LogThrottle } from '../../logging/throttle.js';
 import { sleep } from '../../util/index.js';
 import {
+  RESULT_LIMITS,
+  checkJsonValue,
   isTerminal,
   type JournalEntry,
   type JsonValue,
@@ -82,6 +84,7 @@ import {
   checkOwners,
   claimRefusal,
   checkRegistration,
+  checkOptionKey,
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
@@ -1194,6 +1197,35 @@ export class PostgresStore implements ProcessStore {
       ageMs: Math.max(0, Number(x.age)),
       workers: x.workers,
     }));
+  }
+
+  async getSharedOptions(): Promise<Record<string, JsonValue>> {
+    const r = await this.q<{ key: string; value: JsonValue }>(
+      'getSharedOptions',
+      'read',
+      null,
+      'SELECT key, value FROM profile_options ORDER BY key',
+      [],
+    );
+    return Object.fromEntries(r.rows.map((x) => [x.key, x.value]));
+  }
+
+  async setSharedOption(key: string, value: JsonValue | undefined): Promise<boolean> {
+    const k = checkOptionKey(key);
+    if (value === undefined) {
+      const r = await this.q('setSharedOption', 'write', null, 'DELETE FROM profile_options WHERE key = $1', [k]);
+      return (r.rowCount ?? 0) > 0;
+    }
+    const json = checkJsonValue(value, `setSharedOption(${k})`, RESULT_LIMITS);
+    await this.q(
+      'setSharedOption',
+      'write',
+      null,
+      `INSERT INTO profile_options (key, value, updated_at) VALUES ($1, $2::jsonb, ${NOW})
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+      [k, json],
+    );
+    return true;
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {

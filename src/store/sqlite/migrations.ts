@@ -119,6 +119,17 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    description: "profile_options: the profile's shared options, the same for every host",
+    sql: `
+      CREATE TABLE profile_options (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

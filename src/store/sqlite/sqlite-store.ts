@@ -60,6 +60,8 @@ import {
 } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
 import {
+  RESULT_LIMITS,
+  checkJsonValue,
   isTerminal,
   type JournalEntry,
   type JsonValue,
@@ -85,6 +87,7 @@ import {
   checkOwners,
   claimRefusal,
   checkRegistration,
+  checkOptionKey,
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
@@ -1021,6 +1024,36 @@ export class SqliteStore implements ProcessStore {
         workers: JSON.parse(r.workers) as RegisteredDaemon['workers'],
       }));
     });
+  }
+
+  async getSharedOptions(): Promise<Record<string, JsonValue>> {
+    return this.guard('getSharedOptions', () => {
+      const rows = this.db.prepare('SELECT key, value FROM profile_options ORDER BY key').all() as Array<{
+        key: string;
+        value: string;
+      }>;
+      return Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value) as JsonValue]));
+    });
+  }
+
+  async setSharedOption(key: string, value: JsonValue | undefined): Promise<boolean> {
+    const k = checkOptionKey(key);
+    if (value === undefined) {
+      return this.guard(
+        'setSharedOption',
+        () => this.db.prepare('DELETE FROM profile_options WHERE key = ?').run(k).changes > 0,
+      );
+    }
+    const json = checkJsonValue(value, `setSharedOption(${k})`, RESULT_LIMITS);
+    this.guard('setSharedOption', () =>
+      this.db
+        .prepare(
+          `INSERT INTO profile_options (key, value, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+        )
+        .run(k, json, Date.now()),
+    );
+    return true;
   }
 
   async countByState(): Promise<Record<ProcessState, number>> {
