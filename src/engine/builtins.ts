@@ -9,7 +9,8 @@
  *   and stderr keeps at most `maxOutputBytes` (default 1 MiB, at most 16 MiB); past that the rest
  *   is counted but dropped and `...Truncated` is true. A non-zero exit finishes the process with
  *   that exit status (a signal gives 128 + its number, a timeout 124); a command that cannot be
- *   started (not found, not executable, bad cwd) excepts with a message saying why.
+ *   started (not found, not executable, bad cwd) excepts with a message saying why. A pause stops
+ *   the command's process group where it is (SIGSTOP; the run keeps its slot), play continues it.
  *
  * @module
  */
@@ -117,19 +118,16 @@ export const shellProcess = defineProcess<ShellInputs>({
         detached: true, // own process group: a kill reaches the command's children as well
       });
       const pgid = child.pid;
-      if (pgid !== undefined) processGroups.started(pgid);
+      if (pgid !== undefined) processGroups.started(pgid, ctx.processId);
       const out = new BoundedBuffer(max);
       const err = new BoundedBuffer(max);
       child.stdout.on('data', (b: Buffer) => out.push(b));
       child.stderr.on('data', (b: Buffer) => err.push(b));
       let why: 'killed' | 'timeout' | null = null;
       let forceTimer: NodeJS.Timeout | undefined;
+      // Through processGroups: a group stopped by a pause is continued after the SIGTERM, or it could not act on it.
       const killGroup = (sig: NodeJS.Signals): void => {
-        try {
-          if (child.pid !== undefined) process.kill(-child.pid, sig);
-        } catch {
-          // already gone
-        }
+        if (child.pid !== undefined) processGroups.signal(child.pid, sig);
       };
       const terminate = (reason: 'killed' | 'timeout'): void => {
         if (why !== null) return;

@@ -124,6 +124,8 @@ export class Worker {
           parentId: r.parentId,
           exitStatus: r.exitStatus,
           time: Date.now(),
+          runs: r.runs,
+          ...(r.control !== undefined ? { control: r.control } : {}),
         }),
     };
   }
@@ -247,7 +249,7 @@ export class Worker {
         processId: record.id,
         done: Promise.resolve({ kind: 'outcome', outcome }),
         kill: () => undefined,
-        pause: () => undefined,
+        pause: () => 'pausing',
         play: () => undefined,
         leaseLost: () => undefined,
       });
