@@ -28,6 +28,10 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { processGroupStopped, sleep } from '../util/index.js';
+
+/** How long {@link ProcessGroups.stopRun} waits for the processes of a group to show as stopped. */
+export const STOP_CONFIRM_MS = 1000;
 
 /**
  * The keeper: `live` is a space-padded list of group ids; at end-of-file each is killed. Written
@@ -75,18 +79,25 @@ export class ProcessGroups {
   }
 
   /**
-   * Stops every group of process `processId`'s run with SIGSTOP; returns how many groups are
-   * stopped now (0: the run has none, so nothing could be paused in place).
+   * Stops every group of process `processId`'s run with SIGSTOP and (on Linux) waits until each of
+   * their processes shows as stopped, at most {@link STOP_CONFIRM_MS}; resolves to how many groups
+   * are stopped (0: the run has none, so nothing could be paused in place).
    */
-  stopRun(processId: number): number {
-    let n = 0;
+  async stopRun(processId: number): Promise<number> {
+    const groups: number[] = [];
     for (const g of this.groupsOf(processId)) {
       if (this.send(g, 'SIGSTOP')) {
         this.stopped.add(g);
-        n++;
+        groups.push(g);
       }
     }
-    return n;
+    // The signal is sent; the kernel stops each process when it next runs, which on a busy machine
+    // can take a moment: a pause that answers 'stopped' means stopped.
+    const deadline = Date.now() + STOP_CONFIRM_MS;
+    while (groups.some((g) => this.stopped.has(g) && processGroupStopped(g) === false) && Date.now() < deadline) {
+      await sleep(5);
+    }
+    return groups.filter((g) => this.stopped.has(g)).length;
   }
 
   /** Continues the groups of process `processId`'s run that {@link stopRun} stopped; returns how many. */

@@ -68,10 +68,10 @@ export interface RunHandle {
   kill(message?: string): void;
   /**
    * Pauses the run: a run with process groups of its own (a `core.shell` command) is stopped in
-   * place (SIGSTOP; it keeps its slot and lease) and `'stopped'` returned; any other pauses at its
+   * place (SIGSTOP, and seen stopped; it keeps its slot and lease) and `'stopped'` returned; any other pauses at its
    * next step boundary (`'pausing'`). Either way the worker's answer is broadcast with `control` set.
    */
-  pause(): ControlEffect;
+  pause(): Promise<ControlEffect>;
   /** Cancels a pending pause request, and continues (SIGCONT) groups the pause stopped. */
   play(): void;
   /** The worker lost the lease: abort and write nothing. */
@@ -256,9 +256,9 @@ export function startRun(
       killMessage = message;
       abort.abort(new ProcessKilledError(message));
     },
-    pause() {
+    async pause() {
       pauseRequested = true;
-      const effect: ControlEffect = processGroups.stopRun(id) > 0 ? 'stopped' : 'pausing';
+      const effect: ControlEffect = (await processGroups.stopRun(id)) > 0 ? 'stopped' : 'pausing';
       host.announce({ ...record, state: 'running', paused: true, control: effect });
       return effect;
     },

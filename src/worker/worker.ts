@@ -174,7 +174,7 @@ export class Worker {
     if (!h) return;
     this.log.info(`process ${msg.processId}: ${msg.action} requested`);
     if (msg.action === 'kill') h.kill(msg.message ?? 'killed on request');
-    else if (msg.action === 'pause') h.pause();
+    else if (msg.action === 'pause') void h.pause();
     else h.play();
   }
 
@@ -249,7 +249,7 @@ export class Worker {
         processId: record.id,
         done: Promise.resolve({ kind: 'outcome', outcome }),
         kill: () => undefined,
-        pause: () => 'pausing',
+        pause: () => Promise.resolve('pausing'),
         play: () => undefined,
         leaseLost: () => undefined,
       });
