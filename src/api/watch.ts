@@ -22,7 +22,13 @@
  * @module
  */
 import { BrokerError } from '../errors/index.js';
-import { ACTIVE_STATES, isTerminal, type ProcessRecord, type ProcessState, type StateBroadcast } from '../protocol/index.js';
+import {
+  ACTIVE_STATES,
+  isTerminal,
+  type ProcessRecord,
+  type ProcessState,
+  type StateBroadcast,
+} from '../protocol/index.js';
 import type { ProcessClient } from './processes.js';
 
 /** How often a watch of given ids reads their state from the store (in case a broadcast was lost). */
@@ -151,7 +157,10 @@ export async function watchProcesses(client: ProcessClient, opts: WatchOptions):
     if (opts.signal?.aborted) finish();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     if (roots.length > 0) {
-      poll = setInterval(() => fromStore(roots.filter((id) => !isTerminal(last.get(id)?.state ?? 'created'))), WATCH_POLL_MS);
+      poll = setInterval(
+        () => fromStore(roots.filter((id) => !isTerminal(last.get(id)?.state ?? 'created'))),
+        WATCH_POLL_MS,
+      );
       poll.unref();
     }
     await done;

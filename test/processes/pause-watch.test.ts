@@ -194,7 +194,11 @@ for (const bus of BUSES) {
       assert.deepEqual([r!.outcome, r!.state, r!.paused], ['pausing', 'running', true]);
       assert.ok(Date.now() - t0 < tp.profile.options['daemon.timeout'] * 1000, 'answered before the timeout');
       // The step under way finishes, then it pauses: lease released, no further step.
-      await waitUntil(async () => (await client.getProcess(id)).leaseOwner === null, 10_000, 'the pause to take effect');
+      await waitUntil(
+        async () => (await client.getProcess(id)).leaseOwner === null,
+        10_000,
+        'the pause to take effect',
+      );
       const journaled = (await client.store.getJournal(id)).length;
       assert.equal(journaled, 1, 'paused after the step under way');
       await sleep(1000);
@@ -244,7 +248,14 @@ for (const bus of BUSES) {
           await waitUntil(async () => (await client.getProcess(id)).leaseOwner === null, 10_000, 'the pause');
           assert.equal((await playProcesses(client, [id]))[0]!.outcome, 'done');
           await waitUntil(
-            () => ofRoot().some((m, k) => !m.paused && ofRoot().slice(0, k).some((e) => e.paused)),
+            () =>
+              ofRoot().some(
+                (m, k) =>
+                  !m.paused &&
+                  ofRoot()
+                    .slice(0, k)
+                    .some((e) => e.paused),
+              ),
             10_000,
             `watch ${i} to show the play`,
           );
