@@ -174,7 +174,7 @@ export class Worker {
     if (!h) return;
     this.log.info(`process ${msg.processId}: ${msg.action} requested`);
     if (msg.action === 'kill') h.kill(msg.message ?? 'killed on request');
-    else if (msg.action === 'pause') void h.pause();
+    else if (msg.action === 'pause') void h.pause().catch(() => undefined);
     else h.play();
   }
 

@@ -189,10 +189,8 @@ for (const bus of BUSES) {
       const file = path.join(dir, `long-steps-${bus}`);
       const id = await client.submit('test.append_steps', { file, steps: 3, delayMs: 3000 });
       await waitUntil(async () => (await client.getProcess(id)).leaseOwner !== null, 20_000, 'the workflow to run');
-      const t0 = Date.now();
       const [r] = await pauseProcesses(client, [id]);
       assert.deepEqual([r!.outcome, r!.state, r!.paused], ['pausing', 'running', true]);
-      assert.ok(Date.now() - t0 < tp.profile.options['daemon.timeout'] * 1000, 'answered before the timeout');
       // The step under way finishes, then it pauses: lease released, no further step.
       await waitUntil(
         async () => (await client.getProcess(id)).leaseOwner === null,
