@@ -240,6 +240,11 @@ for (const bus of BUSES) {
             [id, 'running', false, 1],
             `watch ${i}: the first line is the current state: ${out}`,
           );
+          // A late broadcast, as one from another sender can be on RabbitMQ: older than what was printed.
+          const bus = (await client.bus())!;
+          const stale = (m: Partial<StateBroadcast>): void =>
+            bus.publishState({ ...first, time: Date.now(), ...m, v: 1, kind: 'state', processId: id });
+          stale({ state: 'created', runs: 0 });
           const [paused] = await pauseProcesses(client, [id]);
           assert.ok(['done', 'pausing'].includes(paused!.outcome), paused!.outcome);
           await waitUntil(() => ofRoot().some((m) => m.paused), 10_000, `watch ${i} to show the pause`);
@@ -257,6 +262,10 @@ for (const bus of BUSES) {
             10_000,
             `watch ${i} to show the play`,
           );
+          // A worker's late word about the pause that the play undid: the store's flag says otherwise.
+          const now = await client.getProcess(id);
+          stale({ state: now.state, runs: now.runs, paused: true, control: 'pausing' });
+          await sleep(300);
           fs.writeFileSync(stopFile, '');
           const code = await exited;
           assert.equal(code, 0, `watch ${i} exits 0 when the process ended: ${err}`);
@@ -279,6 +288,9 @@ for (const bus of BUSES) {
         );
         const pauseAt = root.findIndex((m) => m.paused);
         assert.ok(pauseAt > 0, `watch ${i} shows the pause after the current state`);
+        assert.ok(!root.some((m) => m.state === 'created'), `watch ${i} printed a late 'created': ${out}`);
+        const playAt = root.findIndex((m, k) => k > pauseAt && !m.paused);
+        assert.ok(!root.slice(playAt).some((m) => m.paused), `watch ${i} printed a late pause: ${out}`);
         assert.ok(
           root.slice(pauseAt).some((m) => !m.paused && m.state === 'running'),
           `watch ${i} shows the play`,
