@@ -214,6 +214,62 @@ for (const bus of BUSES) {
       assert.deepEqual(fs.readFileSync(file, 'utf8').trim().split('\n'), ['step-0', 'step-1', 'step-2']);
     });
 
+    it('process watch --json without ids: the active processes first, then changes, a CLI pause and play too', async () => {
+      pool = await startPool(tp, 1);
+      const stopFile = path.join(dir, `stop-all-${bus}`);
+      const id = await client.submit('test.steps_until', { stopFile, delayMs: 50 });
+      await waitUntil(async () => (await client.getProcess(id)).leaseOwner !== null, 20_000, 'the workflow to run');
+      const active = (await client.listProcesses({ states: ['created', 'running', 'waiting'] })).map((p) => p.id);
+      const watch = spawnCli(['process', 'watch', '--json', '--timeout', '60'], tp.env);
+      let out = '';
+      let err = '';
+      watch.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      watch.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((resolve) => watch.on('exit', (code) => resolve(code)));
+      const lines = (): StateBroadcast[] =>
+        out
+          .split('\n')
+          .filter((l) => l.trim() !== '')
+          .map((l) => JSON.parse(l) as StateBroadcast);
+      try {
+        await waitUntil(() => err.includes('Watching'), 20_000, 'watch to subscribe');
+        const current = lines().slice(0, active.length);
+        assert.deepEqual(
+          current.map((m) => m.processId).sort((a, b) => a - b),
+          [...active].sort((a, b) => a - b),
+          `the active processes first: ${out}`,
+        );
+        assert.deepEqual(
+          current.filter((m) => m.processId === id).map((m) => [m.state, m.paused]),
+          [['running', false]],
+        );
+        const paused = await runCliAsync(['process', 'pause', String(id)], tp.env);
+        assert.equal(paused.status, 0, paused.stdout + paused.stderr);
+        const ofId = (): StateBroadcast[] => lines().filter((m) => m.processId === id);
+        await waitUntil(() => ofId().some((m) => m.paused), 10_000, `watch to show the CLI pause: ${out}`);
+        await waitUntil(async () => (await client.getProcess(id)).leaseOwner === null, 10_000, 'the pause');
+        const played = await runCliAsync(['process', 'play', String(id)], tp.env);
+        assert.equal(played.status, 0, played.stdout + played.stderr);
+        const pauseAt = ofId().findIndex((m) => m.paused);
+        await waitUntil(
+          () => ofId().some((m, k) => k > pauseAt && !m.paused),
+          10_000,
+          `watch to show the CLI play: ${out}`,
+        );
+        fs.writeFileSync(stopFile, '');
+        await waitUntil(() => ofId().some((m) => m.state === 'finished'), 20_000, `watch to show the end: ${out}`);
+        const child = lines().filter((m) => m.parentId === id);
+        assert.deepEqual(
+          [child[0]?.state, child.at(-1)?.state],
+          ['created', 'finished'],
+          `a child created after the watch started is followed: ${out}`,
+        );
+      } finally {
+        watch.kill('SIGINT');
+        await exited;
+      }
+    });
+
     it('process watch --json ID: the current state first, then pause and play, each process in order (20 times)', async () => {
       pool = await startPool(tp, 1);
       const one = async (i: number): Promise<void> => {
