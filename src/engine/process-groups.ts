@@ -110,11 +110,6 @@ export class ProcessGroups {
     return n;
   }
 
-  /** Whether group `pgid` is stopped (by {@link stopRun}). */
-  isStopped(pgid: number): boolean {
-    return this.stopped.has(pgid);
-  }
-
   /**
    * Sends `sig` to group `pgid`; a stopped group is continued right after a signal other than
    * SIGKILL (it could not act on it while stopped). False when the group is gone.

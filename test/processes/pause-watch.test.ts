@@ -203,11 +203,13 @@ for (const bus of BUSES) {
       assert.equal((await client.store.getJournal(id)).length, journaled, 'no progress while paused');
       assert.equal((await playProcesses(client, [id]))[0]!.outcome, 'done');
       // The CLI: a second workflow, paused in its long step, prints pausing and exits 0.
-      const other = await client.submit('test.append_steps', { file: `${file}-2`, steps: 2, delayMs: 3000 });
+      // (Its step is long: the CLI may take a few seconds to start on a busy machine.)
+      const other = await client.submit('test.append_steps', { file: `${file}-2`, steps: 2, delayMs: 6000 });
       await waitUntil(async () => (await client.getProcess(other)).leaseOwner !== null, 20_000, 'it to run');
       const cli = await runCliAsync(['process', 'pause', String(other)], tp.env);
       assert.equal(cli.status, 0, cli.stdout + cli.stderr);
-      assert.match(cli.stdout, new RegExp(`^\\s*${other}\\s+pausing\\s+running \\(paused\\)`, 'm'));
+      assert.match(cli.stdout, new RegExp(`^\\s*${other}\\s+pausing\\s+running \\(paused\\)`, 'm'), cli.stdout);
+      await waitUntil(async () => (await client.getProcess(other)).leaseOwner === null, 15_000, 'it to pause');
       assert.equal((await killProcesses(client, [other]))[0]!.state, 'killed');
       const [p] = await waitForProcesses(client, [id], { timeoutSeconds: 30 });
       assert.equal(p!.state, 'finished', p!.exception ?? '');
