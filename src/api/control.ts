@@ -4,8 +4,14 @@
  * Control requests go to the store first, which is the truth: a process that no live worker
  * holds (created, waiting, paused, released) is changed right there; for a process that a worker
  * is running, the request is also broadcast on the profile's control exchange and the worker
- * running it acts (kill aborts `ctx.signal` and kills `core.shell` commands; pause takes effect at
- * the next step boundary). The reply says what happened to each id.
+ * running it acts (kill aborts `ctx.signal` and kills `core.shell` commands; pause stops a
+ * `core.shell` command's process group in place with SIGSTOP, and play continues it with SIGCONT;
+ * any other running process pauses at its next step boundary). The reply says what happened to
+ * each id (see {@link ControlOutcome}).
+ *
+ * Whoever changes the paused flag in the store (this module) broadcasts the process's state after
+ * the change, so `process watch` shows every pause and play; the worker's own broadcasts of how it
+ * acted (`control` set: `stopped`, `pausing`, `continued`) tell a waiting pause when it is done.
  *
  * Waiting uses the state broadcasts with a store check after subscribing (and a slow store poll
  * as a safety net), so a state change that happens before the subscription is never missed.
@@ -13,11 +19,26 @@
  * @module
  */
 import { InputError, WaitTimeoutError } from '../errors/index.js';
-import { isTerminal, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
+import { isTerminal, type ControlEffect, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
 import type { ProcessClient } from './processes.js';
 
-/** What happened to one id of a control request. */
-export type ControlOutcome = 'done' | 'already terminated' | 'not found' | 'unreachable' | 'timed out';
+/**
+ * What happened to one id of a control request:
+ * - `done`: it took effect (killed; paused: not started, stopped in place, or released at a step
+ *   boundary; played);
+ * - `pausing`: pause only: the worker running it acknowledged, and it pauses at its next step
+ *   boundary (a step under way is finished first); the paused flag is set already;
+ * - `already terminated`, `not found`;
+ * - `unreachable`: the broker cannot be reached to tell the worker running it;
+ * - `timed out`: the worker running it did not react within the timeout.
+ */
+export type ControlOutcome = 'done' | 'pausing' | 'already terminated' | 'not found' | 'unreachable' | 'timed out';
+
+/**
+ * How long a pause the worker answered with `pausing` waits for the step boundary before it replies
+ * `pausing` (a workflow between short steps gets `done`).
+ */
+export const PAUSE_GRACE_MS = 1000;
 
 /** One line of a control reply. */
 export interface ControlReply {
@@ -193,7 +214,7 @@ export async function killProcesses(
     for (const t of targets) {
       const r = await client.store.requestKillDetailed(t, message);
       if (r.result === 'running') running.push(t);
-      else if (r.result === 'killed') announce(client, await client.store.getProcess(t));
+      else if (r.result === 'killed') await announce(client, await client.store.getProcess(t));
       if (r.wokenParentId !== null) woken.push(r.wokenParentId);
     }
     if (woken.length > 0) {
@@ -231,26 +252,30 @@ async function dispatchNow(client: ProcessClient, ids: number[]): Promise<void> 
   }
 }
 
-function announce(client: ProcessClient, p: ProcessRecord | null): void {
+/** Broadcasts the state of `p` as the store has it now (best effort). */
+async function announce(client: ProcessClient, p: ProcessRecord | null): Promise<void> {
   if (!p) return;
-  void client.bus().then((b) =>
-    b?.publishState({
-      v: 1,
-      kind: 'state',
-      processId: p.id,
-      type: p.type,
-      state: p.state,
-      paused: p.paused,
-      parentId: p.parentId,
-      exitStatus: p.exitStatus,
-      time: Date.now(),
-    }),
-  );
+  const b = await client.bus();
+  b?.publishState({
+    v: 1,
+    kind: 'state',
+    processId: p.id,
+    type: p.type,
+    state: p.state,
+    paused: p.paused,
+    parentId: p.parentId,
+    exitStatus: p.exitStatus,
+    time: Date.now(),
+    runs: p.runs,
+  });
 }
 
 /**
- * Pauses processes: queued ones will not start, a running one stops at its next step boundary
- * (its slot is freed) and resumes from its journal when played.
+ * Pauses processes: queued and waiting ones will not start; a running `core.shell` command is
+ * stopped in place (SIGSTOP to its process group; it keeps its slot) and continues when played; any
+ * other running process stops at its next step boundary (its slot is freed) and resumes from its
+ * journal when played. The reply is `done` once it took effect, `pausing` when the worker said it
+ * will at the next step boundary (and that did not come within {@link PAUSE_GRACE_MS}).
  */
 export async function pauseProcesses(
   client: ProcessClient,
@@ -262,29 +287,54 @@ export async function pauseProcesses(
     await client.store.setPaused([p.id], true);
     let outcome: ControlOutcome = 'done';
     const live = p.leaseOwner !== null && (p.leaseExpiresAt ?? 0) > Date.now();
-    if (live) {
-      const bus = await client.bus();
-      const sent =
-        bus !== null &&
-        (await bus.publishControl({ v: 1, kind: 'control', action: 'pause', processId: p.id }).then(
-          () => true,
-          () => false,
-        ));
-      if (!sent) outcome = 'unreachable';
-      else {
-        try {
-          await waitForProcesses(client, [p.id], {
-            timeoutSeconds: timeout,
-            until: (r) => isTerminal(r.state) || r.leaseOwner === null,
-          });
-        } catch {
-          outcome = 'timed out';
-        }
-      }
-    }
-    announce(client, await client.getProcess(p.id));
+    if (live) outcome = await pauseRunning(client, p, timeout);
+    await announce(client, await client.getProcess(p.id));
     return outcome;
   });
+}
+
+/**
+ * Tells the worker running `p` to pause it and waits for the effect: the worker's answer
+ * `stopped` (a command stopped in place), or the lease released (paused at a step boundary) or the
+ * process ended; after the answer `pausing`, for at most {@link PAUSE_GRACE_MS} more.
+ */
+async function pauseRunning(client: ProcessClient, p: ProcessRecord, timeoutSeconds: number): Promise<ControlOutcome> {
+  const bus = await client.bus();
+  if (!bus) return 'unreachable';
+  let effect: ControlEffect | null = null;
+  let wake: () => void = () => undefined;
+  // Listening before the request is published: the answer cannot come before we hear it.
+  const listening = await client.listen({
+    onState: (m) => {
+      if (m.processId !== p.id) return;
+      if (m.control === 'stopped' || m.control === 'pausing') effect ??= m.control;
+      wake();
+    },
+  });
+  try {
+    try {
+      await bus.publishControl({ v: 1, kind: 'control', action: 'pause', processId: p.id });
+    } catch {
+      return 'unreachable';
+    }
+    const deadline = Date.now() + timeoutSeconds * 1000;
+    let graceEnd = Infinity;
+    for (;;) {
+      if (effect === 'stopped') return 'done';
+      const r = await client.store.getProcess(p.id);
+      // Nobody claims a paused process, so the lease can only have been released (or the run ended).
+      if (!r || isTerminal(r.state) || r.leaseOwner !== p.leaseOwner) return 'done';
+      if (effect === 'pausing' && graceEnd === Infinity) graceEnd = Date.now() + PAUSE_GRACE_MS;
+      const left = Math.min(deadline, graceEnd) - Date.now();
+      if (left <= 0) return effect === 'pausing' ? 'pausing' : 'timed out';
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, Math.min(left, 100)).unref();
+      });
+    }
+  } finally {
+    listening.stop();
+  }
 }
 
 /** Resumes paused processes. */
@@ -310,7 +360,7 @@ export async function playProcesses(
         ));
       if (!sent) outcome = 'unreachable';
     }
-    announce(client, await client.getProcess(p.id));
+    await announce(client, await client.getProcess(p.id));
     return outcome;
   });
 }

@@ -172,6 +172,7 @@ export class ProcessClient {
         parentId: null,
         exitStatus: null,
         time: Date.now(),
+        runs: 0,
       });
     }
     try {

@@ -19,9 +19,12 @@ export interface ControlReplyRow {
 
 /** Help text shared by the control commands. */
 export const CONTROL_DESCRIPTION =
-  'The reply says what happened to each id: done, already terminated, not found, unreachable (the broker ' +
-  'cannot be reached to tell the worker running it) or timed out (the worker did not react within --timeout). ' +
-  'Exits with 3 when any id was unreachable, else 5 when any timed out, else 1 when any id names no process.';
+  'The reply says what happened to each id: done (it took effect; a running core.shell command is paused by ' +
+  'stopping its process group, SIGSTOP, and played with SIGCONT), pausing (pause only: the worker running it ' +
+  'will pause it at its next step boundary; the pause is recorded, nothing more to do), already terminated, ' +
+  'not found, unreachable (the broker cannot be reached to tell the worker running it) or timed out (the worker ' +
+  'did not react within --timeout). Exits with 3 when any id was unreachable, else 5 when any timed out, ' +
+  'else 1 when any id names no process (pausing exits 0).';
 
 /** Base class of the process control commands. */
 export abstract class ProcessControlCommand extends DroverCommand<typeof ProcessControlCommand> {

@@ -12,6 +12,7 @@
  *   started (not found, not executable, bad cwd) excepts with a message saying why. While it runs,
  *   stdout and stderr are also streamed, interleaved as they arrive, to the process's output log
  *   (`ctx.output`, `drover process logs ID`).
+ *   A pause stops the command's process group where it is (SIGSTOP; the run keeps its slot), play continues it.
  *
  * @module
  */
@@ -119,7 +120,7 @@ export const shellProcess = defineProcess<ShellInputs>({
         detached: true, // own process group: a kill reaches the command's children as well
       });
       const pgid = child.pid;
-      if (pgid !== undefined) processGroups.started(pgid);
+      if (pgid !== undefined) processGroups.started(pgid, ctx.processId);
       const out = new BoundedBuffer(max);
       const err = new BoundedBuffer(max);
       // Also streamed, as they arrive, to the process's output log (`drover process logs`).
@@ -133,12 +134,9 @@ export const shellProcess = defineProcess<ShellInputs>({
       });
       let why: 'killed' | 'timeout' | null = null;
       let forceTimer: NodeJS.Timeout | undefined;
+      // Through processGroups: a group stopped by a pause is continued after the SIGTERM, or it could not act on it.
       const killGroup = (sig: NodeJS.Signals): void => {
-        try {
-          if (child.pid !== undefined) process.kill(-child.pid, sig);
-        } catch {
-          // already gone
-        }
+        if (child.pid !== undefined) processGroups.signal(child.pid, sig);
       };
       const terminate = (reason: 'killed' | 'timeout'): void => {
         if (why !== null) return;

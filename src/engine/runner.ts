@@ -8,7 +8,8 @@
  * - `suspended: waiting`: `ctx.waitFor` checkpointed the process as waiting; its slot is free and
  *   it is replayed when the last awaited child ends.
  * - `suspended: paused`: a pause took effect at a step boundary; the lease was released and the
- *   process resumes (replays) when played.
+ *   process resumes (replays) when played. (A run with a command of its own, `core.shell`, is not
+ *   suspended by a pause: its process group is stopped in place, see {@link RunHandle.pause}.)
  * - `suspended: lease-lost`: the worker no longer holds the lease (e.g. it was partitioned from
  *   the store long enough for the lease to expire); someone else owns the process now, so
  *   nothing is written.
@@ -24,12 +25,13 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { DroverError, InputError, NonDeterminismError, errorMessage, isRetryableStoreError } from '../errors/index.js';
-import type { JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
+import type { ControlEffect, JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import { RESULT_LIMITS, checkJsonShape, checkJsonValue, isJsonValue, isTerminal } from '../protocol/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { deferred, sleep } from '../util/index.js';
 import type { Logger } from '../logging/index.js';
 import { isExitCode, type ChildResult, type OutputLog, type ProcessDefinition, type RunContext } from './definition.js';
+import { processGroups } from './process-groups.js';
 import type { ProcessRegistry } from './registry.js';
 
 /** Raised into `ctx.signal` when a process is killed. */
@@ -45,8 +47,12 @@ export interface RunnerHost {
   owner: string;
   /** Publishes continue tasks (children just submitted) and clears their dispatch flag. */
   dispatch(ids: number[]): Promise<void>;
-  /** Announces a state change (best effort). */
-  announce(record: Pick<ProcessRecord, 'id' | 'type' | 'state' | 'paused' | 'parentId' | 'exitStatus'>): void;
+  /** Announces a state change, or how a pause or play request was acted on (best effort). */
+  announce(
+    record: Pick<ProcessRecord, 'id' | 'type' | 'state' | 'paused' | 'parentId' | 'exitStatus' | 'runs'> & {
+      control?: ControlEffect;
+    },
+  ): void;
   logger: Logger;
   /**
    * Opens the output log of a run (`ctx.output`), closed when the run ends; none: what a run writes
@@ -75,9 +81,13 @@ export interface RunHandle {
   readonly done: Promise<RunEnd>;
   /** Kills the process: aborts `ctx.signal`; the outcome will be `killed`. */
   kill(message?: string): void;
-  /** Requests a pause at the next step boundary. */
-  pause(): void;
-  /** Cancels a pending pause request. */
+  /**
+   * Pauses the run: a run with process groups of its own (a `core.shell` command) is stopped in
+   * place (SIGSTOP, and seen stopped; it keeps its slot and lease) and `'stopped'` returned; any other pauses at its
+   * next step boundary (`'pausing'`). Either way the worker's answer is broadcast with `control` set.
+   */
+  pause(): Promise<ControlEffect>;
+  /** Cancels a pending pause request, and continues (SIGCONT) groups the pause stopped. */
   play(): void;
   /** The worker lost the lease: abort and write nothing. */
   leaseLost(): void;
@@ -178,7 +188,7 @@ export function startRun(
       const childId = await durable(`submitting a '${type}' child`, () =>
         host.store.submitChild(id, host.owner, my, { type, inputs, label: options.label ?? null, parentId: id }),
       );
-      host.announce({ id: childId, type, state: 'created', paused: false, parentId: id, exitStatus: null });
+      host.announce({ id: childId, type, state: 'created', paused: false, parentId: id, exitStatus: null, runs: 0 });
       await host.dispatch([childId]);
       return childId;
     },
@@ -280,11 +290,17 @@ export function startRun(
       killMessage = message;
       abort.abort(new ProcessKilledError(message));
     },
-    pause() {
+    async pause() {
       pauseRequested = true;
+      const effect: ControlEffect = (await processGroups.stopRun(id)) > 0 ? 'stopped' : 'pausing';
+      host.announce({ ...record, state: 'running', paused: true, control: effect });
+      return effect;
     },
     play() {
       pauseRequested = false;
+      if (processGroups.continueRun(id) > 0) {
+        host.announce({ ...record, state: 'running', paused: false, control: 'continued' });
+      }
     },
     leaseLost() {
       if (lost) return;

@@ -28,7 +28,16 @@ export interface ControlMessage {
   message?: string;
 }
 
-/** Broadcast on every state change. */
+/**
+ * How the worker running a process acted on a pause or play request (see {@link StateBroadcast.control}):
+ * - `stopped`: the process was suspended where it is (its `core.shell` command's process group got SIGSTOP);
+ * - `pausing`: it has nothing to stop in place; it pauses at its next step boundary;
+ * - `continued`: play resumed a stopped process (SIGCONT).
+ */
+export type ControlEffect = 'stopped' | 'pausing' | 'continued';
+const CONTROL_EFFECTS: readonly ControlEffect[] = ['stopped', 'pausing', 'continued'];
+
+/** Broadcast on every state change (and when a worker acts on a pause or play request). */
 export interface StateBroadcast {
   v: 1;
   kind: 'state';
@@ -39,6 +48,13 @@ export interface StateBroadcast {
   parentId: number | null;
   exitStatus: number | null;
   time: number;
+  /**
+   * How many times the process had been claimed when this was sent (its `runs`). With the state it
+   * orders one process's events: see `stateOrder` in api/watch.ts. Absent from older senders.
+   */
+  runs?: number;
+  /** Set by the worker running the process when it acted on a pause or play request. */
+  control?: ControlEffect;
 }
 
 /**
@@ -75,6 +91,10 @@ export function parseStateBroadcast(raw: Record<string, unknown>): StateBroadcas
     parentId: positiveInt(raw.parentId) ? raw.parentId : null,
     exitStatus: typeof raw.exitStatus === 'number' ? raw.exitStatus : null,
     time: typeof raw.time === 'number' ? raw.time : Date.now(),
+    ...(typeof raw.runs === 'number' && Number.isSafeInteger(raw.runs) && raw.runs >= 0 ? { runs: raw.runs } : {}),
+    ...(typeof raw.control === 'string' && (CONTROL_EFFECTS as readonly string[]).includes(raw.control)
+      ? { control: raw.control as ControlEffect }
+      : {}),
   };
 }
 

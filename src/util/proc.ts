@@ -57,3 +57,31 @@ export function parentPid(pid: number): number | null {
     return null;
   }
 }
+
+/**
+ * Whether every live member of process group `pgid` is stopped (state `T` or `t` in /proc/PID/stat;
+ * a zombie counts as stopped, an empty group too); null where that cannot be read (not Linux).
+ */
+export function processGroupStopped(pgid: number): boolean | null {
+  if (process.platform !== 'linux') return null;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return null;
+  }
+  for (const e of entries) {
+    if (e.charCodeAt(0) < 48 || e.charCodeAt(0) > 57) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+    } catch {
+      continue; // gone
+    }
+    // After the parenthesized name: state (field 3), ppid, pgrp (field 5).
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[2]) !== pgid) continue;
+    if (!['T', 't', 'Z', 'X'].includes(rest[0] ?? '')) return false;
+  }
+  return true;
+}

@@ -131,6 +131,8 @@ export class Worker {
           parentId: r.parentId,
           exitStatus: r.exitStatus,
           time: Date.now(),
+          runs: r.runs,
+          ...(r.control !== undefined ? { control: r.control } : {}),
         }),
     };
   }
@@ -179,7 +181,7 @@ export class Worker {
     if (!h) return;
     this.log.info(`process ${msg.processId}: ${msg.action} requested`);
     if (msg.action === 'kill') h.kill(msg.message ?? 'killed on request');
-    else if (msg.action === 'pause') h.pause();
+    else if (msg.action === 'pause') void h.pause().catch(() => undefined);
     else h.play();
   }
 
@@ -254,7 +256,7 @@ export class Worker {
         processId: record.id,
         done: Promise.resolve({ kind: 'outcome', outcome }),
         kill: () => undefined,
-        pause: () => undefined,
+        pause: () => Promise.resolve('pausing'),
         play: () => undefined,
         leaseLost: () => undefined,
       });

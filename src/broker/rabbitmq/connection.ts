@@ -383,6 +383,8 @@ export class BrokerConnection {
   close(): Promise<void> {
     if (!this.closing) {
       this.closing = (async () => {
+        // State changes of the last event-loop turn go out first (a CLI pausing a process closes right after).
+        this.flushStates();
         for (const m of [...this.managed]) await m.close();
         await this.model.close().catch(() => undefined);
       })();

@@ -1,7 +1,8 @@
 import { CONTROL_DESCRIPTION, ProcessControlCommand } from '../../cli/control-command.js';
 
 export default class ProcessPause extends ProcessControlCommand {
-  static override summary = 'Pause processes: queued ones do not start, running ones stop at their next step boundary.';
+  static override summary =
+    'Pause processes: queued ones do not start, running commands stop in place, workflows at their next step boundary.';
   static override description = CONTROL_DESCRIPTION;
   static override examples = [
     '<%= config.bin %> process pause 42 43',

@@ -1,14 +1,23 @@
 import { Args, Flags } from '@oclif/core';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
-import { BrokerError } from '../../errors/index.js';
+import { InputError } from '../../errors/index.js';
+import type { StateBroadcast } from '../../protocol/index.js';
 
 export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
-  static override summary = 'Print state changes of processes live (all, or one and its children).';
+  static override summary = 'Print the state of processes, then every change live (all, or some and their children).';
   static override description =
-    'Prints one line per state change as workers broadcast them. With an id, follows that process and its ' +
-    'children and exits when it terminates. With --json, prints one JSON object per line.';
-  static override examples = ['<%= config.bin %> process watch', '<%= config.bin %> process watch 42'];
-  static override args = { id: Args.integer({ min: 1, description: 'Process to follow.' }) };
+    'Prints the current state of each watched process first (from the store), then one line per change as it ' +
+    'happens, pause and play included, in order per process (a late broadcast older than what was printed is ' +
+    'dropped). With ids, follows those processes and their children and exits when every one of them has ' +
+    'terminated; without, follows every process of the profile (the active ones are printed first) until ' +
+    'Ctrl-C or --timeout. With --json, prints the same as one JSON object per line.';
+  static override examples = [
+    '<%= config.bin %> process watch',
+    '<%= config.bin %> process watch 42',
+    '<%= config.bin %> process watch 42 43 --json',
+  ];
+  static override strict = false;
+  static override args = { ids: Args.integer({ min: 1, description: 'Processes to follow.' }) };
   static override flags = {
     timeout: timeoutFlag('Stop after this many seconds.'),
   };
@@ -19,50 +28,46 @@ export default class ProcessWatch extends DroverCommand<typeof ProcessWatch> {
   };
 
   async run(): Promise<void> {
-    const { args, flags } = await this.parse(ProcessWatch);
+    const { argv, flags } = await this.parse(ProcessWatch);
+    const ids = (argv as string[]).map((a) => {
+      const n = Number(a);
+      if (!Number.isSafeInteger(n) || n < 1) throw new InputError(`invalid process id ${JSON.stringify(a)}`);
+      return n;
+    });
     const { ProcessClient } = await import('../../api/processes.js');
-    const { isTerminal } = await import('../../protocol/index.js');
+    const { watchProcesses } = await import('../../api/watch.js');
     const client = await ProcessClient.open(this.resolveProfile());
+    const stopping = new AbortController();
+    const stop = (): void => stopping.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const timer = flags.timeout !== undefined ? setTimeout(stop, flags.timeout * 1000) : undefined;
+    timer?.unref();
+    const line = (m: StateBroadcast): void => {
+      if (flags.json) this.log(JSON.stringify(m));
+      else
+        this.log(
+          `${new Date(m.time).toISOString()}  ${String(m.processId).padStart(6)}  ${m.type.padEnd(24)} ${m.state}` +
+            (m.paused ? ' (paused)' : '') +
+            (m.exitStatus !== null ? ` [${m.exitStatus}]` : ''),
+        );
+    };
     try {
-      const bus = await client.bus();
-      if (!bus) throw new BrokerError(`cannot reach the broker at ${client.profile.broker.displayUrl}`);
-      const root = args.id;
-      const family = new Set<number>(root === undefined ? [] : [root]);
-      let finish: () => void = () => undefined;
-      const done = new Promise<void>((resolve) => (finish = resolve));
-      const unsubscribe = await bus.subscribeEvents((m) => {
-        if (root !== undefined) {
-          if (m.parentId !== null && family.has(m.parentId)) family.add(m.processId);
-          if (!family.has(m.processId)) return;
-        }
-        if (flags.json) this.log(JSON.stringify(m));
-        else
-          this.log(
-            `${new Date(m.time).toISOString()}  ${String(m.processId).padStart(6)}  ${m.type.padEnd(24)} ${m.state}` +
-              (m.paused ? ' (paused)' : '') +
-              (m.exitStatus !== null ? ` [${m.exitStatus}]` : ''),
-          );
-        if (root !== undefined && m.processId === root && isTerminal(m.state)) finish();
+      await watchProcesses(client, {
+        ids,
+        onLine: line,
+        signal: stopping.signal,
+        onReady: () =>
+          this.logToStderr(
+            ids.length === 0
+              ? 'Watching all processes (Ctrl-C to stop).'
+              : `Watching ${ids.length === 1 ? `process ${ids[0]}` : `processes ${ids.join(', ')}`} and their children.`,
+          ),
       });
-      this.logToStderr(
-        root === undefined ? 'Watching all processes (Ctrl-C to stop).' : `Watching process ${root} and its children.`,
-      );
-      if (root !== undefined) {
-        // The process may have ended before we subscribed: the store check closes that gap.
-        const p = await client.getProcess(root);
-        if (isTerminal(p.state)) {
-          if (flags.json) this.log(JSON.stringify({ processId: p.id, state: p.state, exitStatus: p.exitStatus }));
-          else this.log(`process ${p.id} already ${p.state}`);
-          finish();
-        }
-      }
-      const stop = (): void => finish();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      if (flags.timeout !== undefined) setTimeout(stop, flags.timeout * 1000).unref();
-      await done;
-      await unsubscribe();
     } finally {
+      clearTimeout(timer);
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
       await client.close();
     }
   }
