@@ -11,7 +11,13 @@
  * @module
  */
 import fs from 'node:fs';
-import { configFilePath, resolveProfile, type Profile } from '../config/index.js';
+import {
+  applySharedOptions,
+  configFilePath,
+  keepsSharedOptions,
+  resolveProfile,
+  type Profile,
+} from '../config/index.js';
 import { InputError, ProcessNotFoundError, errorMessage } from '../errors/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import {
@@ -77,9 +83,22 @@ export class ProcessClient {
     return new ProcessClient(p, store, opts.logger ?? silentLogger, env);
   }
 
-  /** The registry of process types this profile knows (built-ins plus `processes.modules`). */
+  /**
+   * The registry of process types this profile knows (built-ins plus `processes.modules`; for a
+   * PostgreSQL profile the modules are a shared option, read from its store as the workers do).
+   */
   registry(): Promise<ProcessRegistry> {
-    this.registryP ??= ProcessRegistry.forProfile(this.profile);
+    this.registryP ??= (async () => {
+      let profile = this.profile;
+      if (keepsSharedOptions(profile.storage)) {
+        const stored = await this.store.getSharedOptions();
+        profile = { ...profile, options: applySharedOptions(profile.options, stored, (m) => this.logger.warn(m)) };
+      }
+      return ProcessRegistry.forProfile(profile);
+    })();
+    this.registryP.catch(() => {
+      this.registryP = null; // a store or module that failed is tried again on the next call
+    });
     return this.registryP;
   }
 
@@ -376,7 +395,14 @@ export interface ProcessTypeInfo {
 /** The process types a profile knows (built-ins and `processes.modules`), sorted by name. */
 export async function listProcessTypes(profile?: string | Profile): Promise<ProcessTypeInfo[]> {
   const p = typeof profile === 'object' ? profile : resolveProfile(profile);
-  const registry = await ProcessRegistry.forProfile(p);
+  // Through a client: a PostgreSQL profile's modules are in its store.
+  const client = await ProcessClient.open(p);
+  let registry: ProcessRegistry;
+  try {
+    registry = await client.registry();
+  } finally {
+    await client.close();
+  }
   return registry
     .list()
     .map((d) => ({ name: d.name, description: d.description ?? null, source: registry.sourceOf(d.name) }));
