@@ -157,12 +157,20 @@ export async function checkStore(storage: StorageSettings, timeoutMs: number): P
  * For RabbitMQ, opens an AMQP connection (no recovery: one attempt), reads the server's version and
  * closes it. The local bus has nothing to check.
  */
-export async function checkBroker(broker: BrokerSettings, timeoutMs: number): Promise<BrokerStatus> {
+export async function checkBroker(
+  broker: BrokerSettings,
+  timeoutMs: number,
+  heartbeatSeconds?: number,
+): Promise<BrokerStatus> {
   if (broker.kind === 'local') return { kind: 'local', url: broker.displayUrl, reachable: true };
-  return checkRabbit(broker, timeoutMs);
+  return checkRabbit(broker, timeoutMs, heartbeatSeconds);
 }
 
-async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Promise<RabbitBrokerStatus> {
+async function checkRabbit(
+  broker: RabbitBrokerSettings,
+  timeoutMs: number,
+  heartbeatSeconds: number | undefined,
+): Promise<RabbitBrokerStatus> {
   const status: RabbitBrokerStatus = {
     kind: 'rabbitmq',
     url: broker.displayUrl,
@@ -175,9 +183,12 @@ async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Pro
     error: null,
   };
   try {
-    const { default: amqp } = await import('amqplib');
+    const [{ default: amqp }, { urlWithHeartbeat }] = await Promise.all([
+      import('amqplib'),
+      import('../broker/rabbitmq/connection.js'),
+    ]);
     const conn = await bounded(
-      amqp.connect(broker.url, {
+      amqp.connect(urlWithHeartbeat(broker.url, heartbeatSeconds), {
         noDelay: true,
         timeout: timeoutMs,
         clientProperties: { connection_name: 'drover status' },
@@ -227,7 +238,7 @@ export async function getStatus(profile: Profile, opts: StatusOptions = {}): Pro
   const timeoutMs = opts.timeoutMs ?? Math.round(profile.options['daemon.timeout'] * 1000);
   const [store, broker, daemon] = await Promise.all([
     checkStore(profile.storage, timeoutMs),
-    checkBroker(profile.broker, timeoutMs),
+    checkBroker(profile.broker, timeoutMs, profile.options['broker.heartbeat_seconds']),
     (opts.daemonStatus ?? ((p: Profile) => daemonStatusFromClient(p, timeoutMs / 1000)))(profile).catch(
       (err: unknown): DaemonStatus => ({
         running: false,
