@@ -104,7 +104,7 @@ const specs: OptionSpec[] = [
     description:
       'RabbitMQ: AMQP heartbeat asked for by daemons, workers and clients (the broker may only lower it). ' +
       "A connection silent for about twice this long is dropped, so a dead host's consumer stops receiving " +
-      "tasks within seconds, not minutes; 0 turns heartbeats off (then only TCP notices, after minutes). A " +
+      'tasks within seconds, not minutes; 0 turns heartbeats off (then only TCP notices, after minutes). A ' +
       "'heartbeat' in the broker URL's query wins over this option.",
     restartRequired: true,
   },
