@@ -88,7 +88,8 @@ export async function startWorker(
   let store: ProcessStore | null = null;
   let bus: MessageBus | null = null;
   try {
-    const s = await openStore(profile.storage, { logger });
+    // A store that belongs to another profile is refused here: the worker consumes nothing.
+    const s = await openStore(profile.storage, { logger, profile: { name: profile.name, uuid: profile.uuid } });
     store = s;
     // A worker forked by the daemon of a local profile gets its tasks over its IPC channel.
     const forked = typeof process.send === 'function';

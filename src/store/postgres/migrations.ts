@@ -89,6 +89,19 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND NOT paused;
     `,
   },
+  {
+    version: 6,
+    description: 'store_meta: the profile the store belongs to',
+    sql: `
+      -- Facts about the store itself; 'profile_uuid' (and, for messages, 'profile_name') are set
+      -- by the first daemon or worker that opens the store, and checked by every later one.
+      CREATE TABLE store_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL,
+        set_at bigint NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

@@ -90,6 +90,19 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
         WHERE dispatched_at IS NOT NULL AND dispatch_requested_at IS NULL AND paused = 0;
     `,
   },
+  {
+    version: 6,
+    description: 'store_meta: the profile the store belongs to',
+    sql: `
+      -- Facts about the store itself; 'profile_uuid' (and, for messages, 'profile_name') are set
+      -- by the first daemon or worker that opens the store, and checked by every later one.
+      CREATE TABLE store_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        set_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */
