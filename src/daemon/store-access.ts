@@ -11,6 +11,9 @@ import type { Logger } from '../logging/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { StoreProfileMismatchError } from '../errors/index.js';
 
+/** How long a store found to belong to another profile is refused before it is opened again. */
+export const MISMATCH_RETRY_MS = 10_000;
+
 /** A lazily opened store. */
 export interface LazyStore {
   /** The open store (opened on the first call; a failed open is retried on the next call). */
@@ -24,9 +27,12 @@ export function lazyStore(profile: Profile, logger: Logger): LazyStore {
   let store: Promise<ProcessStore> | null = null;
   let closed = false;
   let lastMismatch: string | null = null;
+  let refused: { err: StoreProfileMismatchError; until: number } | null = null;
   return {
     get() {
       if (closed) return Promise.reject(new Error('the daemon closed its store connection'));
+      // Another profile's store stays another's: look again only now and then, not on every poll.
+      if (refused && Date.now() < refused.until) return Promise.reject(refused.err);
       if (!store) {
         store = import('../store/index.js').then((m) =>
           m.openStore(profile.storage, {
@@ -37,9 +43,10 @@ export function lazyStore(profile: Profile, logger: Logger): LazyStore {
         store.catch((err: unknown) => {
           store = null; // try again next time
           // Not a passing trouble: say it loudly, once per distinct message.
-          if (err instanceof StoreProfileMismatchError && err.message !== lastMismatch) {
+          if (err instanceof StoreProfileMismatchError) {
+            refused = { err, until: Date.now() + MISMATCH_RETRY_MS };
+            if (err.message !== lastMismatch) logger.error(err.message);
             lastMismatch = err.message;
-            logger.error(err.message);
           }
         });
       }
