@@ -16,16 +16,20 @@ export async function removeProfileBroker(profile: Profile, timeoutMs = 5000): P
   const out: RemovedData = { removed: [], kept: [] };
   const broker = profile.broker;
   if (broker.kind !== 'rabbitmq') return out;
-  const [{ default: amqp }, { topologyFor }] = await Promise.all([
+  const [{ default: amqp }, { topologyFor }, { urlWithHeartbeat }] = await Promise.all([
     import('amqplib'),
     import('../broker/rabbitmq/topology.js'),
+    import('../broker/rabbitmq/connection.js'),
   ]);
   const topo = topologyFor(profile.uuid);
   let conn: Awaited<ReturnType<typeof amqp.connect>>;
   try {
     // Raced with a timer of our own too: a name that does not resolve can take longer than the
     // socket's connect timeout.
-    const connecting = amqp.connect(broker.url, { noDelay: true, timeout: timeoutMs });
+    const connecting = amqp.connect(urlWithHeartbeat(broker.url, profile.options['broker.heartbeat_seconds']), {
+      noDelay: true,
+      timeout: timeoutMs,
+    });
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);

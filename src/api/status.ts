@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { openStore } from '../store/index.js';
+import { openStore, storeMismatchMessage } from '../store/index.js';
 import {
   describeStorage,
   type BrokerSettings,
@@ -31,6 +31,13 @@ export interface StoreStatus {
   serverVersion: string | null;
   /** Why it is not reachable (null when it is). */
   error: string | null;
+  /** Uuid of the profile the store records it belongs to (null: none recorded yet, or unreachable). */
+  profileUuid: string | null;
+  /**
+   * When the store belongs to another profile: what is wrong and what to do (daemons and workers of
+   * this profile refuse to consume from it); null otherwise.
+   */
+  profileMismatch: string | null;
 }
 
 /**
@@ -84,6 +91,8 @@ export interface ProfileStatus {
   daemon: DaemonStatus;
   /** True when the store and the broker are both reachable. */
   reachable: boolean;
+  /** True when they are reachable and the store belongs to this profile (the exit code 0 of `drover status`). */
+  ok: boolean;
 }
 
 /** Options of {@link getStatus}. */
@@ -124,8 +133,16 @@ async function bounded<T>(start: Promise<T>, ms: number, what: string, cleanup: 
   }
 }
 
-/** Opens the store, reads its versions and closes it again. */
-export async function checkStore(storage: StorageSettings, timeoutMs: number): Promise<StoreStatus> {
+/**
+ * Opens the store, reads its versions and the profile it belongs to, and closes it again. With
+ * `profile`, a store that belongs to another profile is reported in `profileMismatch` (nothing is
+ * recorded: status only looks).
+ */
+export async function checkStore(
+  storage: StorageSettings,
+  timeoutMs: number,
+  profile?: { name: string; uuid: string },
+): Promise<StoreStatus> {
   const status: StoreStatus = {
     backend: storage.backend,
     location: describeStorage(storage),
@@ -133,17 +150,23 @@ export async function checkStore(storage: StorageSettings, timeoutMs: number): P
     schemaVersion: null,
     serverVersion: null,
     error: null,
+    profileUuid: null,
+    profileMismatch: null,
   };
   try {
     const store = await bounded(openStore(storage), timeoutMs, 'the store', (s) => s.close());
     try {
-      const [schema, server] = await bounded(
-        Promise.all([store.schemaVersion(), store.serverVersion()]),
+      const [schema, server, owner] = await bounded(
+        Promise.all([store.schemaVersion(), store.serverVersion(), store.storeProfile()]),
         timeoutMs,
         'the store',
         () => undefined,
       );
       Object.assign(status, { reachable: true, schemaVersion: schema, serverVersion: server });
+      status.profileUuid = owner?.uuid ?? null;
+      if (profile && owner && owner.uuid.toLowerCase() !== profile.uuid.toLowerCase()) {
+        status.profileMismatch = storeMismatchMessage(storage, profile, owner);
+      }
     } finally {
       await store.close().catch(() => undefined);
     }
@@ -157,12 +180,20 @@ export async function checkStore(storage: StorageSettings, timeoutMs: number): P
  * For RabbitMQ, opens an AMQP connection (no recovery: one attempt), reads the server's version and
  * closes it. The local bus has nothing to check.
  */
-export async function checkBroker(broker: BrokerSettings, timeoutMs: number): Promise<BrokerStatus> {
+export async function checkBroker(
+  broker: BrokerSettings,
+  timeoutMs: number,
+  heartbeatSeconds?: number,
+): Promise<BrokerStatus> {
   if (broker.kind === 'local') return { kind: 'local', url: broker.displayUrl, reachable: true };
-  return checkRabbit(broker, timeoutMs);
+  return checkRabbit(broker, timeoutMs, heartbeatSeconds);
 }
 
-async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Promise<RabbitBrokerStatus> {
+async function checkRabbit(
+  broker: RabbitBrokerSettings,
+  timeoutMs: number,
+  heartbeatSeconds: number | undefined,
+): Promise<RabbitBrokerStatus> {
   const status: RabbitBrokerStatus = {
     kind: 'rabbitmq',
     url: broker.displayUrl,
@@ -175,9 +206,12 @@ async function checkRabbit(broker: RabbitBrokerSettings, timeoutMs: number): Pro
     error: null,
   };
   try {
-    const { default: amqp } = await import('amqplib');
+    const [{ default: amqp }, { urlWithHeartbeat }] = await Promise.all([
+      import('amqplib'),
+      import('../broker/rabbitmq/connection.js'),
+    ]);
     const conn = await bounded(
-      amqp.connect(broker.url, {
+      amqp.connect(urlWithHeartbeat(broker.url, heartbeatSeconds), {
         noDelay: true,
         timeout: timeoutMs,
         clientProperties: { connection_name: 'drover status' },
@@ -226,8 +260,8 @@ export async function daemonStatusFromClient(profile: Profile, timeoutSeconds?: 
 export async function getStatus(profile: Profile, opts: StatusOptions = {}): Promise<ProfileStatus> {
   const timeoutMs = opts.timeoutMs ?? Math.round(profile.options['daemon.timeout'] * 1000);
   const [store, broker, daemon] = await Promise.all([
-    checkStore(profile.storage, timeoutMs),
-    checkBroker(profile.broker, timeoutMs),
+    checkStore(profile.storage, timeoutMs, { name: profile.name, uuid: profile.uuid }),
+    checkBroker(profile.broker, timeoutMs, profile.options['broker.heartbeat_seconds']),
     (opts.daemonStatus ?? ((p: Profile) => daemonStatusFromClient(p, timeoutMs / 1000)))(profile).catch(
       (err: unknown): DaemonStatus => ({
         running: false,
@@ -244,5 +278,6 @@ export async function getStatus(profile: Profile, opts: StatusOptions = {}): Pro
     broker,
     daemon,
     reachable: store.reachable && broker.reachable,
+    ok: store.reachable && broker.reachable && store.profileMismatch === null,
   };
 }

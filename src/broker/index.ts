@@ -61,6 +61,7 @@ export async function openBus(profile: Profile, opts: OpenBusOptions = {}): Prom
     logger,
     connectionName: opts.connectionName,
     connectTimeoutMs: opts.connectTimeoutMs,
+    heartbeatSeconds: profile.options['broker.heartbeat_seconds'],
   });
   return new RabbitBus(conn, logger);
 }

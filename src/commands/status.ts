@@ -9,7 +9,8 @@ export default class Status extends DroverCommand<typeof Status> {
     'Show the configuration file, the profile, and whether its store, broker and daemon are up.';
   static override description =
     'Checks the store and the broker of the profile (-p, DROVER_PROFILE, or the default profile) in parallel, ' +
-    'each for at most --timeout (default daemon.timeout) seconds. Exits with 3 when the store or the broker is not reachable. ' +
+    'each for at most --timeout (default daemon.timeout) seconds. Exits with 3 when the store or the broker is not reachable, ' +
+    'or when the store belongs to another profile (WRONG STORE: its daemon and workers refuse to consume from it). ' +
     'On first use (no configuration file) it creates the profile `default` (SQLite store, the local bus) ' +
     'and says so.';
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status -p demo --json'];
@@ -26,8 +27,10 @@ export default class Status extends DroverCommand<typeof Status> {
     const s = await getStatus(profile, t === undefined ? {} : { timeoutMs: Math.round(t * 1000) });
     const up = (ok: boolean): string => (ok ? 'reachable' : 'UNREACHABLE').padEnd(11);
     const storeVersion = s.store.reachable
-      ? ` (schema version ${s.store.schemaVersion}, ${s.store.serverVersion})`
+      ? ` (schema version ${s.store.schemaVersion}, ${s.store.serverVersion})` +
+        (s.store.profileMismatch !== null ? `: ${s.store.profileMismatch}` : '')
       : ` (${s.store.error})`;
+    const storeWord = s.store.profileMismatch !== null ? 'WRONG STORE'.padEnd(11) : up(s.store.reachable);
     const b = s.broker;
     const brokerLine =
       b.kind === 'local'
@@ -39,12 +42,12 @@ export default class Status extends DroverCommand<typeof Status> {
     const rows: Array<[string, string]> = [
       ['Config file', s.configFile],
       ['Profile', `${s.profile} (${s.uuid})`],
-      ['Store', `${up(s.store.reachable)}  ${s.store.location}${storeVersion}`],
+      ['Store', `${storeWord}  ${s.store.location}${storeVersion}`],
       ['Broker', brokerLine],
       ['Daemon', s.daemon.summary],
     ];
     for (const [k, v] of rows) this.say(`${(k + ':').padEnd(13)}${v}`);
-    if (!s.reachable) {
+    if (!s.ok) {
       // Exit at once: a connection attempt that outlived its timeout must not keep the CLI waiting.
       if (this.jsonEnabled()) this.logJson(s);
       this.exit(EXIT_UNREACHABLE);

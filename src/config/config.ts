@@ -253,41 +253,51 @@ function validateBroker(broker: unknown, where: string): BrokerSettingsRaw {
 }
 
 function validateProfileRecord(name: string, raw: unknown, file: string): ProfileRecord {
-  const where = `${file}: profiles.${name}`;
   try {
     validateProfileName(name);
   } catch (err) {
     throw new ConfigError(`${file}: in 'profiles': ${(err as Error).message}`);
   }
-  if (!isObject(raw)) throw new ConfigError(`${where} must be an object`);
-  rejectUnknownKeys(raw, ['uuid', 'storage', 'broker', 'options'], where);
+  return validateProfileBody(raw, `${file}: profiles.${name}`, ['uuid', 'storage', 'broker', 'options']);
+}
+
+/**
+ * Validates the settings of a profile (`uuid`, `storage`, `broker`, `options`) in `raw`, which may
+ * hold the keys in `allowed` only; messages name fields as `<where>.<field>` (with `where` ending in
+ * ':' or ' ', no dot is put in between).
+ * @throws ConfigError naming the field and what is wrong.
+ */
+export function validateProfileBody(raw: unknown, where: string, allowed: readonly string[]): ProfileRecord {
+  const at = (field: string): string => (/[: ]$/.test(where) ? `${where}${field}` : `${where}.${field}`);
+  if (!isObject(raw)) throw new ConfigError(`${where.replace(/[: ]+$/, '')} must be an object`);
+  rejectUnknownKeys(raw, allowed, where.replace(/[: ]+$/, ''));
   const { uuid, storage, broker, options } = raw;
   if (typeof uuid !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uuid)) {
-    throw new ConfigError(`${where}.uuid must be a UUID string, got ${JSON.stringify(uuid)}`);
+    throw new ConfigError(`${at('uuid')} must be a UUID string, got ${JSON.stringify(uuid)}`);
   }
-  if (!isObject(storage)) throw new ConfigError(`${where}.storage must be an object`);
+  if (!isObject(storage)) throw new ConfigError(`${at('storage')} must be an object`);
   let st: StorageSettings;
   if (storage.backend === 'sqlite') {
-    rejectUnknownKeys(storage, ['backend', 'path'], `${where}.storage`);
+    rejectUnknownKeys(storage, ['backend', 'path'], at('storage'));
     if (typeof storage.path !== 'string' || storage.path === '') {
-      throw new ConfigError(`${where}.storage.path must be a non-empty string`);
+      throw new ConfigError(`${at('storage.path')} must be a non-empty string`);
     }
     if (!path.isAbsolute(storage.path)) {
-      throw new ConfigError(`${where}.storage.path must be an absolute path, got ${JSON.stringify(storage.path)}`);
+      throw new ConfigError(`${at('storage.path')} must be an absolute path, got ${JSON.stringify(storage.path)}`);
     }
     st = { backend: 'sqlite', path: storage.path };
   } else if (storage.backend === 'postgres') {
-    rejectUnknownKeys(storage, ['backend', 'url'], `${where}.storage`);
-    if (typeof storage.url !== 'string') throw new ConfigError(`${where}.storage.url must be a string`);
-    checkPostgresUrl(storage.url, `${where}.storage.url`);
+    rejectUnknownKeys(storage, ['backend', 'url'], at('storage'));
+    if (typeof storage.url !== 'string') throw new ConfigError(`${at('storage.url')} must be a string`);
+    checkPostgresUrl(storage.url, at('storage.url'));
     st = { backend: 'postgres', url: storage.url };
   } else {
     throw new ConfigError(
-      `${where}.storage.backend must be "sqlite" or "postgres", got ${JSON.stringify(storage.backend)}`,
+      `${at('storage.backend')} must be "sqlite" or "postgres", got ${JSON.stringify(storage.backend)}`,
     );
   }
-  const br = validateBroker(broker, `${where}.broker`);
-  return { uuid, storage: st, broker: br, options: validateOptions(options, `${where}.options`) };
+  const br = validateBroker(broker, at('broker'));
+  return { uuid, storage: st, broker: br, options: validateOptions(options, at('options')) };
 }
 
 /**
@@ -579,6 +589,60 @@ export class Config {
       if (setup.setDefault || d.default_profile === null) d.default_profile = name;
     });
     return this.getProfile(name);
+  }
+
+  /**
+   * Adds a profile made elsewhere (`drover profile import`), keeping its uuid. Refused when a profile
+   * of that name exists or another profile has that uuid, unless `force`: then the profile of that
+   * name is overwritten and one with that uuid under another name is removed from the
+   * configuration (its data is left in place): one host never has two profiles with one uuid, whose
+   * daemons would take each other's workers for dead. A SQLite file another profile uses is
+   * refused either way. The first profile becomes the default.
+   * @returns the names of the profiles replaced or removed.
+   */
+  importProfile(name: string, record: ProfileRecord, opts: { force?: boolean; source?: string } = {}): string[] {
+    validateProfileName(name);
+    const from = opts.source === undefined ? '' : ` from ${opts.source}`;
+    const replaced: string[] = [];
+    if (this.hasProfile(name)) {
+      if (!opts.force) {
+        throw new ProfileError(
+          `cannot import profile '${name}'${from}: a profile of that name exists in ${this.file}; ` +
+            `choose another name with --name, or replace it with --force`,
+        );
+      }
+      replaced.push(name);
+    }
+    const sameUuid = this.profileNames.filter(
+      (n) => n !== name && this.data.profiles[n]!.uuid.toLowerCase() === record.uuid.toLowerCase(),
+    );
+    if (sameUuid.length > 0 && !opts.force) {
+      throw new ProfileError(
+        `cannot import profile '${name}'${from}: profile '${sameUuid[0]}' in ${this.file} already has uuid ` +
+          `${record.uuid} (it is the same profile); use it as it is, or replace it with --force`,
+      );
+    }
+    replaced.push(...sameUuid);
+    const st = record.storage;
+    if (st.backend === 'sqlite') {
+      const other = this.profileNames.find((n) => {
+        if (replaced.includes(n)) return false;
+        const s = this.data.profiles[n]!.storage;
+        return s.backend === 'sqlite' && s.path === st.path;
+      });
+      if (other !== undefined) {
+        throw new ConfigError(
+          `cannot import profile '${name}'${from}: its SQLite store ${st.path} is already the store of profile '${other}'`,
+        );
+      }
+    }
+    this.mutate((d) => {
+      for (const n of sameUuid) delete d.profiles[n];
+      d.profiles[name] = structuredClone(record);
+      if (d.default_profile !== null && sameUuid.includes(d.default_profile)) d.default_profile = name;
+      if (d.default_profile === null) d.default_profile = name;
+    });
+    return replaced;
   }
 
   /**

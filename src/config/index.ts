@@ -6,3 +6,4 @@ export * from './json-position.js';
 export * from './profile-view.js';
 export * from './profile-data.js';
 export * from './module-spec.js';
+export * from './profile-transfer.js';

@@ -115,6 +115,18 @@ const specs: OptionSpec[] = [
     restartRequired: true,
   },
   {
+    name: 'broker.heartbeat_seconds',
+    type: { kind: 'number', integer: true, min: 0, max: 600, unit: 'seconds' },
+    default: 5,
+    description:
+      'RabbitMQ: AMQP heartbeat asked for by daemons, workers and clients (the broker may only lower it). ' +
+      "A connection silent for about twice this long is dropped, so a dead host's consumer stops receiving " +
+      'tasks within seconds, not minutes; 0 turns heartbeats off (then only TCP notices, after minutes). A ' +
+      "'heartbeat' in the broker URL's query wins over this option.",
+    scope: 'host',
+    restartRequired: true,
+  },
+  {
     name: 'logging.level',
     type: { kind: 'enum', choices: ['debug', 'info', 'warn', 'error'] },
     default: 'info',
@@ -168,6 +180,7 @@ export interface Options {
   'daemon.shutdown_grace': number;
   'daemon.lease_seconds': number;
   'broker.redispatch_seconds': number;
+  'broker.heartbeat_seconds': number;
   'logging.level': 'debug' | 'info' | 'warn' | 'error';
   'processes.modules': string[];
   /** '' when not set. */

@@ -118,6 +118,15 @@ export class StoreVersionError extends StoreError {
   override readonly code: string = 'STORE_VERSION';
 }
 
+/**
+ * The store belongs to another profile (it records the uuid of the profile that first consumed
+ * it): a daemon or worker of this profile refuses to consume from it. The message names the store,
+ * both profiles and what to do.
+ */
+export class StoreProfileMismatchError extends StoreError {
+  override readonly code: string = 'STORE_PROFILE_MISMATCH';
+}
+
 /** The broker failed or is unreachable. */
 export class BrokerError extends DroverError {
   override readonly code: string = 'BROKER_ERROR';

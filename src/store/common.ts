@@ -17,7 +17,14 @@ import {
   type ProcessOutcome,
   type ProcessState,
 } from '../protocol/index.js';
-import type { ClaimResult, DaemonRegistration, NewProcess, ProcessFilter, ReportPosition } from './types.js';
+import type {
+  ClaimResult,
+  DaemonRegistration,
+  NewProcess,
+  ProcessFilter,
+  ReportPosition,
+  StoreOwner,
+} from './types.js';
 
 /** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
 export const DAY_MS = 86_400_000;
@@ -361,4 +368,31 @@ export function checkOptionKey(key: unknown): string {
     );
   }
   return key;
+}
+
+/** A row of `store_meta`. */
+export interface MetaRow {
+  key: string;
+  value: string;
+  set_at: number | string;
+}
+
+/** The store's owner from its `profile_uuid` and `profile_name` rows, or null without the first. */
+export function ownerFromRows(rows: readonly MetaRow[]): StoreOwner | null {
+  const uuid = rows.find((r) => r.key === 'profile_uuid');
+  if (!uuid) return null;
+  const name = rows.find((r) => r.key === 'profile_name');
+  return { uuid: uuid.value, name: name?.value ?? null, since: Number(uuid.set_at) };
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Checks the arguments of {@link ProcessStore.adoptProfile}. */
+export function checkAdoptArgs(uuid: unknown, name: unknown): void {
+  if (typeof uuid !== 'string' || !UUID_RE.test(uuid)) {
+    throw new InputError(`adoptProfile: uuid must be a UUID string, got ${JSON.stringify(uuid)}`);
+  }
+  if (typeof name !== 'string' || name === '') {
+    throw new InputError(`adoptProfile: name must be a non-empty string, got ${JSON.stringify(name)}`);
+  }
 }

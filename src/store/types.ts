@@ -168,6 +168,24 @@ export interface ReportPosition {
   index: number;
 }
 
+/** The profile a store belongs to (see {@link ProcessStore.storeProfile}). */
+export interface StoreOwner {
+  /** The profile's uuid. */
+  uuid: string;
+  /** Its name when it was recorded (for messages only: names differ between hosts). */
+  name: string | null;
+  /** When it was recorded (ms since the epoch). */
+  since: number;
+}
+
+/** Result of {@link ProcessStore.adoptProfile}. */
+export interface AdoptResult {
+  /** The profile the store belongs to now. */
+  owner: StoreOwner;
+  /** True when this call recorded it (the store recorded no profile before). */
+  adopted: boolean;
+}
+
 /** The interface every store adapter implements (see the conformance suite in test/store/). */
 export interface ProcessStore {
   /** `sqlite` or `postgres`. */
@@ -176,6 +194,17 @@ export interface ProcessStore {
   schemaVersion(): Promise<number>;
   /** Version string of the database server or library. */
   serverVersion(): Promise<string>;
+
+  /**
+   * The profile the store belongs to, as the first daemon or worker that opened it recorded it; null
+   * when none is recorded (a store nobody consumed yet, or one made before schema version 6).
+   */
+  storeProfile(): Promise<StoreOwner | null>;
+  /**
+   * Records the profile `uuid` (named `name` here) as the store's owner unless one is recorded
+   * already, atomically (two openers racing: one wins, both get the winner). Never replaces an owner.
+   */
+  adoptProfile(uuid: string, name: string): Promise<AdoptResult>;
 
   /** Creates processes in state `created`, dispatch pending, in one transaction; returns their ids in order. */
   createProcesses(specs: readonly NewProcess[]): Promise<number[]>;

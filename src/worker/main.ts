@@ -87,7 +87,8 @@ export async function startWorker(
   let store: ProcessStore | null = null;
   let bus: MessageBus | null = null;
   try {
-    const s = await openStore(profile.storage, { logger });
+    // A store that belongs to another profile is refused here: the worker consumes nothing.
+    const s = await openStore(profile.storage, { logger, profile: { name: profile.name, uuid: profile.uuid } });
     store = s;
     if (keepsSharedOptions(profile.storage)) {
       // The profile's shared options (slots, lease, modules, ...) as every host sees them.

@@ -32,7 +32,7 @@
  *
  * @module
  */
-import { processLogPath, type Profile } from '../config/index.js';
+import { describeStorage, processLogPath, type Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
 import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import { LogThrottle } from '../logging/throttle.js';
@@ -235,8 +235,15 @@ export class Worker {
       this.claiming.delete(id);
       if (!r.claimed) {
         dropped++;
-        if (r.reason === 'not-found') this.log.warn(`dropped task for process ${id}: no such process`);
-        else this.log.debug(`dropped task for process ${id}: ${r.reason}`);
+        if (r.reason === 'not-found') {
+          // Acked all the same (the task can never succeed), but said loudly: a task for a process
+          // the store does not know means the bus and the store disagree on whose they are.
+          this.log.error(
+            `dropped task for process ${id}: store ${describeStorage(this.opts.profile.storage)} has no such ` +
+              `process (profile '${this.opts.profile.name}', uuid ${this.opts.profile.uuid}); was the store ` +
+              `replaced, or does another profile's store publish to this broker? See docs/store.md`,
+          );
+        } else this.log.debug(`dropped task for process ${id}: ${r.reason}`);
         continue;
       }
       this.begin(r.process, r.journal);

@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { execFile } from 'node:child_process';
 import path from 'node:path';
 import amqp from 'amqplib';
 import { openBus, type MessageBus } from '../../src/broker/index.js';
-import { deleteTopology, topologyFor } from '../../src/broker/rabbitmq/index.js';
+import { RabbitBus, deleteTopology, topologyFor, urlWithHeartbeat } from '../../src/broker/rabbitmq/index.js';
 import { resolveBroker, resolveOptions, type Profile } from '../../src/config/index.js';
 import { openStore, type ProcessStore } from '../../src/store/index.js';
 import { RABBIT_URL, cleanupTempDirs, portOpen, requireService, tempDir, waitUntil } from '../helpers/env.js';
@@ -145,4 +146,75 @@ describe('rabbitmq bus: the task queue state (for the re-dispatch check)', funct
     );
     assert.deepEqual(state, { ready: 0, consumers: 0 });
   });
+});
+
+describe('rabbitmq bus: heartbeat (broker.heartbeat_seconds)', function () {
+  this.timeout(60_000);
+  const opened: MessageBus[] = [];
+  before(async function () {
+    requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
+  });
+  after(async () => {
+    for (const b of opened) await b.close();
+  });
+
+  /**
+   * The heartbeat RabbitMQ reports for the connection named `name`: a number, 'absent' (not listed
+   * yet) or 'unavailable' (no rabbitmqctl here). Asynchronous: a blocked event loop would miss
+   * heartbeats.
+   */
+  function serverSideTimeout(name: string): Promise<number | 'absent' | 'unavailable'> {
+    return new Promise((resolve) => {
+      execFile(
+        'rabbitmqctl',
+        ['-q', 'list_connections', 'name', 'timeout', 'client_properties'],
+        { encoding: 'utf8', timeout: 30_000 },
+        (err, stdout) => {
+          if (err) {
+            resolve('unavailable');
+            return;
+          }
+          const line = stdout.split('\n').find((l) => l.includes(name));
+          const n = line === undefined ? NaN : Number(line.split('\t')[1]);
+          resolve(Number.isFinite(n) ? n : 'absent');
+        },
+      );
+    });
+  }
+
+  it('urlWithHeartbeat asks for the option in the URL query, and a heartbeat in the URL wins', () => {
+    assert.equal(urlWithHeartbeat('amqp://u:p@h:5672/v', 5), 'amqp://u:p@h:5672/v?heartbeat=5');
+    assert.equal(urlWithHeartbeat('amqp://h/?heartbeat=30', 5), 'amqp://h/?heartbeat=30');
+    assert.equal(urlWithHeartbeat('amqp://h/?frameMax=8192', 0), 'amqp://h/?frameMax=8192&heartbeat=0');
+    assert.equal(urlWithHeartbeat('amqp://h', undefined), 'amqp://h');
+  });
+
+  for (const seconds of [5, 3]) {
+    it(`a real connection negotiates a heartbeat of ${seconds} s (default 5)`, async () => {
+      const profile = rabbitProfile();
+      if (seconds !== 5) profile.options = resolveOptions({}, { 'broker.heartbeat_seconds': seconds });
+      assert.equal(resolveOptions({}, {})['broker.heartbeat_seconds'], 5);
+      const name = `drover heartbeat test ${crypto.randomUUID()}`;
+      const bus = await openBus(profile, { connectTimeoutMs: 5000, connectionName: name });
+      opened.push(bus);
+      try {
+        assert.ok(bus instanceof RabbitBus);
+        assert.equal(bus.connection.heartbeatSeconds, seconds, 'negotiated on the client side');
+        // What the broker itself says (rabbitmqctl lists connections a few seconds late).
+        const server = await waitUntil(
+          async () => {
+            const t = await serverSideTimeout(name);
+            return t === 'absent' ? null : t;
+          },
+          30_000,
+          'the connection in rabbitmqctl',
+          500,
+        );
+        if (server !== 'unavailable') assert.equal(server, seconds, 'the timeout rabbitmqctl reports');
+      } finally {
+        await bus.close();
+        await dropTopology(profile.uuid);
+      }
+    });
+  }
 });

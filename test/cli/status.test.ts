@@ -3,7 +3,9 @@
  * refuse or never answer: it must say what is unreachable and exit 3, bounded by daemon.timeout.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import {
   RABBIT_URL,
   cleanupTempDirs,
@@ -131,5 +133,66 @@ describe('cli: drover status', function () {
     } finally {
       await db.drop();
     }
+  });
+  it('a store copied from another profile: status says WRONG STORE naming both uuids and exits 3; a worker refuses it', async () => {
+    setup('profile', 'setup', 'orig');
+    // A worker of 'orig' would record it in its store; status only looks, so adopt it here.
+    const orig = JSON.parse(drover('profile', 'show', 'orig', '--json').stdout) as {
+      uuid: string;
+      storage: { path: string };
+    };
+    const { openStore } = await import('../../src/store/index.js');
+    const st = await openStore(
+      { backend: 'sqlite', path: orig.storage.path },
+      { profile: { name: 'orig', uuid: orig.uuid } },
+    );
+    await st.createProcesses([{ type: 'x', inputs: null }]);
+    await st.close();
+    const copy = path.join(tempDir(), 'copied.sqlite');
+    fs.copyFileSync(orig.storage.path, copy);
+    for (const ext of ['-wal', '-shm']) {
+      if (fs.existsSync(orig.storage.path + ext)) fs.copyFileSync(orig.storage.path + ext, copy + ext);
+    }
+    setup('profile', 'setup', 'copied', '--sqlite-path', copy);
+    const copied = JSON.parse(drover('profile', 'show', 'copied', '--json').stdout) as { uuid: string };
+
+    const ok = drover('status', '-p', 'orig', '--json');
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    const okStatus = JSON.parse(ok.stdout) as StatusResult;
+    assert.equal(okStatus.store.profileUuid, orig.uuid);
+    assert.equal(okStatus.store.profileMismatch, null);
+    assert.equal(okStatus.ok, true);
+
+    const j = drover('status', '-p', 'copied', '--json');
+    assert.equal(j.status, 3, j.stdout + j.stderr);
+    const s = JSON.parse(j.stdout) as StatusResult;
+    assert.equal(s.store.reachable, true);
+    assert.equal(s.reachable, true);
+    assert.equal(s.ok, false);
+    assert.equal(s.store.profileUuid, orig.uuid);
+    const m = s.store.profileMismatch ?? '';
+    assert.ok(m.includes(copy) && m.includes(orig.uuid) && m.includes(copied.uuid), m);
+    const h = drover('status', '-p', 'copied');
+    assert.equal(h.status, 3);
+    assert.match(
+      h.stdout,
+      new RegExp(
+        `^Store: +WRONG STORE +sqlite:${copy.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} .*belongs to profile 'orig' \\(uuid ${orig.uuid}\\)`,
+        'm',
+      ),
+    );
+
+    // A worker of 'copied' refuses to consume: it exits at once, saying why.
+    const w = await runCliAsync(['daemon', 'worker', '-p', 'copied'], env);
+    assert.notEqual(w.status, 0);
+    assert.match(
+      w.stdout + w.stderr,
+      /worker failed to start: store sqlite:.* belongs to profile 'orig'.*refusing to consume/,
+    );
+    // And the store still belongs to 'orig'.
+    assert.equal(
+      (JSON.parse(drover('status', '-p', 'copied', '--json').stdout) as StatusResult).store.profileUuid,
+      orig.uuid,
+    );
   });
 });

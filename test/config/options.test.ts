@@ -81,6 +81,22 @@ describe('config/options: the option registry', () => {
     }
   });
 
+  it('broker.heartbeat_seconds: 5 by default, an integer from 0 to 600, else a clear error', () => {
+    assert.equal(resolveOptions({}, {})['broker.heartbeat_seconds'], 5);
+    assert.equal(parseOptionValue('broker.heartbeat_seconds', '0'), 0);
+    assert.equal(parseOptionValue('broker.heartbeat_seconds', '600'), 600);
+    for (const bad of ['601', '-1', '2.5', 'abc']) {
+      assert.throws(
+        () => parseOptionValue('broker.heartbeat_seconds', bad),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message ===
+            `option 'broker.heartbeat_seconds' must be an integer from 0 to 600 (seconds), got ${JSON.stringify(bad)}`,
+        bad,
+      );
+    }
+  });
+
   it('accepts only absolute paths and package names as process modules, and an absolute modules root', () => {
     assert.deepEqual(parseOptionValue('processes.modules', '@me/procs, procs/extra.js, /srv/p.mjs'), [
       '@me/procs',

@@ -121,6 +121,41 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         }
       });
 
+      it('records the profile it belongs to once: the first adopter wins, later ones are told who', async function () {
+        const f = await h.fresh();
+        try {
+          const stores = await Promise.all([f.open(), f.open(), f.open()]);
+          try {
+            assert.equal(await stores[0]!.storeProfile(), null, 'a new store belongs to no profile');
+            const uuids: string[] = stores.map(() => crypto.randomUUID());
+            const before = Date.now();
+            // Three openers at once: exactly one records its profile, every one gets the winner.
+            const results = await Promise.all(stores.map((s, i) => s.adoptProfile(uuids[i]!, `p${i}`)));
+            assert.equal(results.filter((r) => r.adopted).length, 1, JSON.stringify(results));
+            const winner = results.find((r) => r.adopted)!.owner;
+            assert.ok(uuids.includes(winner.uuid));
+            assert.equal(winner.name, `p${uuids.indexOf(winner.uuid)}`);
+            assert.ok(winner.since >= before - 1000 && winner.since <= Date.now() + 1000);
+            for (const r of results) assert.deepEqual(r.owner, winner);
+            // Never replaced, by anyone, and seen on every connection.
+            const again = await stores[2]!.adoptProfile(crypto.randomUUID(), 'late');
+            assert.deepEqual(again, { owner: winner, adopted: false });
+            assert.deepEqual(await stores[1]!.storeProfile(), winner);
+            const same = await stores[0]!.adoptProfile(winner.uuid, 'renamed');
+            assert.deepEqual(same, { owner: winner, adopted: false });
+          } finally {
+            for (const s of stores) await s.close();
+          }
+        } finally {
+          await f.teardown();
+        }
+      });
+
+      it('refuses bad arguments to adoptProfile', async function () {
+        await assert.rejects(store.adoptProfile('not-a-uuid', 'x'), InputError);
+        await assert.rejects(store.adoptProfile(crypto.randomUUID(), ''), InputError);
+      });
+
       it('refuses a store whose schema is newer than the code', async function () {
         const f = await h.fresh();
         try {

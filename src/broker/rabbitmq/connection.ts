@@ -40,8 +40,29 @@ export interface BrokerConnectionOptions {
   connectTimeoutMs?: number;
   /** Task queue type (default classic). */
   queueType?: TaskQueueType;
-  /** AMQP heartbeat in seconds (0: off; default: the server's proposal). */
+  /**
+   * AMQP heartbeat in seconds asked for (0: off; default: the server's proposal, 60 s on RabbitMQ).
+   * A `heartbeat` in the URL's query wins.
+   */
   heartbeatSeconds?: number;
+}
+
+/**
+ * `url` asking for a heartbeat of `seconds` (amqplib reads the heartbeat from the URL's query only:
+ * its `heartbeat` socket option is ignored). A URL that names a heartbeat itself keeps it; with
+ * `seconds` undefined, or a URL that does not parse, `url` is returned unchanged.
+ */
+export function urlWithHeartbeat(url: string, seconds: number | undefined): string {
+  if (seconds === undefined) return url;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return url;
+  }
+  if (u.searchParams.has('heartbeat')) return url;
+  u.searchParams.set('heartbeat', String(seconds));
+  return u.toString();
 }
 
 /** Delay before re-opening a channel the broker closed, growing to {@link REOPEN_MAX_MS}. */
@@ -160,6 +181,7 @@ export class BrokerConnection {
   private connectedNow = false;
   private closing: Promise<void> | null = null;
   private serverVersionText = '';
+  private heartbeatNow: number | null = null;
   private pendingStates: StateBroadcast[] = [];
   private readonly queueType: TaskQueueType;
 
@@ -187,10 +209,9 @@ export class BrokerConnection {
     const timeoutMs = opts.connectTimeoutMs ?? 10_000;
     let conn: BrokerConnection | null = null;
     const queueType = opts.queueType ?? 'classic';
-    const model = (await amqp.connect(settings.url, {
+    const model = (await amqp.connect(urlWithHeartbeat(settings.url, opts.heartbeatSeconds), {
       noDelay: true,
       timeout: Math.min(timeoutMs, 10_000),
-      ...(opts.heartbeatSeconds !== undefined ? { heartbeat: opts.heartbeatSeconds } : {}),
       clientProperties: { connection_name: opts.connectionName ?? `drover pid ${process.pid}` },
       recovery: {
         waitForConnect: false,
@@ -243,6 +264,8 @@ export class BrokerConnection {
   private async onConnect(model: ChannelModel): Promise<void> {
     const props = model.connection.serverProperties as Record<string, unknown>;
     this.serverVersionText = `${String(props.product ?? 'RabbitMQ')} ${String(props.version ?? '')}`.trim();
+    const hb = (model.connection as unknown as { heartbeat?: unknown }).heartbeat;
+    this.heartbeatNow = typeof hb === 'number' ? hb : null;
     // The publish channel first: it declares the topology the consumers rely on.
     await this.publishCh.openOn(model);
     for (const m of this.managed) if (m !== (this.publishCh as unknown as ManagedChannel)) await m.openOn(model);
@@ -251,6 +274,11 @@ export class BrokerConnection {
   /** "RabbitMQ 3.10.x" as announced by the server. */
   get serverVersion(): string {
     return this.serverVersionText;
+  }
+
+  /** The heartbeat (seconds, 0: none) negotiated with the broker on the last connect; null before it. */
+  get heartbeatSeconds(): number | null {
+    return this.heartbeatNow;
   }
 
   /** True while connected to the broker. */

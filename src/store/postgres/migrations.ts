@@ -126,6 +126,18 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         key text PRIMARY KEY,
         value jsonb NOT NULL,
         updated_at bigint NOT NULL
+    `,
+  },
+  {
+    version: 6,
+    description: 'store_meta: the profile the store belongs to',
+    sql: `
+      -- Facts about the store itself; 'profile_uuid' (and, for messages, 'profile_name') are set
+      -- by the first daemon or worker that opens the store, and checked by every later one.
+      CREATE TABLE store_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL,
+        set_at bigint NOT NULL
       );
     `,
   },

@@ -88,7 +88,10 @@ import {
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
+  checkAdoptArgs,
+  ownerFromRows,
   type CheckedNewProcess,
+  type MetaRow,
 } from '../common.js';
 import type {
   ClaimResult,
@@ -105,6 +108,8 @@ import type {
   ReleasedLease,
   ReportPosition,
   WaitResult,
+  AdoptResult,
+  StoreOwner,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
 import { displayPostgresUrl } from './url.js';
@@ -440,6 +445,9 @@ function unavailable(message: string, cause: unknown, maybeApplied: boolean): St
   return new StoreUnavailableError(message, { cause, maybeApplied });
 }
 
+/** Reads the store's owner rows. */
+const META_SQL = `SELECT key, value, set_at FROM store_meta WHERE key IN ('profile_uuid', 'profile_name')`;
+
 /** The PostgreSQL adapter of {@link ProcessStore}; create it with {@link openPostgresStore}. */
 export class PostgresStore implements ProcessStore {
   readonly backend = 'postgres' as const;
@@ -603,6 +611,33 @@ export class PostgresStore implements ProcessStore {
 
   async schemaVersion(): Promise<number> {
     return this.version;
+  }
+
+  async storeProfile(): Promise<StoreOwner | null> {
+    const r = await this.q<MetaRow>('storeProfile', 'read', null, META_SQL, []);
+    return ownerFromRows(r.rows);
+  }
+
+  async adoptProfile(uuid: string, name: string): Promise<AdoptResult> {
+    checkAdoptArgs(uuid, name);
+    // A repeat after a broken commit finds its own row: the owner is right either way.
+    return this.tx('adoptProfile', true, async (c) => {
+      const now = Date.now();
+      const ins = await c.query(
+        `INSERT INTO store_meta (key, value, set_at) VALUES ('profile_uuid', $1, $2) ON CONFLICT (key) DO NOTHING`,
+        [uuid, now],
+      );
+      const adopted = ins.rowCount === 1;
+      if (adopted) {
+        await c.query(
+          `INSERT INTO store_meta (key, value, set_at) VALUES ('profile_name', $1, $2)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, set_at = EXCLUDED.set_at`,
+          [name, now],
+        );
+      }
+      const r = await c.query<MetaRow>(META_SQL);
+      return { owner: ownerFromRows(r.rows)!, adopted };
+    });
   }
 
   async serverVersion(): Promise<string> {

@@ -130,6 +130,19 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    description: 'store_meta: the profile the store belongs to',
+    sql: `
+      -- Facts about the store itself; 'profile_uuid' (and, for messages, 'profile_name') are set
+      -- by the first daemon or worker that opens the store, and checked by every later one.
+      CREATE TABLE store_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        set_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */

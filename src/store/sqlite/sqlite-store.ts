@@ -109,8 +109,11 @@ import type {
   ProcessStore,
   RegisteredDaemon,
   WaitResult,
+  AdoptResult,
+  StoreOwner,
 } from '../types.js';
 import { migrateSqlite } from './migrations.js';
+import { checkAdoptArgs, ownerFromRows, type MetaRow } from '../common.js';
 
 /** Options of {@link openSqliteStore}. */
 export interface SqliteStoreOptions {
@@ -433,8 +436,19 @@ export class SqliteStore implements ProcessStore {
       ),
       reports: p('SELECT time, message FROM reports WHERE process_id = ? ORDER BY id'),
       sqliteVersion: p('SELECT sqlite_version() AS v'),
+      meta: p(`SELECT key, value, set_at FROM store_meta WHERE key IN ('profile_uuid', 'profile_name')`),
+      setMeta: p('INSERT INTO store_meta (key, value, set_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING'),
     };
     this.tx = {
+      adopt: db.transaction((uuid: string, name: string): AdoptResult => {
+        const now = Date.now();
+        const adopted = this.s.setMeta.run('profile_uuid', uuid, now).changes === 1;
+        if (adopted) {
+          db.prepare(`DELETE FROM store_meta WHERE key = 'profile_name'`).run();
+          this.s.setMeta.run('profile_name', name, now);
+        }
+        return { owner: ownerFromRows(this.s.meta.all() as MetaRow[])!, adopted };
+      }),
       create: db.transaction((specs: CheckedNewProcess[]) => this.createTx(specs)),
       markDispatched: db.transaction((ids: number[], upTo: number[]) => {
         const now = Date.now();
@@ -547,6 +561,15 @@ export class SqliteStore implements ProcessStore {
 
   async schemaVersion(): Promise<number> {
     return this.version;
+  }
+
+  async storeProfile(): Promise<StoreOwner | null> {
+    return this.guard('storeProfile', () => ownerFromRows(this.s.meta.all() as MetaRow[]));
+  }
+
+  async adoptProfile(uuid: string, name: string): Promise<AdoptResult> {
+    checkAdoptArgs(uuid, name);
+    return this.guard('adoptProfile', () => this.tx.adopt.immediate(uuid, name));
   }
 
   async serverVersion(): Promise<string> {
