@@ -133,7 +133,7 @@ describe('PostgreSQL store: a connection dropped in the middle of a call', funct
     const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
     await store.claim([id!], 'w1', 60_000);
     const r = await dropWhileWaiting(rowLock, [id], () =>
-      store.completeMany([{ id: id!, owner: 'w1', outcome: done }]),
+      store.completeMany([{ id: id!, owner: 'w1', claim: 1, outcome: done }]),
     );
     assert.deepEqual(r, [{ ok: true, wokenParentId: null }]);
     assert.equal((await store.getProcess(id!))!.state, 'finished');
