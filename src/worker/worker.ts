@@ -14,7 +14,9 @@
  *    renewal naming the claim's fencing token (a later claim of the process makes it fail).
  *    The worker also keeps each lease's expiry by its own (monotonic) clock, counted from when the
  *    claim or the last successful renewal was sent: a lease it could not renew in time (the store
- *    unreachable, the worker frozen) is lost at that moment, whatever the store says later. Its run
+ *    unreachable, the worker frozen) is lost a guard time before it expires (a sixth of the lease,
+ *    at most {@link LEASE_GUARD_MAX_MS}, so that the run is stopped before another worker can claim
+ *    the process), whatever the store says later. Its run
  *    is stopped (`ctx.signal` aborted, a command's process group killed) and nothing more of it is
  *    written: no journal entry, report line or outcome. An outcome waiting to be written when its
  *    lease expires is dropped, and the process runs again elsewhere.
@@ -61,6 +63,8 @@ export const SWEEP_MIN_AGE_MS = 3_000;
 export const DRAIN_STOP_MS = 5_000;
 /** Most processes published again by one re-dispatch check. */
 export const REDISPATCH_BATCH = 1000;
+/** Most time by which a worker gives up a lease it could not renew before the lease expires. */
+export const LEASE_GUARD_MAX_MS = 5_000;
 
 /** Statistics a worker reports. */
 export interface WorkerStats {
@@ -87,11 +91,14 @@ export class Worker {
   readonly workerId: string;
   readonly slots: number;
   private readonly leaseMs: number;
+  /** How long before its expiry a lease not renewed is given up (see the module comment). */
+  private readonly guardMs: number;
   private readonly running = new Map<number, RunHandle>();
   /**
    * The leases this worker holds, by process: the claim's token and until when the lease is held
    * by this worker's clock (`performance.now()` when the claim or last renewal was sent, plus the
-   * lease length). Set by a claim, moved on by renewals, gone when the run ended or lost it.
+   * lease length less {@link Worker.guardMs}). Set by a claim, moved on by renewals, gone when the
+   * run ended or lost it.
    */
   private readonly held = new Map<number, { claim: number; until: number }>();
   private readonly claiming = new Set<number>();
@@ -123,6 +130,7 @@ export class Worker {
     this.workerId = opts.workerId;
     this.slots = opts.profile.options['daemon.worker_process_slots'];
     this.leaseMs = opts.profile.options['daemon.lease_seconds'] * 1000;
+    this.guardMs = Math.min(this.leaseMs / 6, LEASE_GUARD_MAX_MS);
     this.trouble = new LogThrottle(opts.logger);
     this.redispatchMs = opts.profile.options['broker.redispatch_seconds'] * 1000;
     this.host = {
@@ -254,7 +262,7 @@ export class Worker {
       // A run of an earlier claim of ours still going (its lease expired, we claimed it again):
       // it is lost, and its writes are refused by the store (their token is older).
       this.running.get(id)?.leaseLost();
-      this.held.set(id, { claim: r.claim, until: sent + this.leaseMs });
+      this.held.set(id, { claim: r.claim, until: sent + this.leaseMs - this.guardMs });
       if (!this.holds(id, r.claim)) {
         // The answer came after the lease expired by our clock (the worker was frozen, the store slow).
         dropped++;
@@ -431,7 +439,7 @@ export class Worker {
       for (const { id, claim } of runs) {
         const h = this.held.get(id);
         if (kept.has(id)) {
-          if (h !== undefined && h.claim === claim) h.until = Math.max(h.until, sent + this.leaseMs);
+          if (h !== undefined && h.claim === claim) h.until = Math.max(h.until, sent + this.leaseMs - this.guardMs);
         } else {
           this.lose(id, claim, 'lease lost (another claim holds it now)');
         }
