@@ -4,16 +4,17 @@
  * - Through the store API, on SQLite and PostgreSQL: a write of an earlier claim (by another owner,
  *   or by the same owner that claimed the process again after its lease expired) is refused and
  *   changes nothing; the token goes up by one with every claim, and only with a claim.
- * - End to end (RabbitMQ bus, real worker): a worker frozen (SIGSTOP) for longer than its lease
- *   stops the run by its own clock once it runs again: its `core.shell` `sleep 60` is killed,
- *   no step of the lost run starts any more, and the process finishes under a later claim whose
- *   `ctx.claim` is higher.
+ * - End to end (RabbitMQ bus, real worker): a worker frozen (SIGSTOP) for longer than its lease, or
+ *   whose PostgreSQL store (a cluster of the test's own) is down for longer than its lease, stops
+ *   the run by its own clock: its `core.shell` `sleep 60` is killed (with the store down, before
+ *   the store is back), no step of the lost run starts any more, and the process finishes under a
+ *   later claim whose `ctx.claim` is higher.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { InputError, LeaseLostError } from '../../src/errors/index.js';
-import type { ProcessOutcome, ProcessRecord } from '../../src/protocol/index.js';
+import { isTerminal, type ProcessOutcome, type ProcessRecord } from '../../src/protocol/index.js';
 import { openStore, type ClaimResult, type ProcessStore } from '../../src/store/index.js';
 import type { ProcessClient } from '../../src/api/processes.js';
 import { killProcesses, waitForProcesses } from '../../src/api/control.js';
@@ -25,6 +26,7 @@ import {
   requireService,
   tempDir,
 } from '../helpers/env.js';
+import { pgClusterUnavailable, startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import {
   makeProfile,
   startWorker,
@@ -259,108 +261,178 @@ function readSteps(file: string): StepLine[] {
     .map((l) => JSON.parse(l) as StepLine);
 }
 
-describe('a worker that cannot renew its lease in time stops the run by its own clock (rabbitmq bus)', function () {
-  this.timeout(120_000);
-  const LEASE_S = 3;
-  let tp: TestProfile;
-  let client: ProcessClient;
-  let worker: WorkerProc | null = null;
-  let stopped = false;
+/** How a worker is kept from renewing its leases, and let go again. */
+interface Cut {
+  name: string;
+  /** Skips the test when what it needs is missing. */
+  check(ctx: Mocha.Context): Promise<void>;
+  /** Profile options for the store (the cluster of the test's own for 'store down'). */
+  profile(): Promise<Parameters<typeof makeProfile>[0]>;
+  start(worker: WorkerProc): void;
+  end(worker: WorkerProc): void;
+  /** True when the worker runs while cut off (so it can act by its clock before `end`). */
+  workerRuns: boolean;
+  cleanup(): void;
+}
 
-  before(async function () {
-    requireService(this, process.platform === 'linux', 'Linux (/proc)');
-    requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
-    tp = await makeProfile({
-      name: 'fencing',
-      options: { 'daemon.lease_seconds': LEASE_S, 'daemon.worker_process_slots': 4 },
+function frozenCut(): Cut {
+  let stopped: WorkerProc | null = null;
+  return {
+    name: 'frozen (SIGSTOP) past its lease',
+    async check() {},
+    async profile() {
+      return {};
+    },
+    start(w) {
+      w.child.kill('SIGSTOP');
+      stopped = w;
+    },
+    end(w) {
+      w.child.kill('SIGCONT');
+      stopped = null;
+    },
+    workerRuns: false,
+    cleanup() {
+      stopped?.child.kill('SIGCONT');
+    },
+  };
+}
+
+function storeDownCut(): Cut {
+  let cluster: PgCluster | null = null;
+  return {
+    name: 'its PostgreSQL store down past its lease',
+    async check(ctx) {
+      const why = pgClusterUnavailable();
+      requireService(ctx, why === null, `a PostgreSQL cluster of its own: ${why}`);
+    },
+    async profile() {
+      cluster = await startPgCluster();
+      return { storage: 'postgres', postgresUrl: await cluster.createDatabase('drover_fencing') };
+    },
+    start() {
+      cluster!.stop('immediate');
+    },
+    end() {
+      cluster!.start();
+    },
+    workerRuns: true,
+    cleanup() {
+      cluster?.destroy();
+    },
+  };
+}
+
+for (const cut of [frozenCut(), storeDownCut()]) {
+  describe(`a worker that cannot renew its lease stops the run by its own clock (${cut.name}; rabbitmq bus)`, function () {
+    this.timeout(120_000);
+    const LEASE_S = 3;
+    let tp: TestProfile;
+    let client: ProcessClient;
+    let worker: WorkerProc | null = null;
+
+    before(async function () {
+      requireService(this, process.platform === 'linux', 'Linux (/proc)');
+      requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
+      await cut.check(this);
+      tp = await makeProfile({
+        name: 'fencing',
+        ...(await cut.profile()),
+        options: { 'daemon.lease_seconds': LEASE_S, 'daemon.worker_process_slots': 4 },
+      });
+      client = await tp.openClient();
     });
-    client = await tp.openClient();
+
+    after(async () => {
+      cut.cleanup();
+      if (worker !== null) await stopWorkers([worker]);
+      await client?.close();
+      await tp?.cleanup();
+      cleanupTempDirs();
+    });
+
+    it('its sleep 60 is killed, no step of the lost run starts after, a later claim finishes', async () => {
+      const dir = tempDir('drover-fencing-');
+      const file = path.join(dir, 'steps.log');
+      worker = await startWorker(tp);
+      const w = worker;
+      const pid = w.child.pid!;
+      const workerId = /worker (\S+) consuming/.exec(w.output())![1]!;
+      const shell = await client.submit('core.shell', { command: ['sleep', '60'] });
+      const fenced = await client.submit('test.fenced_steps', { file, steps: 12, delayMs: 500 });
+
+      const [sleeper] = (await waitUntil(
+        () => {
+          const found = childProcesses(pid, ['sleep', '60']);
+          return found.length === 1 ? found : null;
+        },
+        20_000,
+        'the worker to start sleep 60',
+      )) as number[];
+      await waitUntil(() => readSteps(file).length >= 2, 20_000, 'two steps of the first run');
+      for (const id of [shell, fenced]) {
+        const p = await client.getProcess(id);
+        assert.equal(p.leaseOwner, workerId);
+        assert.equal(p.runs, 1);
+      }
+
+      cut.start(w);
+      const cutAt = Date.now();
+      if (cut.workerRuns) {
+        // The store is unreachable: the worker cannot hear about any other claim; only its clock
+        // can tell it the lease is gone, and it must stop the command by the lease's expiry.
+        await waitUntil(
+          () => !alive(sleeper!),
+          LEASE_S * 1000 + 3000,
+          'the sleep 60 to be killed while the store is down',
+        );
+        const killedAfter = Date.now() - cutAt;
+        assert.ok(killedAfter <= LEASE_S * 1000 + 1500, `killed ${killedAfter} ms after the store went down`);
+        await sleep(1000);
+      } else {
+        await sleep(LEASE_S * 1000 + 2500);
+        assert.ok(alive(sleeper!), 'nobody else kills the command while its worker is frozen');
+      }
+      const linesBefore = readSteps(file).filter((l) => l.claim === 1).length;
+      cut.end(w);
+      const endedAt = Date.now();
+
+      await waitUntil(() => !alive(sleeper!), 5_000, 'the sleep 60 of the lost run to be killed');
+      assert.ok(Date.now() - endedAt < 5_000);
+      // The lost run's outcome (killed, by its signal) was not recorded: the process is claimed
+      // again (here by the same worker, the only one) and finishes under that later claim.
+      const [done] = await waitForProcesses(client, [fenced], { timeoutSeconds: 60 });
+      assert.equal(done!.state, 'finished', done!.exception ?? '');
+      assert.ok(done!.runs >= 2, `claimed ${done!.runs} time(s)`);
+      assert.deepEqual(done!.outputs, { claim: done!.runs }, 'ctx.claim of the finishing run is its claim number');
+
+      const lines = readSteps(file);
+      const first = lines.filter((l) => l.claim === 1);
+      assert.equal(first.length, linesBefore, 'no step of the lost run (claim 1) started after it was let go');
+      assert.ok(
+        first.every((l) => l.t < cutAt + LEASE_S * 1000),
+        `steps of claim 1 at ${JSON.stringify(first.map((l) => l.t - cutAt))} ms after the cut`,
+      );
+      const later = lines.filter((l) => l.claim > 1);
+      assert.ok(later.length > 0, 'a later claim ran the remaining steps');
+      assert.ok(
+        later.every((l) => l.t >= endedAt),
+        'the later claim started once the worker could reach the store again',
+      );
+      // Each step recorded once: the later run replayed what claim 1 journaled.
+      assert.deepEqual(
+        (await client.store.getJournal(fenced)).map((e) => e.name),
+        Array.from({ length: 12 }, (_, i) => `step-${i}`),
+      );
+      assert.match(w.output(), /lease not renewed before it expired by this worker's clock/);
+
+      // The shell process runs again under a later claim (a new sleep 60); kill it to clean up.
+      const shellNow = await client.getProcess(shell);
+      assert.ok(!isTerminal(shellNow.state), `the lost run recorded no outcome (${shellNow.state})`);
+      await killProcesses(client, [shell], { message: 'test over' });
+      assert.equal((await client.getProcess(shell)).state, 'killed');
+      await stopWorkers([w]);
+      worker = null;
+    });
   });
-
-  after(async () => {
-    if (worker !== null) {
-      if (stopped) worker.child.kill('SIGCONT');
-      await stopWorkers([worker]);
-    }
-    await client?.close();
-    await tp?.cleanup();
-    cleanupTempDirs();
-  });
-
-  it('frozen past its lease: its sleep 60 is killed, no step of the lost run starts, a later claim finishes', async () => {
-    const dir = tempDir('drover-fencing-');
-    const file = path.join(dir, 'steps.log');
-    worker = await startWorker(tp);
-    const w = worker;
-    const pid = w.child.pid!;
-    const workerId = /worker (\S+) consuming/.exec(w.output())![1]!;
-    const shell = await client.submit('core.shell', { command: ['sleep', '60'] });
-    const fenced = await client.submit('test.fenced_steps', { file, steps: 12, delayMs: 500 });
-
-    const [sleeper] = (await waitUntil(
-      () => {
-        const s = childProcesses(pid, ['sleep', '60']);
-        return s.length === 1 ? s : null;
-      },
-      20_000,
-      'the worker to start sleep 60',
-    )) as number[];
-    await waitUntil(() => readSteps(file).length >= 2, 20_000, 'two steps of the first run');
-    for (const id of [shell, fenced]) {
-      const p = await client.getProcess(id);
-      assert.equal(p.leaseOwner, workerId);
-      assert.equal(p.runs, 1);
-    }
-
-    w.child.kill('SIGSTOP');
-    stopped = true;
-    const frozenAt = Date.now();
-    await sleep(LEASE_S * 1000 + 2500);
-    assert.ok(alive(sleeper!), 'nobody else kills the command while its worker is frozen');
-    const linesBefore = readSteps(file).filter((l) => l.claim === 1).length;
-    w.child.kill('SIGCONT');
-    stopped = false;
-    const thawedAt = Date.now();
-
-    await waitUntil(() => !alive(sleeper!), 5_000, 'the sleep 60 of the lost run to be killed');
-    const killedWithin = Date.now() - thawedAt;
-    assert.ok(killedWithin < 5_000, `killed ${killedWithin} ms after the worker ran again`);
-    // The lost run's outcome (killed, by its signal) was not recorded: the process is not terminal
-    // by that run, and it is claimed again (here by the same worker, the only one).
-    const [done] = await waitForProcesses(client, [fenced], { timeoutSeconds: 60 });
-    assert.equal(done!.state, 'finished', done!.exception ?? '');
-    assert.ok(done!.runs >= 2, `claimed ${done!.runs} time(s)`);
-    assert.deepEqual(done!.outputs, { claim: done!.runs }, 'ctx.claim of the finishing run is its claim number');
-
-    const lines = readSteps(file);
-    const first = lines.filter((l) => l.claim === 1);
-    assert.equal(first.length, linesBefore, 'no step of the lost run (claim 1) started after the worker thawed');
-    assert.ok(
-      first.every((l) => l.t < frozenAt + 1000),
-      `steps of claim 1 at ${JSON.stringify(first.map((l) => l.t - frozenAt))} ms after the freeze`,
-    );
-    const later = lines.filter((l) => l.claim > 1);
-    assert.ok(later.length > 0, 'a later claim ran the remaining steps');
-    assert.ok(
-      later.every((l) => l.t >= thawedAt),
-      'the later claim started after the thaw',
-    );
-    // Each step recorded once: the journal has the 12 steps, the later run replayed what claim 1 journaled.
-    const store = client.store;
-    const journal = await store.getJournal(fenced);
-    assert.deepEqual(
-      journal.map((e) => e.name),
-      Array.from({ length: 12 }, (_, i) => `step-${i}`),
-    );
-    assert.ok(/lease not renewed before it expired/.test(w.output()), w.output());
-
-    // The shell process runs again under a later claim (a new sleep 60); kill it to clean up.
-    const shellNow = await client.getProcess(shell);
-    assert.notEqual(shellNow.state, 'killed', 'the lost run did not record its kill');
-    assert.notEqual(shellNow.state, 'finished');
-    await killProcesses(client, [shell], { message: 'test over' });
-    assert.equal((await client.getProcess(shell)).state, 'killed');
-    await stopWorkers([w]);
-    worker = null;
-  });
-});
+}
