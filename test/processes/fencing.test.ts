@@ -4,11 +4,11 @@
  * - Through the store API, on SQLite and PostgreSQL: a write of an earlier claim (by another owner,
  *   or by the same owner that claimed the process again after its lease expired) is refused and
  *   changes nothing; the token goes up by one with every claim, and only with a claim.
- * - End to end (RabbitMQ bus, real worker): a worker frozen (SIGSTOP) for longer than its lease, or
- *   whose PostgreSQL store (a cluster of the test's own) is down for longer than its lease, stops
- *   the run by its own clock: its `core.shell` `sleep 60` is killed (with the store down, before
- *   the store is back), no step of the lost run starts any more, and the process finishes under a
- *   later claim whose `ctx.claim` is higher.
+ * - End to end (real workers): a worker frozen (SIGSTOP) for longer than its lease (both buses),
+ *   or whose PostgreSQL store (a cluster of the test's own) is down for longer than its lease
+ *   (RabbitMQ), stops the run by its own clock: its `core.shell` `sleep 60` is killed (with the
+ *   store down, before the store is back), no step of the lost run starts any more, and the process
+ *   finishes under a later claim whose `ctx.claim` is higher.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -27,14 +27,8 @@ import {
   tempDir,
 } from '../helpers/env.js';
 import { pgClusterUnavailable, startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
-import {
-  makeProfile,
-  startWorker,
-  stopWorkers,
-  waitUntil,
-  type TestProfile,
-  type WorkerProc,
-} from '../helpers/profile.js';
+import { makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
+import { BUSES, startPool, type Bus, type Pool, type PoolWorker } from '../helpers/pool.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const done: ProcessOutcome = { state: 'finished', outputs: { late: true }, exitStatus: 0, exitMessage: null };
@@ -268,32 +262,35 @@ interface Cut {
   check(ctx: Mocha.Context): Promise<void>;
   /** Profile options for the store (the cluster of the test's own for 'store down'). */
   profile(): Promise<Parameters<typeof makeProfile>[0]>;
-  start(worker: WorkerProc): void;
-  end(worker: WorkerProc): void;
+  /** The bus it runs on. */
+  bus: Bus;
+  start(workerPid: number): void;
+  end(workerPid: number): void;
   /** True when the worker runs while cut off (so it can act by its clock before `end`). */
   workerRuns: boolean;
   cleanup(): void;
 }
 
-function frozenCut(): Cut {
-  let stopped: WorkerProc | null = null;
+function frozenCut(bus: Bus): Cut {
+  let stopped: number | null = null;
   return {
     name: 'frozen (SIGSTOP) past its lease',
+    bus,
     async check() {},
     async profile() {
       return {};
     },
-    start(w) {
-      w.child.kill('SIGSTOP');
-      stopped = w;
+    start(pid) {
+      process.kill(pid, 'SIGSTOP');
+      stopped = pid;
     },
-    end(w) {
-      w.child.kill('SIGCONT');
+    end(pid) {
+      process.kill(pid, 'SIGCONT');
       stopped = null;
     },
     workerRuns: false,
     cleanup() {
-      stopped?.child.kill('SIGCONT');
+      if (stopped !== null && alive(stopped)) process.kill(stopped, 'SIGCONT');
     },
   };
 }
@@ -302,6 +299,7 @@ function storeDownCut(): Cut {
   let cluster: PgCluster | null = null;
   return {
     name: 'its PostgreSQL store down past its lease',
+    bus: 'rabbitmq',
     async check(ctx) {
       const why = pgClusterUnavailable();
       requireService(ctx, why === null, `a PostgreSQL cluster of its own: ${why}`);
@@ -323,20 +321,21 @@ function storeDownCut(): Cut {
   };
 }
 
-for (const cut of [frozenCut(), storeDownCut()]) {
-  describe(`a worker that cannot renew its lease stops the run by its own clock (${cut.name}; rabbitmq bus)`, function () {
+for (const cut of [...BUSES.map(frozenCut), storeDownCut()]) {
+  describe(`a worker that cannot renew its lease stops the run by its own clock (${cut.name}; ${cut.bus} bus)`, function () {
     this.timeout(120_000);
     const LEASE_S = 3;
     let tp: TestProfile;
     let client: ProcessClient;
-    let worker: WorkerProc | null = null;
+    let pool: Pool | null = null;
 
     before(async function () {
       requireService(this, process.platform === 'linux', 'Linux (/proc)');
-      requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
+      if (cut.bus === 'rabbitmq') requireService(this, await portOpen(5672), 'RabbitMQ on 127.0.0.1:5672');
       await cut.check(this);
       tp = await makeProfile({
         name: 'fencing',
+        bus: cut.bus,
         ...(await cut.profile()),
         options: { 'daemon.lease_seconds': LEASE_S, 'daemon.worker_process_slots': 4 },
       });
@@ -345,7 +344,7 @@ for (const cut of [frozenCut(), storeDownCut()]) {
 
     after(async () => {
       cut.cleanup();
-      if (worker !== null) await stopWorkers([worker]);
+      await pool?.stop();
       await client?.close();
       await tp?.cleanup();
       cleanupTempDirs();
@@ -354,10 +353,9 @@ for (const cut of [frozenCut(), storeDownCut()]) {
     it('its sleep 60 is killed, no step of the lost run starts after, a later claim finishes', async () => {
       const dir = tempDir('drover-fencing-');
       const file = path.join(dir, 'steps.log');
-      worker = await startWorker(tp);
-      const w = worker;
-      const pid = w.child.pid!;
-      const workerId = /worker (\S+) consuming/.exec(w.output())![1]!;
+      pool = await startPool(tp, 1);
+      const p0 = pool;
+      const [{ pid, workerId }] = (await p0.workers()) as [PoolWorker];
       const shell = await client.submit('core.shell', { command: ['sleep', '60'] });
       const fenced = await client.submit('test.fenced_steps', { file, steps: 12, delayMs: 500 });
 
@@ -376,7 +374,7 @@ for (const cut of [frozenCut(), storeDownCut()]) {
         assert.equal(p.runs, 1);
       }
 
-      cut.start(w);
+      cut.start(pid);
       const cutAt = Date.now();
       if (cut.workerRuns) {
         // The store is unreachable: the worker cannot hear about any other claim; only its clock
@@ -394,7 +392,7 @@ for (const cut of [frozenCut(), storeDownCut()]) {
         assert.ok(alive(sleeper!), 'nobody else kills the command while its worker is frozen');
       }
       const linesBefore = readSteps(file).filter((l) => l.claim === 1).length;
-      cut.end(w);
+      cut.end(pid);
       const endedAt = Date.now();
 
       await waitUntil(() => !alive(sleeper!), 5_000, 'the sleep 60 of the lost run to be killed');
@@ -424,15 +422,15 @@ for (const cut of [frozenCut(), storeDownCut()]) {
         (await client.store.getJournal(fenced)).map((e) => e.name),
         Array.from({ length: 12 }, (_, i) => `step-${i}`),
       );
-      assert.match(w.output(), /lease not renewed before it expired by this worker's clock/);
+      assert.match(p0.output(), /lease not renewed before it expired by this worker's clock/);
 
       // The shell process runs again under a later claim (a new sleep 60); kill it to clean up.
       const shellNow = await client.getProcess(shell);
       assert.ok(!isTerminal(shellNow.state), `the lost run recorded no outcome (${shellNow.state})`);
       await killProcesses(client, [shell], { message: 'test over' });
       assert.equal((await client.getProcess(shell)).state, 'killed');
-      await stopWorkers([w]);
-      worker = null;
+      await p0.stop();
+      pool = null;
     });
   });
 }
