@@ -25,7 +25,19 @@ export interface ChildResult {
 export interface RunContext {
   /** Id of the running process. */
   readonly processId: number;
-  /** Fired when the process is killed (or its worker loses the lease): stop work and return or throw. */
+  /**
+   * The fencing token of this run: the number of the claim it runs under (1 for the first run of
+   * the process; every later claim, after a crash, a wait, a pause or a lost lease, is one more).
+   * Pass it to an external system that can refuse a write older than the newest it has seen, so
+   * a side effect of a run that lost its lease cannot land after a newer run's (see
+   * docs/processes.md, "Fencing").
+   */
+  readonly claim: number;
+  /**
+   * Fired when the process is killed or its worker loses the lease (it could not renew it before
+   * it expired by the worker's clock): stop work and return or throw. After a lost lease nothing
+   * more of the run is recorded and `ctx.step`, `ctx.submit` and `ctx.waitFor` never return.
+   */
   readonly signal: AbortSignal;
   /**
    * Runs `fn` once and journals its JSON result; on replay returns the journaled result without

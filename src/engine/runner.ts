@@ -11,8 +11,14 @@
  *   process resumes (replays) when played. (A run with a command of its own, `core.shell`, is not
  *   suspended by a pause: its process group is stopped in place, see {@link RunHandle.pause}.)
  * - `suspended: lease-lost`: the worker no longer holds the lease (e.g. it was partitioned from
- *   the store long enough for the lease to expire); someone else owns the process now, so
- *   nothing is written.
+ *   the store long enough for the lease to expire, or frozen); someone else may own the process
+ *   now, so nothing more is written for this run.
+ *
+ * Fencing: the run writes as its claim (the worker id and the claim's token, `ctx.claim`), and
+ * before every write it asks the worker whether the lease is still held by the worker's own clock
+ * ({@link RunnerHost.holds}). Once it is not (or the store refused a write as a lost lease), the
+ * run is lost: `ctx.signal` is aborted (a `core.shell` command's process group is killed), no new
+ * step or submission starts, no journal entry, report line, checkpoint or outcome is written.
  * A suspended `run` is abandoned at an `await` that never resolves; it holds nothing.
  *
  * A store that is briefly unreachable (a database restart, a full disk) does not end a run: the
@@ -24,7 +30,14 @@
  * @module
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { DroverError, InputError, NonDeterminismError, errorMessage, isRetryableStoreError } from '../errors/index.js';
+import {
+  DroverError,
+  InputError,
+  LeaseLostError,
+  NonDeterminismError,
+  errorMessage,
+  isRetryableStoreError,
+} from '../errors/index.js';
 import type { ControlEffect, JournalEntry, JsonValue, ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import { RESULT_LIMITS, checkJsonShape, checkJsonValue, isJsonValue, isTerminal } from '../protocol/index.js';
 import type { ProcessStore } from '../store/types.js';
@@ -45,6 +58,11 @@ export interface RunnerHost {
   registry: ProcessRegistry;
   /** Lease owner id of this worker. */
   owner: string;
+  /**
+   * True while the worker holds the lease of process `id` by the claim `claim`, by its own clock:
+   * its last claim or renewal, counted from when it was sent, has not expired yet.
+   */
+  holds(id: number, claim: number): boolean;
   /** Publishes continue tasks (children just submitted) and clears their dispatch flag. */
   dispatch(ids: number[]): Promise<void>;
   /** Announces a state change, or how a pause or play request was acted on (best effort). */
@@ -89,7 +107,7 @@ export interface RunHandle {
   pause(): Promise<ControlEffect>;
   /** Cancels a pending pause request, and continues (SIGCONT) groups the pause stopped. */
   play(): void;
-  /** The worker lost the lease: abort and write nothing. */
+  /** The worker lost the lease: abort and write nothing more. */
   leaseLost(): void;
 }
 
@@ -97,14 +115,16 @@ class Suspend {
   constructor(readonly reason: 'waiting' | 'paused' | 'lease-lost') {}
 }
 
-/** Starts running a claimed process. */
+/** Starts running a claimed process; `claim` is the claim's fencing token (see ProcessStore.claim). */
 export function startRun(
   def: ProcessDefinition,
   record: ProcessRecord,
   journal: readonly JournalEntry[],
   host: RunnerHost,
+  claim: number,
 ): RunHandle {
   const id = record.id;
+  const owner = host.owner;
   const abort = new AbortController();
   const suspended = deferred<Suspend>();
   let killMessage: string | null = record.killRequested ? 'killed on request' : null;
@@ -121,16 +141,32 @@ export function startRun(
 
   const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 
-  /** A store call of this run, waiting out store outages (see the module comment). */
+  const loseLease = (): void => {
+    if (lost) return;
+    lost = true;
+    abort.abort(new ProcessKilledError('lease lost'));
+  };
+
+  /** False once the lease is lost, by the worker's word or its clock (then the run is lost too). */
+  const mayWrite = (): boolean => {
+    if (!lost && !host.holds(id, claim)) loseLease();
+    return !lost;
+  };
+
+  /** A store write of this run, waiting out store outages (see the module comment). */
   const durable = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
     for (let attempt = 0; ; attempt++) {
+      if (!mayWrite()) return suspend<T>('lease-lost');
       try {
         return await call();
       } catch (err) {
+        if (err instanceof LeaseLostError) {
+          loseLease();
+          return suspend<T>('lease-lost');
+        }
         if (!isRetryableStoreError(err) || lost || killMessage !== null) throw err;
         log.debug(`process ${id}: ${what} failed (${errorMessage(err)}); retrying`);
         await sleep(Math.min(2000, 100 * 2 ** attempt));
-        if (lost) return suspend<T>('lease-lost');
       }
     }
   };
@@ -142,10 +178,10 @@ export function startRun(
 
   /** Checks kill and pause requests at a step boundary. */
   const boundary = async (): Promise<void> => {
-    if (lost) await suspend('lease-lost');
+    if (!mayWrite()) await suspend('lease-lost');
     if (killMessage !== null) throw new ProcessKilledError(killMessage);
     if (pauseRequested) {
-      await durable('releasing the lease to pause', () => host.store.releaseLeases(host.owner, [id]));
+      await durable('releasing the lease to pause', () => host.store.releaseLeases(owner, [{ id, claim }]));
       host.announce({ ...record, state: 'running', paused: true });
       await suspend('paused');
     }
@@ -165,6 +201,7 @@ export function startRun(
 
   const ctx: RunContext = {
     processId: id,
+    claim,
     signal: abort.signal,
     async step<T extends JsonValue>(name: string, fn: () => T | Promise<T>): Promise<T> {
       if (typeof name !== 'string' || name === '') throw new InputError('ctx.step needs a non-empty name');
@@ -175,7 +212,7 @@ export function startRun(
       const value = result === undefined ? null : result;
       checkJsonShape(value, `the result of step '${name}'`, RESULT_LIMITS, false);
       await durable(`journaling step '${name}'`, () =>
-        host.store.appendJournal(id, host.owner, { seq: my, kind: 'step', name, result: value }),
+        host.store.appendJournal(id, owner, claim, { seq: my, kind: 'step', name, result: value }),
       );
       return value as T;
     },
@@ -186,7 +223,7 @@ export function startRun(
       if (!isJsonValue(inputs)) throw new InputError(`inputs of child '${type}' are not JSON`);
       host.registry.validateSubmission(type, inputs);
       const childId = await durable(`submitting a '${type}' child`, () =>
-        host.store.submitChild(id, host.owner, my, { type, inputs, label: options.label ?? null, parentId: id }),
+        host.store.submitChild(id, owner, claim, my, { type, inputs, label: options.label ?? null, parentId: id }),
       );
       host.announce({ id: childId, type, state: 'created', paused: false, parentId: id, exitStatus: null, runs: 0 });
       await host.dispatch([childId]);
@@ -217,9 +254,9 @@ export function startRun(
       };
       let r = await fetch();
       if (r.done) return r.results;
-      if (lost) return suspend('lease-lost');
+      if (!mayWrite()) return suspend('lease-lost');
       if (killMessage !== null) throw new ProcessKilledError(killMessage);
-      const w = await durable('checkpointing to wait', () => host.store.waitForChildren(id, host.owner, wanted));
+      const w = await durable('checkpointing to wait', () => host.store.waitForChildren(id, owner, claim, wanted));
       if (w.waiting) {
         host.announce({ ...record, state: 'waiting', paused: false });
         return suspend('waiting');
@@ -228,6 +265,7 @@ export function startRun(
       return r.results;
     },
     report(message: string): void {
+      if (!mayWrite()) return;
       // Keyed by where the run is (see ReportPosition): a replay reports the same keys again, and
       // the store ignores a key it has, so each line is written once however often the run replays.
       // Inside a step's function the position is the step's own seq: a replay that skips the
@@ -239,9 +277,10 @@ export function startRun(
       reportsAt.set(position, index + 1);
       const text = String(message);
       lastReport = lastReport.then(() =>
-        host.store.addReport(id, text, { position, index }).then(
+        host.store.addReport(id, owner, claim, text, { position, index }).then(
           () => undefined,
           (err: unknown) => {
+            if (err instanceof LeaseLostError) loseLease();
             log.warn(`process ${id}: report line lost: ${errorMessage(err)}`);
           },
         ),
@@ -254,6 +293,7 @@ export function startRun(
     try {
       const raw = await def.run(ctx, record.inputs);
       await lastReport;
+      if (!mayWrite()) return { kind: 'suspended', reason: 'lease-lost' };
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       if (isExitCode(raw)) {
         // Checked here, not only by the store: outputs the store refuses would be retried forever.
@@ -268,7 +308,7 @@ export function startRun(
       return { kind: 'outcome', outcome: { state: 'finished', outputs, exitStatus: 0, exitMessage: null } };
     } catch (err) {
       await lastReport;
-      if (lost) return { kind: 'suspended', reason: 'lease-lost' };
+      if (!mayWrite()) return { kind: 'suspended', reason: 'lease-lost' };
       if (killMessage !== null) return { kind: 'outcome', outcome: { state: 'killed', exitMessage: killMessage } };
       const e = err instanceof Error ? err : new Error(String(err));
       const text = e.stack && e.stack.includes(e.message) ? e.stack : `${e.name}: ${e.message}\n${e.stack ?? ''}`;
@@ -303,9 +343,7 @@ export function startRun(
       }
     },
     leaseLost() {
-      if (lost) return;
-      lost = true;
-      abort.abort(new ProcessKilledError('lease lost'));
+      loseLease();
     },
   };
 }

@@ -23,6 +23,7 @@ import type {
   NewProcess,
   ProcessFilter,
   ReportPosition,
+  RunClaim,
   StoreOwner,
 } from './types.js';
 
@@ -58,6 +59,28 @@ export function checkOwner(owner: unknown, where: string): string {
     throw new InputError(`${where}: owner must be a non-empty string, got ${JSON.stringify(owner)}`);
   }
   return owner;
+}
+
+/** Checks a claim's fencing token (see {@link ClaimResult}): a positive integer. */
+export function checkClaim(claim: unknown, where: string): number {
+  if (typeof claim !== 'number' || !Number.isSafeInteger(claim) || claim < 1) {
+    throw new InputError(`${where}: claim must be a positive integer (a claim's token), got ${JSON.stringify(claim)}`);
+  }
+  return claim;
+}
+
+/** Checks a list of {@link RunClaim}s; returns it without repeats, in first-seen order. */
+export function checkRunClaims(runs: unknown, where: string): RunClaim[] {
+  if (!Array.isArray(runs)) throw new InputError(`${where}: runs must be an array of {id, claim}`);
+  const seen = new Map<string, RunClaim>();
+  for (const r of runs as unknown[]) {
+    if (typeof r !== 'object' || r === null) throw new InputError(`${where}: a run must be an object {id, claim}`);
+    const { id, claim } = r as Partial<RunClaim>;
+    const run = { id: checkId(id, where), claim: checkClaim(claim, `${where}: process ${String(id)}`) };
+    const key = `${run.id}:${run.claim}`;
+    if (!seen.has(key)) seen.set(key, run);
+  }
+  return [...seen.values()];
 }
 
 /** Checks a list of lease owners; returns it deduplicated. */
@@ -258,15 +281,17 @@ export function claimRefusal(row: LeaseFacts | undefined, now: number): ClaimRes
 export interface CheckedCompletion {
   id: number;
   owner: string;
+  claim: number;
   o: OutcomeColumns;
 }
 
 /** Checks the items of `completeMany`. */
 export function checkCompletions(items: unknown): CheckedCompletion[] {
   if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
-  return items.map((it: { id?: unknown; owner?: unknown; outcome?: unknown }) => ({
+  return items.map((it: { id?: unknown; owner?: unknown; claim?: unknown; outcome?: unknown }) => ({
     id: checkId(it.id, 'complete'),
     owner: checkOwner(it.owner, `complete(${String(it.id)})`),
+    claim: checkClaim(it.claim, `complete(${String(it.id)})`),
     o: checkOutcome(it.outcome, `complete(${String(it.id)})`),
   }));
 }

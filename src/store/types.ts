@@ -17,6 +17,12 @@
  * conditional update that sets `leaseOwner` and `leaseExpiresAt`. The lease is renewed while the
  * process runs and cleared when it ends, checkpoints or is released.
  *
+ * Fencing: every successful claim increments the process's claim counter (`runs`), and the new
+ * value is that claim's token ({@link ClaimResult} `claim`). Every write of a run (renewal, journal,
+ * child submission, checkpoint, report line, outcome, release of given runs) names the owner and the
+ * token, and is refused unless the process's lease owner and counter are both still those: a late
+ * write of an earlier claim, by another worker or by the same one, changes nothing.
+ *
  * All methods are safe to call from several processes (and, for PostgreSQL, machines) at once.
  *
  * @module
@@ -40,7 +46,16 @@ export interface NewProcess {
 
 /** Result of a claim attempt. */
 export type ClaimResult =
-  | { claimed: true; process: ProcessRecord; journal: JournalEntry[] }
+  | {
+      claimed: true;
+      process: ProcessRecord;
+      journal: JournalEntry[];
+      /**
+       * The fencing token of this claim: the process's claim counter after it (equal to
+       * `process.runs`), one more than the previous claim's. Every write of the run passes it.
+       */
+      claim: number;
+    }
   | {
       claimed: false;
       /** Why not: no such process, already terminal, another live lease, paused, or waiting on children. */
@@ -150,6 +165,12 @@ export interface OutboxCounts {
   unclaimed: number;
 }
 
+/** One claim of a process: its id and the claim's fencing token ({@link ClaimResult} `claim`). */
+export interface RunClaim {
+  id: number;
+  claim: number;
+}
+
 /** A lease released by {@link ProcessStore.releaseLeasesByPrefix}. */
 export interface ReleasedLease {
   id: number;
@@ -210,10 +231,10 @@ export interface ProcessStore {
   createProcesses(specs: readonly NewProcess[]): Promise<number[]>;
   /**
    * Creates a child of `parentId` and journals the submission at `seq` in one transaction, only
-   * while `owner` holds the parent's lease. Returns the child id, or the id journaled earlier at
-   * that seq (a replay never creates a second child).
+   * while `owner` holds the parent's lease by the claim `claim` (LeaseLostError otherwise). Returns
+   * the child id, or the id journaled earlier at that seq (a replay never creates a second child).
    */
-  submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number>;
+  submitChild(parentId: number, owner: string, claim: number, seq: number, spec: NewProcess): Promise<number>;
   /**
    * Clears the dispatch-pending flag of processes whose continue task the broker confirmed, and
    * records the hand-over time of each (also of processes handed over before and not claimed since:
@@ -255,14 +276,18 @@ export interface ProcessStore {
    * pending anew), so a hub reading the outbox never hands out the same refused process twice.
    */
   claim(ids: readonly number[], owner: string, leaseMs: number): Promise<ClaimResult[]>;
-  /** Extends the leases `owner` holds on `ids`; returns the ids it still holds. */
-  renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]>;
   /**
-   * Releases leases held by `owner` (all of them when `ids` is omitted) and marks those processes
-   * for dispatch; returns the released ids. Used by a draining worker and by the daemon when one
+   * Extends the leases `owner` holds by the given claims (each process's lease only while its
+   * claim counter is still that claim's token); returns the ids it still holds, in order.
+   */
+  renewLeases(owner: string, runs: readonly RunClaim[], leaseMs: number): Promise<number[]>;
+  /**
+   * Releases leases held by `owner` and marks those processes for dispatch; returns the released
+   * ids. With `runs`, only those claims (a process whose counter moved on is left alone); without,
+   * every lease of the owner. Used by a pausing run, a draining worker and by the daemon when one
    * of its workers died.
    */
-  releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]>;
+  releaseLeases(owner: string, runs?: readonly RunClaim[]): Promise<number[]>;
   /**
    * Releases every lease whose owner id starts with `ownerPrefix`, except those of `liveOwners`,
    * and marks those processes for dispatch; returns what was released. Used by a daemon for every
@@ -270,24 +295,27 @@ export interface ProcessStore {
    */
   releaseLeasesByPrefix(ownerPrefix: string, liveOwners: readonly string[]): Promise<ReleasedLease[]>;
 
-  /** Records the outcome of a run; conditional on `owner` holding the lease. */
-  complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult>;
+  /** Records the outcome of a run; conditional on `owner` holding the lease by the claim `claim`. */
+  complete(id: number, owner: string, claim: number, outcome: ProcessOutcome): Promise<CompleteResult>;
   /** Completes several processes in one transaction (one result per item, in order). */
-  completeMany(items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>): Promise<CompleteResult[]>;
+  completeMany(
+    items: ReadonlyArray<{ id: number; owner: string; claim: number; outcome: ProcessOutcome }>,
+  ): Promise<CompleteResult[]>;
   /**
-   * Appends a journal entry; conditional on `owner` holding the lease (throws LeaseLostError
-   * otherwise). An entry at a seq that holds another entry is refused (StoreError); one identical
-   * to the entry there is a repeat of a write whose answer was lost, and does nothing.
+   * Appends a journal entry; conditional on `owner` holding the lease by the claim `claim` (throws
+   * LeaseLostError otherwise). An entry at a seq that holds another entry is refused (StoreError);
+   * one identical to the entry there is a repeat of a write whose answer was lost, and does nothing.
    */
-  appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void>;
+  appendJournal(id: number, owner: string, claim: number, entry: JournalEntry): Promise<void>;
   /** The journal of a process, in seq order. */
   getJournal(id: number): Promise<JournalEntry[]>;
   /**
    * Checkpoints `id` to wait for `childIds`; see {@link WaitResult}. Conditional on `owner`
-   * holding the lease (LeaseLostError otherwise), except that a repeat by the owner of a checkpoint
-   * that went through (the process is waiting, last claimed by `owner`) reports `waiting` again.
+   * holding the lease by the claim `claim` (LeaseLostError otherwise), except that a repeat of a
+   * checkpoint that went through (the process is waiting, last claimed by that very claim) reports
+   * `waiting` again.
    */
-  waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult>;
+  waitForChildren(id: number, owner: string, claim: number, childIds: readonly number[]): Promise<WaitResult>;
 
   /** Sets or clears the paused flag of non-terminal processes; returns ids changed. */
   setPaused(ids: readonly number[], paused: boolean): Promise<number[]>;
@@ -306,11 +334,12 @@ export interface ProcessStore {
   /** Number of processes in each state. */
   countByState(): Promise<Record<ProcessState, number>>;
   /**
-   * Appends a line to a process's report log; returns false when nothing was written because a line
-   * at the same `at` (process, position, index) exists already: a replay reporting it again. Lines
-   * without `at` are always appended. With `at` the call is idempotent (safe to repeat).
+   * Appends a line to a process's report log, conditional on `owner` holding the lease by the
+   * claim `claim` (LeaseLostError otherwise). Returns false when nothing was written because a
+   * line at the same `at` (process, position, index) exists already: a replay reporting it again.
+   * Lines without `at` are always appended. With `at` the call is idempotent (safe to repeat).
    */
-  addReport(id: number, message: string, at?: ReportPosition): Promise<boolean>;
+  addReport(id: number, owner: string, claim: number, message: string, at?: ReportPosition): Promise<boolean>;
   /** The report log of a process. */
   getReports(id: number): Promise<ReportLine[]>;
   /**

@@ -10,7 +10,16 @@
  *    duplicate task never runs a process twice.
  * 3. The tasks are acknowledged as soon as the claim commits: the lease, not the delivery,
  *    protects the process from then on, so work longer than RabbitMQ's `consumer_timeout` never
- *    gets a channel closed. The lease is renewed every third of its length while running.
+ *    gets a channel closed. The lease is renewed every third of its length while running, each
+ *    renewal naming the claim's fencing token (a later claim of the process makes it fail).
+ *    The worker also keeps each lease's expiry by its own (monotonic) clock, counted from when the
+ *    claim or the last successful renewal was sent: a lease it could not renew in time (the store
+ *    unreachable, the worker frozen) is lost a guard time before it expires (a sixth of the lease,
+ *    at most {@link LEASE_GUARD_MAX_MS}, so that the run is stopped before another worker can claim
+ *    the process), whatever the store says later. Its run
+ *    is stopped (`ctx.signal` aborted, a command's process group killed) and nothing more of it is
+ *    written: no journal entry, report line or outcome. An outcome waiting to be written when its
+ *    lease expires is dropped, and the process runs again elsewhere.
  * 4. When a run ends (or suspends: waiting for children, paused, lease lost) its slot's credit goes
  *    back to the bus.
  * 5. Outcomes are written in batches (one transaction per batch); a child's completion that wakes
@@ -54,6 +63,8 @@ export const SWEEP_MIN_AGE_MS = 3_000;
 export const DRAIN_STOP_MS = 5_000;
 /** Most processes published again by one re-dispatch check. */
 export const REDISPATCH_BATCH = 1000;
+/** Most time by which a worker gives up a lease it could not renew before the lease expires. */
+export const LEASE_GUARD_MAX_MS = 5_000;
 
 /** Statistics a worker reports. */
 export interface WorkerStats {
@@ -80,13 +91,27 @@ export class Worker {
   readonly workerId: string;
   readonly slots: number;
   private readonly leaseMs: number;
+  /** How long before its expiry a lease not renewed is given up (see the module comment). */
+  private readonly guardMs: number;
   private readonly running = new Map<number, RunHandle>();
+  /**
+   * The leases this worker holds, by process: the claim's token and until when the lease is held
+   * by this worker's clock (`performance.now()` when the claim or last renewal was sent, plus the
+   * lease length less {@link Worker.guardMs}). Set by a claim, moved on by renewals, gone when the
+   * run ended or lost it.
+   */
+  private readonly held = new Map<number, { claim: number; until: number }>();
   private readonly claiming = new Set<number>();
   /** Processes whose run ended and whose outcome is being written (their leases are still renewed). */
   private readonly completing = new Set<number>();
   private claimQueue: TaskDelivery[] = [];
   private claimScheduled = false;
-  private completions: Array<{ record: ProcessRecord; outcome: ProcessOutcome; resolve: () => void }> = [];
+  private completions: Array<{
+    record: ProcessRecord;
+    claim: number;
+    outcome: ProcessOutcome;
+    resolve: () => void;
+  }> = [];
   private completionScheduled = false;
   private consumer: TaskConsumer | null = null;
   private stopControl: (() => Promise<void>) | null = null;
@@ -105,12 +130,14 @@ export class Worker {
     this.workerId = opts.workerId;
     this.slots = opts.profile.options['daemon.worker_process_slots'];
     this.leaseMs = opts.profile.options['daemon.lease_seconds'] * 1000;
+    this.guardMs = Math.min(this.leaseMs / 6, LEASE_GUARD_MAX_MS);
     this.trouble = new LogThrottle(opts.logger);
     this.redispatchMs = opts.profile.options['broker.redispatch_seconds'] * 1000;
     this.host = {
       store: opts.store,
       registry: opts.registry,
       owner: opts.workerId,
+      holds: (id, claim) => this.holds(id, claim),
       logger: opts.logger,
       dispatch: (ids) => this.dispatch(ids),
       openOutput: (r) =>
@@ -143,6 +170,7 @@ export class Worker {
     w.stopControl = await opts.bus.consumeControl((m) => w.onControl(m));
     w.consumer = await opts.bus.consumeTasks({ slots: w.slots, onTasks: (tasks) => w.onTasks(tasks) });
     w.timers.push(setInterval(() => void w.renewLeases(), Math.max(500, w.leaseMs / 3)));
+    w.timers.push(setInterval(() => w.checkLeases(), Math.max(100, Math.min(1000, w.leaseMs / 10))));
     if (opts.bus.dispatch === 'publish') {
       w.timers.push(setInterval(() => void w.sweep(SWEEP_MIN_AGE_MS), SWEEP_INTERVAL_MS));
       const every = Math.max(1000, Math.min(SWEEP_INTERVAL_MS, w.redispatchMs / 2));
@@ -208,6 +236,7 @@ export class Worker {
     const ids = batch.map((t) => t.processId);
     for (const id of ids) this.claiming.add(id);
     let results;
+    const sent = performance.now();
     try {
       results = await this.opts.store.claim(ids, this.workerId, this.leaseMs);
     } catch (err) {
@@ -221,7 +250,7 @@ export class Worker {
       // have taken (of processes not running here), or they would wait for their expiry.
       if (isRetryableStoreError(err) && err.maybeApplied) {
         const idle = ids.filter((id) => !this.running.has(id) && !this.claiming.has(id));
-        if (idle.length > 0) await this.opts.store.releaseLeases(this.workerId, idle).catch(() => undefined);
+        if (idle.length > 0) await this.releaseUnknownClaims(idle).catch(() => undefined);
       }
       consumer.requeue(batch);
       return;
@@ -246,12 +275,65 @@ export class Worker {
         } else this.log.debug(`dropped task for process ${id}: ${r.reason}`);
         continue;
       }
-      this.begin(r.process, r.journal);
+      // A run of an earlier claim of ours still going (its lease expired, we claimed it again):
+      // it is lost, and its writes are refused by the store (their token is older).
+      this.running.get(id)?.leaseLost();
+      this.held.set(id, { claim: r.claim, until: sent + this.leaseMs - this.guardMs });
+      if (!this.holds(id, r.claim)) {
+        // The answer came after the lease expired by our clock (the worker was frozen, the store slow).
+        dropped++;
+        this.held.delete(id);
+        this.log.warn(`process ${id}: claimed, but the lease expired by this worker's clock before it could start`);
+        continue;
+      }
+      this.begin(r.process, r.journal, r.claim);
     }
     consumer.credit(dropped);
   }
 
-  private begin(record: ProcessRecord, journal: Parameters<typeof startRun>[2]): void {
+  /**
+   * Releases the leases a claim whose answer was lost may have taken on `ids` (of processes not
+   * running here): their tokens are read back, so a lease that expired and was claimed by
+   * someone else since is left alone.
+   */
+  private async releaseUnknownClaims(ids: number[]): Promise<void> {
+    const runs = [];
+    for (const id of ids) {
+      const p = await this.opts.store.getProcess(id);
+      if (p !== null && p.leaseOwner === this.workerId && !this.running.has(id)) runs.push({ id, claim: p.runs });
+    }
+    if (runs.length > 0) await this.opts.store.releaseLeases(this.workerId, runs);
+  }
+
+  /** True while the lease of `id` by `claim` is held by this worker's clock (see {@link Worker.held}). */
+  private holds(id: number, claim: number): boolean {
+    const h = this.held.get(id);
+    return h !== undefined && h.claim === claim && h.until > performance.now();
+  }
+
+  /** The lease of `id` by `claim` is lost: forget it and stop its run (which then writes nothing). */
+  private lose(id: number, claim: number, why: string): void {
+    const h = this.held.get(id);
+    if (h === undefined || h.claim !== claim) return;
+    this.held.delete(id);
+    const run = this.running.get(id);
+    if (run !== undefined) {
+      this.log.warn(`process ${id}: ${why}; stopping its run`);
+      run.leaseLost();
+    } else if (this.completing.has(id)) {
+      this.log.warn(`process ${id}: ${why}; its outcome will not be recorded here`);
+    }
+  }
+
+  /** Drops every lease that expired by this worker's clock (see the module comment). */
+  private checkLeases(): void {
+    const now = performance.now();
+    for (const [id, h] of [...this.held]) {
+      if (h.until <= now) this.lose(id, h.claim, `lease not renewed before it expired by this worker's clock`);
+    }
+  }
+
+  private begin(record: ProcessRecord, journal: Parameters<typeof startRun>[2], claim: number): void {
     let def;
     try {
       def = this.opts.registry.get(record.type);
@@ -259,36 +341,39 @@ export class Worker {
       if (problem !== null) throw new Error(`invalid inputs for '${record.type}': ${problem}`);
     } catch (err) {
       const outcome: ProcessOutcome = { state: 'excepted', exception: errorMessage(err) };
-      this.running.set(record.id, {
+      const stub: RunHandle = {
         processId: record.id,
         done: Promise.resolve({ kind: 'outcome', outcome }),
         kill: () => undefined,
         pause: () => Promise.resolve('pausing'),
         play: () => undefined,
         leaseLost: () => undefined,
-      });
-      void this.finish(record, { kind: 'outcome', outcome });
+      };
+      this.running.set(record.id, stub);
+      void this.finish(record, claim, stub, { kind: 'outcome', outcome });
       return;
     }
     this.host.announce({ ...record, state: 'running' });
-    const handle = startRun(def, record, journal, this.host);
+    const handle = startRun(def, record, journal, this.host, claim);
     if (record.killRequested) handle.kill('killed on request');
     this.running.set(record.id, handle);
     this.statsChanged();
-    void handle.done.then((end) => this.finish(record, end));
+    void handle.done.then((end) => this.finish(record, claim, handle, end));
   }
 
-  private async finish(record: ProcessRecord, end: RunEnd): Promise<void> {
+  private async finish(record: ProcessRecord, claim: number, handle: RunHandle, end: RunEnd): Promise<void> {
     // The run is over: its slot is free at once. Writing its outcome runs no user code, so the
     // next task may start while the write is under way (and the lease is renewed until it landed).
-    this.running.delete(record.id);
+    // A run of an earlier claim leaves a later one's entries alone.
+    const current = this.running.get(record.id) === handle;
+    if (current) this.running.delete(record.id);
     this.statsChanged();
     if (!this.stopping) this.consumer?.credit(1);
-    if (end.kind === 'outcome') {
+    if (end.kind === 'outcome' && current) {
       this.completing.add(record.id);
       try {
         await new Promise<void>((resolve) => {
-          this.completions.push({ record, outcome: end.outcome, resolve });
+          this.completions.push({ record, claim, outcome: end.outcome, resolve });
           if (!this.completionScheduled) {
             this.completionScheduled = true;
             setImmediate(() => void this.flushCompletions());
@@ -296,11 +381,17 @@ export class Worker {
         });
       } finally {
         this.completing.delete(record.id);
+        if (this.held.get(record.id)?.claim === claim) this.held.delete(record.id);
       }
+      return;
+    }
+    if (this.held.get(record.id)?.claim === claim) this.held.delete(record.id);
+    if (end.kind === 'outcome') {
+      this.log.warn(`process ${record.id}: outcome of an earlier claim (${claim}) not recorded`);
     } else if (end.reason !== 'lease-lost') {
       this.log.debug(`process ${record.id}: ${end.reason}; slot released`);
     } else {
-      this.log.warn(`process ${record.id}: lease lost; another worker owns it now`);
+      this.log.warn(`process ${record.id}: lease lost (claim ${claim}); nothing more of that run is written`);
     }
   }
 
@@ -309,14 +400,22 @@ export class Worker {
     const batch = this.completions;
     this.completions = [];
     if (batch.length === 0) return;
+    let todo = batch;
     for (;;) {
+      // An outcome whose lease expired by our clock meanwhile is not written (see the module comment).
+      todo = todo.filter((c) => {
+        if (this.holds(c.record.id, c.claim)) return true;
+        this.log.warn(`process ${c.record.id}: outcome not recorded, the lease expired before it could be written`);
+        return false;
+      });
+      if (todo.length === 0) break;
       try {
         const results = await this.opts.store.completeMany(
-          batch.map((c) => ({ id: c.record.id, owner: this.workerId, outcome: c.outcome })),
+          todo.map((c) => ({ id: c.record.id, owner: this.workerId, claim: c.claim, outcome: c.outcome })),
         );
         const woken: number[] = [];
-        for (let i = 0; i < batch.length; i++) {
-          const c = batch[i]!;
+        for (let i = 0; i < todo.length; i++) {
+          const c = todo[i]!;
           const r = results[i]!;
           if (!r.ok) {
             this.log.warn(`process ${c.record.id}: outcome not recorded, the lease was lost`);
@@ -337,7 +436,7 @@ export class Worker {
         break;
       } catch (err) {
         if (this.stopping && this.closed) break;
-        this.trouble.error('complete', `recording ${batch.length} outcome(s) failed: ${errorMessage(err)}; retrying`);
+        this.trouble.error('complete', `recording ${todo.length} outcome(s) failed: ${errorMessage(err)}; retrying`);
         await sleep(1000);
       }
     }
@@ -346,16 +445,24 @@ export class Worker {
   }
 
   private async renewLeases(): Promise<void> {
-    const ids = [...this.running.keys(), ...this.completing];
-    if (ids.length === 0) return;
+    // A lease already expired by our clock is not renewed: it is lost (its run stopped) first.
+    this.checkLeases();
+    const runs = [...this.held].map(([id, h]) => ({ id, claim: h.claim }));
+    if (runs.length === 0) return;
+    const sent = performance.now();
     try {
-      const kept = new Set(await this.opts.store.renewLeases(this.workerId, ids, this.leaseMs));
-      for (const id of ids) {
-        if (!kept.has(id) && this.running.has(id)) this.running.get(id)!.leaseLost();
+      const kept = new Set(await this.opts.store.renewLeases(this.workerId, runs, this.leaseMs));
+      for (const { id, claim } of runs) {
+        const h = this.held.get(id);
+        if (kept.has(id)) {
+          if (h !== undefined && h.claim === claim) h.until = Math.max(h.until, sent + this.leaseMs - this.guardMs);
+        } else {
+          this.lose(id, claim, 'lease lost (another claim holds it now)');
+        }
       }
       this.trouble.end('renew', 'renewing leases works again');
     } catch (err) {
-      this.trouble.warn('renew', `renewing ${ids.length} lease(s) failed: ${errorMessage(err)}`);
+      this.trouble.warn('renew', `renewing ${runs.length} lease(s) failed: ${errorMessage(err)}`);
     }
   }
 

@@ -29,6 +29,8 @@ class TestConsumer {
   readonly got: number[] = [];
   /** Processes it "runs" (claimed, slot held). */
   readonly running = new Set<number>();
+  /** The claim token of each process it runs. */
+  private readonly claims = new Map<number, number>();
   maxRunning = 0;
   consumer!: TaskConsumer;
   /** When set, tasks are handed back instead of claimed. */
@@ -60,8 +62,11 @@ class TestConsumer {
     let dropped = 0;
     tasks.forEach((t, i) => {
       this.got.push(t.processId);
-      if (results[i]!.claimed) this.running.add(t.processId);
-      else dropped++;
+      const r = results[i]!;
+      if (r.claimed) {
+        this.running.add(t.processId);
+        this.claims.set(t.processId, r.claim);
+      } else dropped++;
     });
     this.maxRunning = Math.max(this.maxRunning, this.running.size);
     this.consumer.credit(dropped);
@@ -76,6 +81,7 @@ class TestConsumer {
         ids.map((id) => ({
           id,
           owner: this.owner,
+          claim: this.claims.get(id)!,
           outcome: { state: 'finished' as const, outputs: null, exitStatus: 0, exitMessage: null },
         })),
       );

@@ -80,15 +80,15 @@ describe('PostgreSQL restarts under the store', function () {
       const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
       const [c] = await store.claim([id!], 'w1', 60_000);
       assert.ok(c?.claimed);
-      await store.appendJournal(id!, 'w1', { seq: 0, kind: 'step', name: 'a', result: 1 });
+      await store.appendJournal(id!, 'w1', 1, { seq: 0, kind: 'step', name: 'a', result: 1 });
 
       cluster!.stop('fast');
       // Every kind of call, while the server is down: reads, conditional writes, a transaction,
       // and a creation, which must not create twice.
       const calls = Promise.all([
         store.getProcess(id!),
-        store.renewLeases('w1', [id!], 60_000),
-        store.appendJournal(id!, 'w1', { seq: 1, kind: 'step', name: 'b', result: 2 }),
+        store.renewLeases('w1', [{ id: id!, claim: 1 }], 60_000),
+        store.appendJournal(id!, 'w1', 1, { seq: 1, kind: 'step', name: 'b', result: 2 }),
         store.createProcesses([{ type: 'y', inputs: 2 }]),
         store.listProcesses({}),
       ]);
@@ -107,7 +107,12 @@ describe('PostgreSQL restarts under the store', function () {
 
       cluster!.stop('immediate');
       const done = store.completeMany([
-        { id: id!, owner: 'w1', outcome: { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null } },
+        {
+          id: id!,
+          owner: 'w1',
+          claim: 1,
+          outcome: { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null },
+        },
       ]);
       await sleep(DOWN_MS);
       cluster!.start();

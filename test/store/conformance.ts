@@ -77,7 +77,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
       assert.equal(c[0]!.claimed, true);
       const children: number[] = [];
       for (let i = 0; i < n; i++) {
-        children.push(await store.submitChild(parent!, owner, i, { type: 'child', inputs: { i } }));
+        children.push(await store.submitChild(parent!, owner, 1, i, { type: 'child', inputs: { i } }));
       }
       return { parent: parent!, children };
     }
@@ -393,7 +393,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { ids } = await make(3);
         const [leased, paused, done] = ids as [number, number, number];
         await store.claim([leased, done], 'w1', 30_000);
-        await store.complete(done, 'w1', finished());
+        await store.complete(done, 'w1', 1, finished());
         await store.setPaused([paused], true);
         const rs = await store.claim([leased, paused, done, 999_999_999], 'w2', 30_000);
         assert.deepEqual(rs, [
@@ -429,7 +429,11 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         await store.claim([ids[0]!], 'w1', 1_000);
         await store.claim([ids[1]!], 'w2', 1_000);
         const before = (await store.getProcess(ids[0]!))!.leaseExpiresAt!;
-        const held = await store.renewLeases('w1', ids, 60_000);
+        const held = await store.renewLeases(
+          'w1',
+          ids.map((id) => ({ id, claim: 1 })),
+          60_000,
+        );
         assert.deepEqual(held, [ids[0]]);
         assert.ok((await store.getProcess(ids[0]!))!.leaseExpiresAt! > before + 50_000);
         assert.ok((await store.getProcess(ids[1]!))!.leaseExpiresAt! < Date.now() + 5_000);
@@ -456,7 +460,11 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.equal(p.leaseOwner, null);
         assert.equal(p.leaseExpiresAt, null);
         assert.equal(p.state, 'running');
-        assert.deepEqual(await store.renewLeases('dead', [ids[1]!], 1_000), [], 'the dead owner lost it');
+        assert.deepEqual(
+          await store.renewLeases('dead', [{ id: ids[1]!, claim: 1 }], 1_000),
+          [],
+          'the dead owner lost it',
+        );
         const [r] = await store.claim([ids[1]!], 'w3', 30_000);
         assert.ok(r && r.claimed && r.process.runs === 2);
       });
@@ -465,7 +473,13 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { ids } = await make(3);
         const w1 = uniqueType('releasing-worker');
         await store.claim(ids, w1, 30_000);
-        assert.deepEqual(await store.releaseLeases(w1, [ids[0]!, 999_999_999]), [ids[0]]);
+        assert.deepEqual(
+          await store.releaseLeases(w1, [
+            { id: ids[0]!, claim: 1 },
+            { id: 999_999_999, claim: 1 },
+          ]),
+          [ids[0]],
+        );
         let p = (await store.getProcess(ids[0]!))!;
         assert.equal(p.state, 'running');
         assert.equal(p.leaseOwner, null);
@@ -519,12 +533,17 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const [a, b, c] = ids as [number, number, number];
         await store.claim(ids, 'w1', 30_000);
         await store.requestKill(c, 'stop');
-        assert.deepEqual(await store.complete(a, 'intruder', finished()), { ok: false, wokenParentId: null });
+        assert.deepEqual(await store.complete(a, 'intruder', 1, finished()), { ok: false, wokenParentId: null });
         assert.equal((await store.getProcess(a))!.state, 'running');
         const rs = await store.completeMany([
-          { id: a, owner: 'w1', outcome: { state: 'finished', outputs: { n: 42 }, exitStatus: 3, exitMessage: 'meh' } },
-          { id: b, owner: 'w1', outcome: { state: 'excepted', exception: 'Error: boom\n  at x' } },
-          { id: c, owner: 'w1', outcome: { state: 'killed', exitMessage: 'stop' } },
+          {
+            id: a,
+            owner: 'w1',
+            claim: 1,
+            outcome: { state: 'finished', outputs: { n: 42 }, exitStatus: 3, exitMessage: 'meh' },
+          },
+          { id: b, owner: 'w1', claim: 1, outcome: { state: 'excepted', exception: 'Error: boom\n  at x' } },
+          { id: c, owner: 'w1', claim: 1, outcome: { state: 'killed', exitMessage: 'stop' } },
         ]);
         assert.deepEqual(rs, [
           { ok: true, wokenParentId: null },
@@ -538,10 +557,10 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         );
         assert.deepEqual([pb!.state, pb!.exception, pb!.outputs], ['excepted', 'Error: boom\n  at x', null]);
         assert.deepEqual([pc!.state, pc!.exitMessage, pc!.killRequested], ['killed', 'stop', false]);
-        assert.deepEqual(await store.complete(a, 'w1', finished()), { ok: false, wokenParentId: null });
+        assert.deepEqual(await store.complete(a, 'w1', 1, finished()), { ok: false, wokenParentId: null });
         assert.equal((await store.getProcess(a))!.exitStatus, 3, 'a second completion changes nothing');
         assert.ok(!(await pending()).has(a));
-        await assert.rejects(store.complete(a, 'w1', { state: 'nope' } as never), InputError);
+        await assert.rejects(store.complete(a, 'w1', 1, { state: 'nope' } as never), InputError);
       });
     });
 
@@ -550,27 +569,27 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { ids } = await make(1);
         const id = ids[0]!;
         await store.claim([id], 'w1', 30_000);
-        await store.appendJournal(id, 'w1', { seq: 1, kind: 'step', name: 'b', result: { x: [1, 2] } });
-        await store.appendJournal(id, 'w1', { seq: 0, kind: 'step', name: 'a', result: null });
+        await store.appendJournal(id, 'w1', 1, { seq: 1, kind: 'step', name: 'b', result: { x: [1, 2] } });
+        await store.appendJournal(id, 'w1', 1, { seq: 0, kind: 'step', name: 'a', result: null });
         const j = await store.getJournal(id);
         assert.deepEqual(j, [
           { seq: 0, kind: 'step', name: 'a', result: null },
           { seq: 1, kind: 'step', name: 'b', result: { x: [1, 2] } },
         ]);
         await assert.rejects(
-          store.appendJournal(id, 'w1', { seq: 1, kind: 'step', name: 'b', result: 1 }),
+          store.appendJournal(id, 'w1', 1, { seq: 1, kind: 'step', name: 'b', result: 1 }),
           (err: unknown) => err instanceof StoreError && /already has an entry at seq 1/.test(err.message),
         );
         await assert.rejects(
-          store.appendJournal(id, 'w2', { seq: 2, kind: 'step', name: 'c', result: 1 }),
+          store.appendJournal(id, 'w2', 1, { seq: 2, kind: 'step', name: 'c', result: 1 }),
           (err: unknown) => err instanceof LeaseLostError && err.code === 'STORE_LEASE_LOST',
         );
         await assert.rejects(
-          store.appendJournal(999_999_999, 'w1', { seq: 0, kind: 'step', name: 'c', result: 1 }),
+          store.appendJournal(999_999_999, 'w1', 1, { seq: 0, kind: 'step', name: 'c', result: 1 }),
           ProcessNotFoundError,
         );
         assert.equal((await store.getJournal(id)).length, 2);
-        await store.releaseLeases('w1', [id]);
+        await store.releaseLeases('w1', [{ id, claim: 1 }]);
         const [r] = await other.claim([id], 'w2', 30_000);
         assert.ok(r && r.claimed);
         assert.deepEqual(r.journal, j);
@@ -582,14 +601,14 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const id = ids[0]!;
         await store.claim([id], 'w1', 30_000);
         const entry = { seq: 0, kind: 'step' as const, name: 'a', result: { b: [1, { c: 'd' }], a: null } };
-        await store.appendJournal(id, 'w1', entry);
-        await store.appendJournal(id, 'w1', { ...entry, result: { a: null, b: [1, { c: 'd' }] } });
+        await store.appendJournal(id, 'w1', 1, entry);
+        await store.appendJournal(id, 'w1', 1, { ...entry, result: { a: null, b: [1, { c: 'd' }] } });
         assert.deepEqual(await store.getJournal(id), [entry]);
         await assert.rejects(
-          store.appendJournal(id, 'w1', { ...entry, name: 'other' }),
+          store.appendJournal(id, 'w1', 1, { ...entry, name: 'other' }),
           (err: unknown) => err instanceof StoreError && /already has an entry at seq 0/.test(err.message),
         );
-        await assert.rejects(store.appendJournal(id, 'w2', entry), LeaseLostError, 'only for the lease holder');
+        await assert.rejects(store.appendJournal(id, 'w2', 1, entry), LeaseLostError, 'only for the lease holder');
       });
     });
 
@@ -603,12 +622,12 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.equal(c.type, 'child');
         assert.ok((await pending()).has(child));
         assert.deepEqual(await store.getJournal(parent), [{ seq: 0, kind: 'submit', name: 'child', result: child }]);
-        const again = await store.submitChild(parent, 'w1', 0, { type: 'child', inputs: { i: 0 } });
+        const again = await store.submitChild(parent, 'w1', 1, 0, { type: 'child', inputs: { i: 0 } });
         assert.equal(again, child, 'a replay returns the journaled child');
         assert.equal((await store.listProcesses({ parentId: parent })).length, 1, 'no second child');
         const [r1, r2] = await Promise.all([
-          store.submitChild(parent, 'w1', 1, { type: 'child', inputs: 1 }),
-          other.submitChild(parent, 'w1', 1, { type: 'child', inputs: 1 }),
+          store.submitChild(parent, 'w1', 1, 1, { type: 'child', inputs: 1 }),
+          other.submitChild(parent, 'w1', 1, 1, { type: 'child', inputs: 1 }),
         ]);
         assert.equal(r1, r2, 'concurrent submissions at one seq create one child');
         assert.equal((await store.listProcesses({ parentId: parent })).length, 2);
@@ -616,11 +635,11 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
 
       it('refuses a caller without the lease, and a seq holding a step', async function () {
         const { parent } = await family('w1', 0);
-        await assert.rejects(store.submitChild(parent, 'w2', 0, { type: 'child', inputs: 1 }), LeaseLostError);
-        await store.appendJournal(parent, 'w1', { seq: 0, kind: 'step', name: 's', result: 1 });
-        await assert.rejects(store.submitChild(parent, 'w1', 0, { type: 'child', inputs: 1 }), NonDeterminismError);
+        await assert.rejects(store.submitChild(parent, 'w2', 1, 0, { type: 'child', inputs: 1 }), LeaseLostError);
+        await store.appendJournal(parent, 'w1', 1, { seq: 0, kind: 'step', name: 's', result: 1 });
+        await assert.rejects(store.submitChild(parent, 'w1', 1, 0, { type: 'child', inputs: 1 }), NonDeterminismError);
         await assert.rejects(
-          store.submitChild(999_999_999, 'w1', 0, { type: 'child', inputs: 1 }),
+          store.submitChild(999_999_999, 'w1', 1, 0, { type: 'child', inputs: 1 }),
           ProcessNotFoundError,
         );
         assert.deepEqual(await store.listProcesses({ parentId: parent }), []);
@@ -631,9 +650,9 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
       it('goes on running when every child has terminated', async function () {
         const { parent, children } = await family('w1', 2);
         await store.claim(children, 'w2', 30_000);
-        await store.completeMany(children.map((id) => ({ id, owner: 'w2', outcome: finished() })));
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: false });
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', []), { waiting: false });
+        await store.completeMany(children.map((id) => ({ id, owner: 'w2', claim: 1, outcome: finished() })));
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: false });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, []), { waiting: false });
         const p = (await store.getProcess(parent))!;
         assert.equal(p.state, 'running');
         assert.equal(p.leaseOwner, 'w1');
@@ -643,17 +662,17 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { parent, children } = await family('w1', 3);
         const [c1, c2, c3] = children as [number, number, number];
         await store.claim(children, 'w2', 30_000);
-        await store.complete(c1, 'w2', finished());
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
+        await store.complete(c1, 'w2', 1, finished());
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
         let p = (await store.getProcess(parent))!;
         assert.equal(p.state, 'waiting');
         assert.equal(p.leaseOwner, null);
         assert.equal(p.leaseExpiresAt, null);
         assert.ok(!(await pending()).has(parent), 'a waiting parent is not dispatched');
         assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
-        assert.deepEqual(await store.complete(c2, 'w2', finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(await store.complete(c2, 'w2', 1, finished()), { ok: true, wokenParentId: null });
         assert.ok(!(await pending()).has(parent));
-        assert.deepEqual(await store.complete(c3, 'w2', { state: 'excepted', exception: 'x' }), {
+        assert.deepEqual(await store.complete(c3, 'w2', 1, { state: 'excepted', exception: 'x' }), {
           ok: true,
           wokenParentId: parent,
         });
@@ -671,22 +690,22 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { parent, children } = await family('w1', 2);
         const [c1, c2] = children as [number, number];
         await store.claim(children, 'w2', 30_000);
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', [c2]), { waiting: true });
-        assert.deepEqual(await store.complete(c1, 'w2', finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, [c2]), { waiting: true });
+        assert.deepEqual(await store.complete(c1, 'w2', 1, finished()), { ok: true, wokenParentId: null });
         assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
-        assert.deepEqual(await store.complete(c2, 'w2', finished()), { ok: true, wokenParentId: parent });
+        assert.deepEqual(await store.complete(c2, 'w2', 1, finished()), { ok: true, wokenParentId: parent });
       });
 
       it('completeMany wakes a parent once, reported by the child that ended its wait', async function () {
         const { parent, children } = await family('w1', 4);
         const [c1, c2, c3, c4] = children as [number, number, number, number];
         await store.claim(children, 'w2', 30_000);
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', [c1, c2, c3]), { waiting: true });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, [c1, c2, c3]), { waiting: true });
         const rs = await store.completeMany([
-          { id: c2, owner: 'w2', outcome: finished() },
-          { id: c1, owner: 'w2', outcome: finished() },
-          { id: c2, owner: 'w2', outcome: finished() },
-          { id: c3, owner: 'intruder', outcome: finished() },
+          { id: c2, owner: 'w2', claim: 1, outcome: finished() },
+          { id: c1, owner: 'w2', claim: 1, outcome: finished() },
+          { id: c2, owner: 'w2', claim: 1, outcome: finished() },
+          { id: c3, owner: 'intruder', claim: 1, outcome: finished() },
         ]);
         assert.deepEqual(rs, [
           { ok: true, wokenParentId: null },
@@ -696,8 +715,8 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         ]);
         assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
         const rs2 = await store.completeMany([
-          { id: c3, owner: 'w2', outcome: finished() },
-          { id: c4, owner: 'w2', outcome: finished() },
+          { id: c3, owner: 'w2', claim: 1, outcome: finished() },
+          { id: c4, owner: 'w2', claim: 1, outcome: finished() },
         ]);
         assert.deepEqual(rs2, [
           { ok: true, wokenParentId: parent },
@@ -708,23 +727,23 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
 
       it('a repeat of a checkpoint that went through reports waiting again, for its owner only', async function () {
         const { parent, children } = await family('w1', 1);
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
-        await assert.rejects(store.waitForChildren(parent, 'w2', children), LeaseLostError);
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
+        await assert.rejects(store.waitForChildren(parent, 'w2', 1, children), LeaseLostError);
         const p = (await store.getProcess(parent))!;
         assert.deepEqual([p.state, p.leaseOwner], ['waiting', null]);
         await store.claim(children, 'w2', 30_000);
-        assert.deepEqual(await store.complete(children[0]!, 'w2', finished()), { ok: true, wokenParentId: parent });
+        assert.deepEqual(await store.complete(children[0]!, 'w2', 1, finished()), { ok: true, wokenParentId: parent });
       });
 
       it('refuses non-children and callers without the lease, changing nothing', async function () {
         const { parent, children } = await family('w1', 1);
         const { ids: stranger } = await make(1);
         await assert.rejects(
-          store.waitForChildren(parent, 'w1', [children[0]!, stranger[0]!]),
+          store.waitForChildren(parent, 'w1', 1, [children[0]!, stranger[0]!]),
           (err: unknown) => err instanceof InputError && err.message.includes(`${stranger[0]} are not children`),
         );
-        await assert.rejects(store.waitForChildren(parent, 'w2', children), LeaseLostError);
+        await assert.rejects(store.waitForChildren(parent, 'w2', 1, children), LeaseLostError);
         const p = (await store.getProcess(parent))!;
         assert.equal(p.state, 'running');
         assert.equal(p.leaseOwner, 'w1');
@@ -739,8 +758,8 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           const child = children[0]!;
           await other.claim([child], 'C', 30_000);
           const [w, c] = await Promise.all([
-            store.waitForChildren(parent, 'P', [child]),
-            other.complete(child, 'C', finished()),
+            store.waitForChildren(parent, 'P', 1, [child]),
+            other.complete(child, 'C', 1, finished()),
           ]);
           assert.equal(c.ok, true);
           const p = (await store.getProcess(parent))!;
@@ -767,7 +786,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { ids } = await make(3);
         const [a, b, done] = ids as [number, number, number];
         await store.claim([b, done], 'w1', 30_000);
-        await store.complete(done, 'w1', finished());
+        await store.complete(done, 'w1', 1, finished());
         await store.markDispatched(ids);
         assert.deepEqual(await store.setPaused([a, b, done], true), [a, b]);
         assert.deepEqual(await store.setPaused([a], true), [], 'already paused');
@@ -814,16 +833,16 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const { parent, children } = await family('w1', 2);
         const [c1, c2] = children as [number, number];
         await store.setPaused([c2], true);
-        assert.deepEqual(await store.waitForChildren(parent, 'w1', children), { waiting: true });
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
         assert.deepEqual(await store.requestKillDetailed(c1, 'k'), { result: 'killed', wokenParentId: null });
         assert.deepEqual(await store.requestKillDetailed(c2, 'k'), { result: 'killed', wokenParentId: parent });
         assert.ok((await pending()).has(parent));
         const { parent: p2, children: ch2 } = await family('w1', 1);
-        await store.waitForChildren(p2, 'w1', ch2);
+        await store.waitForChildren(p2, 'w1', 1, ch2);
         assert.equal(await store.requestKill(p2, 'stop the workflow'), 'killed');
         assert.equal((await store.getProcess(p2))!.state, 'killed');
         await store.claim(ch2, 'w2', 30_000);
-        assert.deepEqual(await store.complete(ch2[0]!, 'w2', finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(await store.complete(ch2[0]!, 'w2', 1, finished()), { ok: true, wokenParentId: null });
       });
     });
 
@@ -865,8 +884,8 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.deepEqual(Object.keys(before).sort(), [...PROCESS_STATES].sort());
         const { ids } = await make(4);
         await store.claim(ids.slice(1), 'w1', 30_000);
-        await store.complete(ids[2]!, 'w1', finished());
-        await store.complete(ids[3]!, 'w1', { state: 'excepted', exception: 'e' });
+        await store.complete(ids[2]!, 'w1', 1, finished());
+        await store.complete(ids[3]!, 'w1', 1, { state: 'excepted', exception: 'e' });
         const after = await store.countByState();
         assert.equal(after.created - before.created, 1);
         assert.equal(after.running - before.running, 1);
@@ -879,8 +898,9 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
       it('keeps a report log per process', async function () {
         const { ids } = await make(1);
         const t0 = Date.now();
-        await store.addReport(ids[0]!, 'first line');
-        await store.addReport(ids[0]!, 'second\nline');
+        await store.claim(ids, 'w1', 30_000);
+        await store.addReport(ids[0]!, 'w1', 1, 'first line');
+        await store.addReport(ids[0]!, 'w1', 1, 'second\nline');
         const lines = await store.getReports(ids[0]!);
         assert.deepEqual(
           lines.map((l) => l.message),
@@ -888,25 +908,31 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         );
         assert.ok(lines.every((l) => l.time >= t0 - 1000 && l.time <= Date.now() + 1000));
         assert.deepEqual(await store.getReports(999_999_999), []);
-        await assert.rejects(store.addReport(999_999_999, 'x'), ProcessNotFoundError);
+        await assert.rejects(store.addReport(999_999_999, 'w1', 1, 'x'), ProcessNotFoundError);
+        await assert.rejects(store.addReport(ids[0]!, 'w2', 1, 'x'), LeaseLostError, 'only for the lease holder');
+        await assert.rejects(store.addReport(ids[0]!, 'w1', 0, 'x'), InputError);
+        assert.equal((await store.getReports(ids[0]!)).length, 2);
       });
 
       it('writes a report line with a position once: a repeat of its (process, position, index) does nothing', async function () {
         const { ids } = await make(2);
         const [a, b] = [ids[0]!, ids[1]!];
-        assert.equal(await store.addReport(a, 'one', { position: 0, index: 0 }), true);
-        assert.equal(await store.addReport(a, 'two', { position: 0, index: 1 }), true);
-        assert.equal(await store.addReport(a, 'one, replayed', { position: 0, index: 0 }), false);
-        assert.equal(await other.addReport(a, 'three', { position: 2, index: 0 }), true);
-        assert.equal(await other.addReport(a, 'two, replayed', { position: 0, index: 1 }), false);
+        await store.claim([a, b], 'w1', 60_000);
+        assert.equal(await store.addReport(a, 'w1', 1, 'one', { position: 0, index: 0 }), true);
+        assert.equal(await store.addReport(a, 'w1', 1, 'two', { position: 0, index: 1 }), true);
+        assert.equal(await store.addReport(a, 'w1', 1, 'one, replayed', { position: 0, index: 0 }), false);
+        assert.equal(await other.addReport(a, 'w1', 1, 'three', { position: 2, index: 0 }), true);
+        assert.equal(await other.addReport(a, 'w1', 1, 'two, replayed', { position: 0, index: 1 }), false);
         // Lines without a position are always appended.
-        assert.equal(await store.addReport(a, 'free'), true);
-        assert.equal(await store.addReport(a, 'free'), true);
+        assert.equal(await store.addReport(a, 'w1', 1, 'free'), true);
+        assert.equal(await store.addReport(a, 'w1', 1, 'free'), true);
         // Keys are per process.
-        assert.equal(await store.addReport(b, 'one of b', { position: 0, index: 0 }), true);
+        assert.equal(await store.addReport(b, 'w1', 1, 'one of b', { position: 0, index: 0 }), true);
         // Racing repeats from two connections: exactly one writes.
         const raced = await Promise.all(
-          Array.from({ length: 6 }, (_, i) => (i % 2 ? store : other).addReport(a, 'raced', { position: 5, index: 3 })),
+          Array.from({ length: 6 }, (_, i) =>
+            (i % 2 ? store : other).addReport(a, 'w1', 1, 'raced', { position: 5, index: 3 }),
+          ),
         );
         assert.equal(raced.filter((w) => w).length, 1, `written ${JSON.stringify(raced)}`);
         assert.deepEqual(
@@ -918,9 +944,12 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           ['one of b'],
         );
         for (const bad of [{ position: -1, index: 0 }, { position: 1.5, index: 0 }, { position: 0 }, 'x']) {
-          await assert.rejects(store.addReport(a, 'bad', bad as never), InputError, JSON.stringify(bad));
+          await assert.rejects(store.addReport(a, 'w1', 1, 'bad', bad as never), InputError, JSON.stringify(bad));
         }
-        await assert.rejects(store.addReport(999_999_999, 'x', { position: 0, index: 0 }), ProcessNotFoundError);
+        await assert.rejects(
+          store.addReport(999_999_999, 'w1', 1, 'x', { position: 0, index: 0 }),
+          ProcessNotFoundError,
+        );
       });
     });
   });

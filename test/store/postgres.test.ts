@@ -88,8 +88,8 @@ describe('PostgreSQL store: schema upgrades', function () {
           await c.query('INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)', [m.version, Date.now()]);
         }
         await c.query(
-          `INSERT INTO processes (id, uuid, type, state, inputs, ctime, mtime)
-           VALUES (1, gen_random_uuid(), 'old', 'running', '{}', 1, 1)`,
+          `INSERT INTO processes (id, uuid, type, state, inputs, ctime, mtime, lease_owner, lease_expires_at, runs)
+           VALUES (1, gen_random_uuid(), 'old', 'running', '{}', 1, 1, 'w1', 32503680000000, 1)`,
         );
         await c.query(`INSERT INTO reports (process_id, time, message) VALUES (1, 1, 'old line'), (1, 2, 'old line')`);
       } finally {
@@ -105,9 +105,9 @@ describe('PostgreSQL store: schema upgrades', function () {
             [2, 'old line'],
           ],
         );
-        assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), true);
-        assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), false);
-        assert.equal(await s.addReport(1, 'free line'), true);
+        assert.equal(await s.addReport(1, 'w1', 1, 'new line', { position: 0, index: 0 }), true);
+        assert.equal(await s.addReport(1, 'w1', 1, 'new line', { position: 0, index: 0 }), false);
+        assert.equal(await s.addReport(1, 'w1', 1, 'free line'), true);
         assert.deepEqual(
           (await s.getReports(1)).map((l) => l.message),
           ['old line', 'old line', 'new line', 'free line'],
@@ -181,7 +181,7 @@ describe('PostgreSQL store: a connection dropped in the middle of a call', funct
     const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
     await store.claim([id!], 'w1', 60_000);
     const r = await dropWhileWaiting(rowLock, [id], () =>
-      store.completeMany([{ id: id!, owner: 'w1', outcome: done }]),
+      store.completeMany([{ id: id!, owner: 'w1', claim: 1, outcome: done }]),
     );
     assert.deepEqual(r, [{ ok: true, wokenParentId: null }]);
     assert.equal((await store.getProcess(id!))!.state, 'finished');

@@ -73,14 +73,14 @@ const round = async () => {
   const ids = await s.pendingDispatches(0, 40);
   const res = await s.claim(ids, owner, 30000);
   const mine = ids.filter((_, i) => res[i].claimed);
-  const ends = await s.completeMany(mine.map((id) => ({ id, owner, outcome: done })));
+  for (const id of mine) await s.addReport(id, owner, 1, owner + ' ran ' + id);
+  const ends = await s.completeMany(mine.map((id) => ({ id, owner, claim: 1, outcome: done })));
   if (ends.some((e) => !e.ok)) throw new Error('lost a lease it had just taken');
   won += mine.length;
   return ids.length;
 };
 for (let r = 0; r < Number(process.env.ROUNDS); r++) {
   await s.createProcesses(Array.from({ length: 20 }, (_, i) => ({ type: 'mp', inputs: { owner, r, i } })));
-  await s.addReport(1, owner + ' round ' + r);
   await round();
 }
 while ((await round()) > 0);
@@ -138,7 +138,8 @@ describe('SQLite store', function () {
       db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(m.version, Date.now());
     }
     db.prepare(
-      `INSERT INTO processes (uuid, type, state, inputs, ctime, mtime) VALUES ('u-1', 'old', 'running', '{}', 1, 1)`,
+      `INSERT INTO processes (uuid, type, state, inputs, ctime, mtime, lease_owner, lease_expires_at, runs)
+       VALUES ('u-1', 'old', 'running', '{}', 1, 1, 'w1', 32503680000000, 1)`,
     ).run();
     db.prepare(`INSERT INTO reports (process_id, time, message) VALUES (1, 1, 'old line'), (1, 2, 'old line')`).run();
     db.close();
@@ -152,9 +153,9 @@ describe('SQLite store', function () {
           [2, 'old line'],
         ],
       );
-      assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), true);
-      assert.equal(await s.addReport(1, 'new line', { position: 0, index: 0 }), false);
-      assert.equal(await s.addReport(1, 'free line'), true);
+      assert.equal(await s.addReport(1, 'w1', 1, 'new line', { position: 0, index: 0 }), true);
+      assert.equal(await s.addReport(1, 'w1', 1, 'new line', { position: 0, index: 0 }), false);
+      assert.equal(await s.addReport(1, 'w1', 1, 'free line'), true);
       assert.deepEqual(
         (await s.getReports(1)).map((l) => l.message),
         ['old line', 'old line', 'new line', 'free line'],
@@ -238,7 +239,7 @@ describe('SQLite store', function () {
       for (let i = 0; i < 20; i++) await s.createProcesses([{ type: 'x', inputs: big.slice(0, 64 * 1024) }]);
       assert.ok(fs.statSync(`${file}-wal`).size <= JOURNAL_SIZE_LIMIT + 300 * 1024, 'the WAL stays near its limit');
       assert.deepEqual(
-        await s.complete(id!, 'w1', { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null }),
+        await s.complete(id!, 'w1', 1, { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null }),
         {
           ok: true,
           wokenParentId: null,
@@ -268,7 +269,7 @@ describe('SQLite store', function () {
       assert.deepEqual(counts, { created: 0, running: 0, waiting: 0, finished: total, excepted: 0, killed: 0 });
       const all = await s.listProcesses({ type: 'mp' });
       assert.ok(all.every((p) => p.runs === 1));
-      assert.equal((await s.getReports(1)).length, 75);
+      for (const p of all) assert.equal((await s.getReports(p.id)).length, 1, `one report line of process ${p.id}`);
     } finally {
       await s.close();
     }
@@ -283,7 +284,7 @@ describe('SQLite store', function () {
       for (let i = 0; i < 150; i++) {
         const [parent] = await s.createProcesses([{ type: 'parent', inputs: i }]);
         await s.claim([parent!], 'P', 60_000);
-        const child = await s.submitChild(parent!, 'P', 0, { type: 'child', inputs: i });
+        const child = await s.submitChild(parent!, 'P', 1, 0, { type: 'child', inputs: i });
         await s.claim([child], 'C', 60_000);
         pairs.push([parent!, child]);
       }
@@ -296,14 +297,14 @@ describe('SQLite store', function () {
       const [waits, ends] = (await Promise.all([
         runNode(
           `${prelude}
-          for (const [p, c] of pairs) out.push((await s.waitForChildren(p, 'P', [c])).waiting);
+          for (const [p, c] of pairs) out.push((await s.waitForChildren(p, 'P', 1, [c])).waiting);
           await s.close(); console.log(JSON.stringify(out));`,
           env,
         ),
         runNode(
           `${prelude}
           const done = { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null };
-          for (const [, c] of pairs) out.push((await s.complete(c, 'C', done)).wokenParentId);
+          for (const [, c] of pairs) out.push((await s.complete(c, 'C', 1, done)).wokenParentId);
           await s.close(); console.log(JSON.stringify(out));`,
           env,
         ),

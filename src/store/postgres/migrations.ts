@@ -126,6 +126,7 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         key text PRIMARY KEY,
         value jsonb NOT NULL,
         updated_at bigint NOT NULL
+      );
     `,
   },
   {

@@ -31,7 +31,7 @@
  *   be opened, or the server answered with an error, which rolls the statement back), or when the
  *   call is idempotent. When the connection broke while a write was in flight (its commit may or
  *   may not have happened), calls are repeated only if a second application changes nothing:
- *   conditional updates keyed by the lease owner, and the writes that check on a repeat whether
+ *   conditional updates keyed by the lease owner and claim, and the writes that check on a repeat whether
  *   the first went through (`createProcesses` by the processes' uuids, `complete`, `appendJournal`,
  *   `waitForChildren`). `claim` and `addReport` then fail with `maybeApplied` set.
  * - Repeated failures are logged at most once per interval ({@link LogThrottle}).
@@ -79,9 +79,11 @@ import {
   checkNewProcess,
   checkCompletions,
   checkUpTo,
+  checkClaim,
   checkReport,
   checkOwner,
   checkOwners,
+  checkRunClaims,
   claimRefusal,
   checkRegistration,
   checkOptionKey,
@@ -107,6 +109,7 @@ import type {
   RegisteredDaemon,
   ReleasedLease,
   ReportPosition,
+  RunClaim,
   WaitResult,
   AdoptResult,
   StoreOwner,
@@ -288,9 +291,10 @@ const Q = {
   complete: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
       exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
       kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::text[], $7::text[])
-      AS v(id, owner, state, outputs, exit_status, exit_message, exception)
-    WHERE p.id = v.id AND p.lease_owner = v.owner
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::text[],
+                $8::text[])
+      AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
+    WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim
     RETURNING p.id, p.parent_id`,
   // Counts terminated children off their waiting parents (rows locked by the caller); returns the
   // parents whose count reached 0.
@@ -349,11 +353,13 @@ const Q = {
   pending: `SELECT id FROM processes
     WHERE dispatch_requested_at IS NOT NULL AND dispatch_requested_at <= ${NOW} - $1 AND NOT paused
     ORDER BY dispatch_requested_at, id LIMIT $2`,
-  renew: `UPDATE processes SET lease_expires_at = ${NOW} + $3, mtime = ${NOW}
-    WHERE id = ANY($1::bigint[]) AND lease_owner = $2 RETURNING id`,
-  release: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
+  renew: `UPDATE processes p SET lease_expires_at = ${NOW} + $4, mtime = ${NOW}
+    FROM unnest($1::bigint[], $2::integer[]) AS v(id, claim)
+    WHERE p.id = v.id AND p.runs = v.claim AND p.lease_owner = $3 RETURNING p.id`,
+  release: `UPDATE processes p SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
       mtime = ${NOW}
-    WHERE id = ANY($1::bigint[]) AND lease_owner = $2 RETURNING id`,
+    FROM unnest($1::bigint[], $2::integer[]) AS v(id, claim)
+    WHERE p.id = v.id AND p.runs = v.claim AND p.lease_owner = $3 RETURNING p.id`,
   releaseAll: `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = ${NOW},
       mtime = ${NOW}
     WHERE lease_owner = $1 RETURNING id`,
@@ -365,8 +371,11 @@ const Q = {
           FOR NO KEY UPDATE) AS old
     WHERE p.id = old.id AND p.lease_owner = old.lease_owner
     RETURNING p.id, old.lease_owner`,
-  appendJournal: `WITH p AS (SELECT id FROM processes WHERE id = $1 AND lease_owner = $2 FOR SHARE)
+  appendJournal: `WITH p AS (SELECT id FROM processes WHERE id = $1 AND lease_owner = $2 AND runs = $7 FOR SHARE)
     INSERT INTO journal (process_id, seq, kind, name, result) SELECT p.id, $3, $4, $5, $6::jsonb FROM p`,
+  addReport: `WITH p AS (SELECT id FROM processes WHERE id = $1 AND lease_owner = $2 AND runs = $3 FOR SHARE)
+    INSERT INTO reports (process_id, time, message, step_position, step_index) SELECT p.id, ${NOW}, $4, $5, $6 FROM p
+    ON CONFLICT (process_id, step_position, step_index) DO NOTHING`,
   journal: 'SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = $1 ORDER BY seq',
   get: `SELECT ${COLS} FROM processes WHERE id = $1`,
 };
@@ -693,10 +702,11 @@ export class PostgresStore implements ProcessStore {
     return uuids.map((u) => byUuid.get(u)!);
   }
 
-  async submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number> {
+  async submitChild(parentId: number, owner: string, claim: number, seq: number, spec: NewProcess): Promise<number> {
     const where = `submitChild(${parentId})`;
     checkId(parentId, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     if (!Number.isSafeInteger(seq) || seq < 0) throw new InputError(`${where}: seq must be a non-negative integer`);
     const checked = checkNewProcess(spec, where);
     if (checked.parentId !== null && checked.parentId !== parentId) {
@@ -705,13 +715,13 @@ export class PostgresStore implements ProcessStore {
     checked.parentId = parentId;
     // Idempotent: a repeat finds the submission journaled at `seq` and returns that child.
     return this.tx('submitChild', true, async (c) => {
-      const p = await c.query<{ lease_owner: string | null }>(
-        'SELECT lease_owner FROM processes WHERE id = $1 FOR NO KEY UPDATE',
+      const p = await c.query<{ lease_owner: string | null; runs: number }>(
+        'SELECT lease_owner, runs FROM processes WHERE id = $1 FOR NO KEY UPDATE',
         [parentId],
       );
       if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
-      if (p.rows[0]!.lease_owner !== owner) {
-        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${parentId}`);
+      if (p.rows[0]!.lease_owner !== owner || p.rows[0]!.runs !== claim) {
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${parentId} by claim ${claim}`);
       }
       const j = await c.query<JournalRow>(
         'SELECT process_id, seq, kind, name, result FROM journal WHERE process_id = $1 AND seq = $2',
@@ -816,7 +826,12 @@ export class PostgresStore implements ProcessStore {
       if (row !== undefined && !given.has(id)) {
         given.add(id);
         const { journal, ...rec } = row;
-        return { claimed: true, process: toRecord(rec), journal: journal as unknown as JournalEntry[] };
+        return {
+          claimed: true,
+          process: toRecord(rec),
+          journal: journal as unknown as JournalEntry[],
+          claim: rec.runs,
+        };
       }
       // A second copy of an id in one call is a duplicate delivery: its first copy holds the lease.
       if (row !== undefined) return { claimed: false, reason: 'leased' };
@@ -825,29 +840,38 @@ export class PostgresStore implements ProcessStore {
     });
   }
 
-  async renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]> {
+  async renewLeases(owner: string, runs: readonly RunClaim[], leaseMs: number): Promise<number[]> {
     checkOwner(owner, 'renewLeases');
-    const list = checkIds(ids, 'renewLeases');
+    const list = checkRunClaims(runs, 'renewLeases');
     const ms = checkMs(leaseMs, 'renewLeases', 'leaseMs');
     if (list.length === 0) return [];
-    const r = await this.q<{ id: number }>('renewLeases', 'write', 'renew', Q.renew, [list, owner, ms]);
+    const r = await this.q<{ id: number }>('renewLeases', 'write', 'renew', Q.renew, [
+      list.map((x) => x.id),
+      list.map((x) => x.claim),
+      owner,
+      ms,
+    ]);
     const held = new Set(r.rows.map((row) => row.id));
-    return list.filter((id) => held.has(id));
+    return [...new Set(list.map((x) => x.id))].filter((id) => held.has(id));
   }
 
-  async releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]> {
+  async releaseLeases(owner: string, runs?: readonly RunClaim[]): Promise<number[]> {
     checkOwner(owner, 'releaseLeases');
     // A repeat of a release that committed returns fewer ids; those are marked for dispatch in
     // the store all the same, and the outbox sweep publishes them.
-    if (ids === undefined) {
+    if (runs === undefined) {
       const r = await this.q<{ id: number }>('releaseLeases', 'write', 'releaseAll', Q.releaseAll, [owner]);
       return r.rows.map((row) => row.id).sort((a, b) => a - b);
     }
-    const list = checkIds(ids, 'releaseLeases');
+    const list = checkRunClaims(runs, 'releaseLeases');
     if (list.length === 0) return [];
-    const r = await this.q<{ id: number }>('releaseLeases', 'write', 'release', Q.release, [list, owner]);
+    const r = await this.q<{ id: number }>('releaseLeases', 'write', 'release', Q.release, [
+      list.map((x) => x.id),
+      list.map((x) => x.claim),
+      owner,
+    ]);
     const released = new Set(r.rows.map((row) => row.id));
-    return list.filter((id) => released.has(id));
+    return [...new Set(list.map((x) => x.id))].filter((id) => released.has(id));
   }
 
   async releaseLeasesByPrefix(ownerPrefix: string, liveOwners: readonly string[]): Promise<ReleasedLease[]> {
@@ -864,13 +888,13 @@ export class PostgresStore implements ProcessStore {
     return r.rows.map((row) => ({ id: row.id, owner: row.lease_owner })).sort((a, b) => a.id - b.id);
   }
 
-  async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
-    const [r] = await this.completeMany([{ id, owner, outcome }]);
+  async complete(id: number, owner: string, claim: number, outcome: ProcessOutcome): Promise<CompleteResult> {
+    const [r] = await this.completeMany([{ id, owner, claim, outcome }]);
     return r!;
   }
 
   async completeMany(
-    items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
+    items: ReadonlyArray<{ id: number; owner: string; claim: number; outcome: ProcessOutcome }>,
   ): Promise<CompleteResult[]> {
     const checked = checkCompletions(items);
     if (checked.length === 0) return [];
@@ -889,6 +913,7 @@ export class PostgresStore implements ProcessStore {
         values: [
           items.map((it) => it.id),
           items.map((it) => it.owner),
+          items.map((it) => it.claim),
           items.map((it) => it.o.state),
           items.map((it) => it.o.outputsJson),
           items.map((it) => it.o.exitStatus),
@@ -898,20 +923,31 @@ export class PostgresStore implements ProcessStore {
       });
       const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
       // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
-      // there (terminal, in the state written, last claimed by this owner, lease cleared): they
+      // there (terminal, in the state written, last claimed by this very claim, lease cleared): they
       // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
       const recordedBefore = new Set<number>();
       if (a.afterMaybeApplied) {
         const missing = items.filter((it) => !parentOf.has(it.id));
         if (missing.length > 0) {
-          const r = await c.query<{ id: number; state: string; worker_id: string | null; lease_owner: string | null }>(
-            'SELECT id, state, worker_id, lease_owner FROM processes WHERE id = ANY($1::bigint[])',
-            [missing.map((it) => it.id)],
-          );
+          const r = await c.query<{
+            id: number;
+            state: string;
+            worker_id: string | null;
+            lease_owner: string | null;
+            runs: number;
+          }>('SELECT id, state, worker_id, lease_owner, runs FROM processes WHERE id = ANY($1::bigint[])', [
+            missing.map((it) => it.id),
+          ]);
           const rows = new Map(r.rows.map((row) => [row.id, row]));
           for (const it of missing) {
             const row = rows.get(it.id);
-            if (row && row.state === it.o.state && row.worker_id === it.owner && row.lease_owner === null) {
+            if (
+              row &&
+              row.state === it.o.state &&
+              row.worker_id === it.owner &&
+              row.runs === it.claim &&
+              row.lease_owner === null
+            ) {
               recordedBefore.add(it.id);
             }
           }
@@ -956,10 +992,11 @@ export class PostgresStore implements ProcessStore {
     return out;
   }
 
-  async appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void> {
+  async appendJournal(id: number, owner: string, claim: number, entry: JournalEntry): Promise<void> {
     const where = `appendJournal(${id})`;
     checkId(id, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     const e = checkJournalEntry(entry, where);
     await this.call('appendJournal', true, async (c, a) => {
       let r: pg.QueryResult;
@@ -971,6 +1008,7 @@ export class PostgresStore implements ProcessStore {
           e.kind,
           e.name,
           e.resultJson,
+          claim,
         ]);
       } catch (err) {
         if (pgCode(err) !== '23505') throw err;
@@ -986,7 +1024,7 @@ export class PostgresStore implements ProcessStore {
       if (r.rowCount === 0) {
         const p = await c.query('SELECT 1 FROM processes WHERE id = $1', [id]);
         if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
-        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id} by claim ${claim}`);
       }
     });
   }
@@ -997,26 +1035,29 @@ export class PostgresStore implements ProcessStore {
     return r.rows.map(toEntry);
   }
 
-  async waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult> {
+  async waitForChildren(id: number, owner: string, claim: number, childIds: readonly number[]): Promise<WaitResult> {
     const where = `waitForChildren(${id})`;
     checkId(id, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     const list = checkIds(childIds, where);
     return this.tx('waitForChildren', true, async (c) => {
       // Lock the parent before counting: see the module header (lost wake-up).
-      const p = await c.query<{ lease_owner: string | null; state: ProcessState; worker_id: string | null }>(
-        'SELECT lease_owner, state, worker_id FROM processes WHERE id = $1 FOR NO KEY UPDATE',
-        [id],
-      );
+      const p = await c.query<{
+        lease_owner: string | null;
+        state: ProcessState;
+        worker_id: string | null;
+        runs: number;
+      }>('SELECT lease_owner, state, worker_id, runs FROM processes WHERE id = $1 FOR NO KEY UPDATE', [id]);
       if (p.rows.length === 0) throw new ProcessNotFoundError(`${where}: no such process`);
       const row = p.rows[0]!;
-      if (row.lease_owner !== owner) {
+      if (row.lease_owner !== owner || row.runs !== claim) {
         // A repeat of a checkpoint that went through (its answer lost): the process is waiting,
-        // last claimed by this owner, which released the lease by waiting.
-        if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) {
+        // last claimed by this very claim, which released the lease by waiting.
+        if (row.state === 'waiting' && row.worker_id === owner && row.runs === claim && row.lease_owner === null) {
           return { waiting: true };
         }
-        throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+        throw new LeaseLostError(`${where}: ${owner} does not hold the lease by claim ${claim}`);
       }
       if (list.length === 0) return { waiting: false };
       const found = await c.query<{ id: number; state: ProcessState }>(
@@ -1276,29 +1317,32 @@ export class PostgresStore implements ProcessStore {
     return out;
   }
 
-  async addReport(id: number, message: string, at?: ReportPosition): Promise<boolean> {
+  async addReport(id: number, owner: string, claim: number, message: string, at?: ReportPosition): Promise<boolean> {
+    const where = `addReport(${id})`;
     checkId(id, 'addReport');
+    checkOwner(owner, where);
+    checkClaim(claim, where);
     const r = checkReport(id, message, at);
     // A line without a position is not idempotent (a repeat would add it twice): not repeated after a
     // broken write. One with a position is: a repeat finds the first and does nothing.
     return this.call('addReport', r.position !== null, async (c, a) => {
-      try {
-        const res = await this.stmt(
-          c,
-          a,
-          'write',
-          'addReport',
-          `INSERT INTO reports (process_id, time, message, step_position, step_index) VALUES ($1, ${NOW}, $2, $3, $4)
-           ON CONFLICT (process_id, step_position, step_index) DO NOTHING`,
-          [id, r.message, r.position, r.index],
-        );
-        return res.rowCount === 1;
-      } catch (err) {
-        if (pgCode(err) === '23503') {
-          throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
-        }
-        throw err;
-      }
+      const res = await this.stmt(c, a, 'write', 'addReport', Q.addReport, [
+        id,
+        owner,
+        claim,
+        r.message,
+        r.position,
+        r.index,
+      ]);
+      if (res.rowCount !== 0) return true;
+      const p = await c.query<{ held: boolean }>(
+        'SELECT lease_owner = $2 AND runs = $3 AS held FROM processes WHERE id = $1',
+        [id, owner, claim],
+      );
+      if (p.rows.length === 0) throw new ProcessNotFoundError(`addReport: process ${id} does not exist`);
+      // Nothing written: a line already at that place (a replay), or a run that lost the lease.
+      if (p.rows[0]!.held) return false;
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id} by claim ${claim}`);
     });
   }
 

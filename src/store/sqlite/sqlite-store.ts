@@ -16,6 +16,8 @@
  * - A live lease is `lease_owner IS NOT NULL AND lease_expires_at > now`. An expired lease still
  *   names its owner until {@link SqliteStore.pendingDispatches} or a claim takes it over; until then
  *   the owner may still renew it, complete, journal or wait.
+ * - A claim's fencing token is the `runs` counter it set (`runs = runs + 1`, in the claim only);
+ *   every write of a run is conditional on `lease_owner = owner AND runs = claim`.
  * - Dispatch pending is `dispatch_requested_at IS NOT NULL`: set at creation, release, wake-up,
  *   un-pause and lease expiry; cleared by a claim, by {@link SqliteStore.markDispatched} and when the
  *   process ends or starts waiting.
@@ -82,17 +84,19 @@ import {
   checkNewProcess,
   checkCompletions,
   checkUpTo,
+  checkClaim,
   checkReport,
   checkOwner,
   checkOwners,
+  checkRunClaims,
   claimRefusal,
   checkRegistration,
   checkOptionKey,
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
+  type CheckedCompletion,
   type CheckedNewProcess,
-  type OutcomeColumns,
 } from '../common.js';
 import type {
   ClaimResult,
@@ -108,6 +112,7 @@ import type {
   ReportPosition,
   ProcessStore,
   RegisteredDaemon,
+  RunClaim,
   WaitResult,
   AdoptResult,
   StoreOwner,
@@ -189,6 +194,7 @@ interface JournalRow {
 }
 
 interface LeaseRow {
+  runs: number;
   state: ProcessState;
   paused: number;
   waiting_on: number;
@@ -307,6 +313,7 @@ export class SqliteStore implements ProcessStore {
          VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?)`,
       ),
       exists: p('SELECT 1 AS x FROM processes WHERE id = ?'),
+      holdsClaim: p('SELECT 1 AS x FROM processes WHERE id = ? AND lease_owner = ? AND runs = ?'),
       // A pending request up to its time, or a hand-over not claimed since (a re-dispatch).
       markDispatched: p(
         `UPDATE processes SET dispatch_requested_at = NULL, dispatched_at = @now
@@ -357,17 +364,17 @@ export class SqliteStore implements ProcessStore {
          WHERE process_id IN (SELECT value FROM json_each(?)) ORDER BY process_id, seq`,
       ),
       leaseRow: p(
-        'SELECT state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, worker_id FROM processes WHERE id = ?',
+        'SELECT runs, state, paused, waiting_on, lease_owner, lease_expires_at, parent_id, worker_id FROM processes WHERE id = ?',
       ),
       journal: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? ORDER BY seq'),
       journalAt: p('SELECT seq, kind, name, result FROM journal WHERE process_id = ? AND seq = ?'),
       renew: p(
         `UPDATE processes SET lease_expires_at = @expires, mtime = @now
-         WHERE id = @id AND lease_owner = @owner RETURNING id`,
+         WHERE id = @id AND lease_owner = @owner AND runs = @claim RETURNING id`,
       ),
       release: p(
         `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = @now, mtime = @now
-         WHERE id = @id AND lease_owner = @owner RETURNING id`,
+         WHERE id = @id AND lease_owner = @owner AND runs = @claim RETURNING id`,
       ),
       releaseAll: p(
         `UPDATE processes SET lease_owner = NULL, lease_expires_at = NULL, dispatch_requested_at = @now, mtime = @now
@@ -375,17 +382,18 @@ export class SqliteStore implements ProcessStore {
       ),
       // RETURNING gives the new values only: the owners are read first, in the same transaction.
       leasedByPrefix: p(
-        `SELECT id, lease_owner FROM processes
+        `SELECT id, lease_owner, runs FROM processes
          WHERE lease_owner IS NOT NULL AND substr(lease_owner, 1, length(@prefix)) = @prefix
            AND lease_owner NOT IN (SELECT value FROM json_each(@live))`,
       ),
-      // One statement per batch; items are [id, owner, state, outputs, exitStatus, exitMessage, exception].
+      // One statement per batch; items are [id, owner, claim, state, outputs, exitStatus, exitMessage, exception].
       complete: p(
-        `UPDATE processes SET state = v.value ->> 2, outputs = v.value ->> 3, exit_status = v.value ->> 4,
-           exit_message = v.value ->> 5, exception = v.value ->> 6, lease_owner = NULL, lease_expires_at = NULL,
+        `UPDATE processes SET state = v.value ->> 3, outputs = v.value ->> 4, exit_status = v.value ->> 5,
+           exit_message = v.value ->> 6, exception = v.value ->> 7, lease_owner = NULL, lease_expires_at = NULL,
            kill_requested = 0, paused = 0, dispatch_requested_at = NULL, waiting_on = 0, mtime = @now
          FROM json_each(@items) AS v
          WHERE processes.id = v.value ->> 0 AND processes.lease_owner = v.value ->> 1
+           AND processes.runs = v.value ->> 2
          RETURNING processes.id AS id, processes.parent_id AS parent_id`,
       ),
       deleteAwait: p('DELETE FROM process_awaits WHERE parent_id = ? AND child_id = ?'),
@@ -400,7 +408,7 @@ export class SqliteStore implements ProcessStore {
       appendJournal: p(
         `INSERT INTO journal (process_id, seq, kind, name, result)
          SELECT @id, @seq, @kind, @name, @result
-         WHERE EXISTS (SELECT 1 FROM processes WHERE id = @id AND lease_owner = @owner)`,
+         WHERE EXISTS (SELECT 1 FROM processes WHERE id = @id AND lease_owner = @owner AND runs = @claim)`,
       ),
       insertJournal: p('INSERT INTO journal (process_id, seq, kind, name, result) VALUES (?, ?, ?, ?, ?)'),
       children: p(
@@ -431,7 +439,9 @@ export class SqliteStore implements ProcessStore {
       get: p(`SELECT ${COLS} FROM processes WHERE id = ?`),
       counts: p('SELECT state, count(*) AS n FROM processes GROUP BY state'),
       addReport: p(
-        `INSERT INTO reports (process_id, time, message, step_position, step_index) VALUES (?, ?, ?, ?, ?)
+        `INSERT INTO reports (process_id, time, message, step_position, step_index)
+         SELECT @id, @now, @message, @position, @index
+         WHERE EXISTS (SELECT 1 FROM processes WHERE id = @id AND lease_owner = @owner AND runs = @claim)
          ON CONFLICT (process_id, step_position, step_index) DO NOTHING`,
       ),
       reports: p('SELECT time, message FROM reports WHERE process_id = ? ORDER BY id'),
@@ -465,32 +475,35 @@ export class SqliteStore implements ProcessStore {
         return this.s.expireLeases.run({ now, cutoff: now }).changes;
       }),
       claim: db.transaction((ids: number[], owner: string, leaseMs: number) => this.claimTx(ids, owner, leaseMs)),
-      renew: db.transaction((owner: string, ids: number[], leaseMs: number) => {
+      renew: db.transaction((owner: string, runs: RunClaim[], leaseMs: number) => {
         const now = Date.now();
         const out: number[] = [];
-        for (const id of ids) {
-          if (this.s.renew.get({ id, owner, expires: now + leaseMs, now }) !== undefined) out.push(id);
+        for (const { id, claim } of runs) {
+          if (this.s.renew.get({ id, owner, claim, expires: now + leaseMs, now }) !== undefined) out.push(id);
         }
         return out;
       }),
-      release: db.transaction((owner: string, ids: number[] | null) => {
+      release: db.transaction((owner: string, runs: RunClaim[] | null) => {
         const now = Date.now();
-        if (ids === null) {
+        if (runs === null) {
           return (this.s.releaseAll.all({ owner, now }) as { id: number }[]).map((r) => r.id).sort((a, b) => a - b);
         }
         const out: number[] = [];
-        for (const id of ids) if (this.s.release.get({ id, owner, now }) !== undefined) out.push(id);
+        for (const { id, claim } of runs) if (this.s.release.get({ id, owner, claim, now }) !== undefined) out.push(id);
         return out;
       }),
-      complete: db.transaction((items: { id: number; owner: string; o: OutcomeColumns }[]) => this.completeTx(items)),
-      submitChild: db.transaction((parentId: number, owner: string, seq: number, spec: CheckedNewProcess) =>
-        this.submitChildTx(parentId, owner, seq, spec),
+      complete: db.transaction((items: CheckedCompletion[]) => this.completeTx(items)),
+      submitChild: db.transaction(
+        (parentId: number, owner: string, claim: number, seq: number, spec: CheckedNewProcess) =>
+          this.submitChildTx(parentId, owner, claim, seq, spec),
       ),
       appendJournal: db.transaction(
-        (id: number, owner: string, e: JournalEntry & { resultJson: string }, where: string) =>
-          this.appendJournalTx(id, owner, e, where),
+        (id: number, owner: string, claim: number, e: JournalEntry & { resultJson: string }, where: string) =>
+          this.appendJournalTx(id, owner, claim, e, where),
       ),
-      wait: db.transaction((id: number, owner: string, childIds: number[]) => this.waitTx(id, owner, childIds)),
+      wait: db.transaction((id: number, owner: string, claim: number, childIds: number[]) =>
+        this.waitTx(id, owner, claim, childIds),
+      ),
       setPaused: db.transaction((ids: number[], paused: boolean) => {
         const now = Date.now();
         const out: number[] = [];
@@ -502,8 +515,8 @@ export class SqliteStore implements ProcessStore {
       }),
       kill: db.transaction((id: number, message: string | null) => this.killTx(id, message)),
       releaseByPrefix: db.transaction((args: { prefix: string; live: string; now: number }) => {
-        const rows = this.s.leasedByPrefix.all(args) as { id: number; lease_owner: string }[];
-        for (const r of rows) this.s.release.run({ id: r.id, owner: r.lease_owner, now: args.now });
+        const rows = this.s.leasedByPrefix.all(args) as { id: number; lease_owner: string; runs: number }[];
+        for (const r of rows) this.s.release.run({ id: r.id, owner: r.lease_owner, claim: r.runs, now: args.now });
         return rows;
       }),
     };
@@ -603,24 +616,27 @@ export class SqliteStore implements ProcessStore {
     return ids;
   }
 
-  async submitChild(parentId: number, owner: string, seq: number, spec: NewProcess): Promise<number> {
+  async submitChild(parentId: number, owner: string, claim: number, seq: number, spec: NewProcess): Promise<number> {
     const where = `submitChild(${parentId})`;
     checkId(parentId, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     if (!Number.isSafeInteger(seq) || seq < 0) throw new InputError(`${where}: seq must be a non-negative integer`);
     const checked = checkNewProcess(spec, where);
     if (checked.parentId !== null && checked.parentId !== parentId) {
       throw new InputError(`${where}: spec.parentId ${checked.parentId} differs from the parent ${parentId}`);
     }
     checked.parentId = parentId;
-    return this.guard('submitChild', () => this.tx.submitChild.immediate(parentId, owner, seq, checked));
+    return this.guard('submitChild', () => this.tx.submitChild.immediate(parentId, owner, claim, seq, checked));
   }
 
-  private submitChildTx(parentId: number, owner: string, seq: number, spec: CheckedNewProcess): number {
+  private submitChildTx(parentId: number, owner: string, claim: number, seq: number, spec: CheckedNewProcess): number {
     const parent = this.s.leaseRow.get(parentId) as LeaseRow | undefined;
     if (parent === undefined) throw new ProcessNotFoundError(`submitChild: process ${parentId} does not exist`);
-    if (parent.lease_owner !== owner) {
-      throw new LeaseLostError(`submitChild: ${owner} does not hold the lease on process ${parentId}`);
+    if (parent.lease_owner !== owner || parent.runs !== claim) {
+      throw new LeaseLostError(
+        `submitChild: ${owner} does not hold the lease on process ${parentId} by claim ${claim}`,
+      );
     }
     const existing = this.s.journalAt.get(parentId, seq) as JournalRow | undefined;
     if (existing !== undefined) {
@@ -714,7 +730,7 @@ export class SqliteStore implements ProcessStore {
       const row = won.get(id);
       if (row !== undefined && !given.has(id)) {
         given.add(id);
-        return { claimed: true, process: toRecord(row), journal: journals.get(id) ?? [] };
+        return { claimed: true, process: toRecord(row), journal: journals.get(id) ?? [], claim: row.runs };
       }
       // A second copy of an id in one call is a duplicate delivery: its first copy holds the lease.
       if (row !== undefined) return { claimed: false, reason: 'leased' };
@@ -723,17 +739,17 @@ export class SqliteStore implements ProcessStore {
     });
   }
 
-  async renewLeases(owner: string, ids: readonly number[], leaseMs: number): Promise<number[]> {
+  async renewLeases(owner: string, runs: readonly RunClaim[], leaseMs: number): Promise<number[]> {
     checkOwner(owner, 'renewLeases');
-    const list = checkIds(ids, 'renewLeases');
+    const list = checkRunClaims(runs, 'renewLeases');
     const ms = checkMs(leaseMs, 'renewLeases', 'leaseMs');
     if (list.length === 0) return [];
     return this.guard('renewLeases', () => this.tx.renew.immediate(owner, list, ms));
   }
 
-  async releaseLeases(owner: string, ids?: readonly number[]): Promise<number[]> {
+  async releaseLeases(owner: string, runs?: readonly RunClaim[]): Promise<number[]> {
     checkOwner(owner, 'releaseLeases');
-    const list = ids === undefined ? null : checkIds(ids, 'releaseLeases');
+    const list = runs === undefined ? null : checkRunClaims(runs, 'releaseLeases');
     if (list !== null && list.length === 0) return [];
     return this.guard('releaseLeases', () => this.tx.release.immediate(owner, list));
   }
@@ -753,28 +769,28 @@ export class SqliteStore implements ProcessStore {
     );
   }
 
-  async complete(id: number, owner: string, outcome: ProcessOutcome): Promise<CompleteResult> {
-    const [r] = await this.completeMany([{ id, owner, outcome }]);
+  async complete(id: number, owner: string, claim: number, outcome: ProcessOutcome): Promise<CompleteResult> {
+    const [r] = await this.completeMany([{ id, owner, claim, outcome }]);
     return r!;
   }
 
   async completeMany(
-    items: ReadonlyArray<{ id: number; owner: string; outcome: ProcessOutcome }>,
+    items: ReadonlyArray<{ id: number; owner: string; claim: number; outcome: ProcessOutcome }>,
   ): Promise<CompleteResult[]> {
     const checked = checkCompletions(items);
     if (checked.length === 0) return [];
     return this.guard('complete', () => this.tx.complete.immediate(checked));
   }
 
-  private completeTx(items: { id: number; owner: string; o: OutcomeColumns }[]): CompleteResult[] {
+  private completeTx(items: CheckedCompletion[]): CompleteResult[] {
     // A second item for the same id finds the lease already cleared by the first: not ok.
     const first = new Map<number, number>();
     items.forEach((it, i) => {
       if (!first.has(it.id)) first.set(it.id, i);
     });
     const values = [...first.values()].map((i) => {
-      const { id, owner, o } = items[i]!;
-      return [id, owner, o.state, o.outputsJson, o.exitStatus, o.exitMessage, o.exception];
+      const { id, owner, claim, o } = items[i]!;
+      return [id, owner, claim, o.state, o.outputsJson, o.exitStatus, o.exitMessage, o.exception];
     });
     const rows = this.s.complete.all({ items: JSON.stringify(values), now: Date.now() }) as {
       id: number;
@@ -795,20 +811,28 @@ export class SqliteStore implements ProcessStore {
     return r !== undefined && r.waiting_on === 0 ? parentId : null;
   }
 
-  async appendJournal(id: number, owner: string, entry: JournalEntry): Promise<void> {
+  async appendJournal(id: number, owner: string, claim: number, entry: JournalEntry): Promise<void> {
     const where = `appendJournal(${id})`;
     checkId(id, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     const e = checkJournalEntry(entry, where);
-    this.guard('appendJournal', () => this.tx.appendJournal.immediate(id, owner, e, where));
+    this.guard('appendJournal', () => this.tx.appendJournal.immediate(id, owner, claim, e, where));
   }
 
-  private appendJournalTx(id: number, owner: string, e: JournalEntry & { resultJson: string }, where: string): void {
+  private appendJournalTx(
+    id: number,
+    owner: string,
+    claim: number,
+    e: JournalEntry & { resultJson: string },
+    where: string,
+  ): void {
     let changes: number;
     try {
       changes = this.s.appendJournal.run({
         id,
         owner,
+        claim,
         seq: e.seq,
         kind: e.kind,
         name: e.name,
@@ -825,7 +849,7 @@ export class SqliteStore implements ProcessStore {
     }
     if (changes === 0) {
       if (this.s.exists.get(id) === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
-      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id}`);
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id} by claim ${claim}`);
     }
   }
 
@@ -834,22 +858,25 @@ export class SqliteStore implements ProcessStore {
     return this.guard('getJournal', () => (this.s.journal.all(id) as JournalRow[]).map(toEntry));
   }
 
-  async waitForChildren(id: number, owner: string, childIds: readonly number[]): Promise<WaitResult> {
+  async waitForChildren(id: number, owner: string, claim: number, childIds: readonly number[]): Promise<WaitResult> {
     const where = `waitForChildren(${id})`;
     checkId(id, where);
     checkOwner(owner, where);
+    checkClaim(claim, where);
     const list = checkIds(childIds, where);
-    return this.guard('waitForChildren', () => this.tx.wait.immediate(id, owner, list));
+    return this.guard('waitForChildren', () => this.tx.wait.immediate(id, owner, claim, list));
   }
 
-  private waitTx(id: number, owner: string, childIds: number[]): WaitResult {
+  private waitTx(id: number, owner: string, claim: number, childIds: number[]): WaitResult {
     const where = `waitForChildren(${id})`;
     const row = this.s.leaseRow.get(id) as LeaseRow | undefined;
     if (row === undefined) throw new ProcessNotFoundError(`${where}: no such process`);
-    if (row.lease_owner !== owner) {
-      // A repeat of a checkpoint that went through: waiting, last claimed by this owner.
-      if (row.state === 'waiting' && row.worker_id === owner && row.lease_owner === null) return { waiting: true };
-      throw new LeaseLostError(`${where}: ${owner} does not hold the lease`);
+    if (row.lease_owner !== owner || row.runs !== claim) {
+      // A repeat of a checkpoint that went through: waiting, last claimed by this very claim.
+      if (row.state === 'waiting' && row.worker_id === owner && row.runs === claim && row.lease_owner === null) {
+        return { waiting: true };
+      }
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease by claim ${claim}`);
     }
     if (childIds.length === 0) return { waiting: false };
     const found = this.s.children.all(id, JSON.stringify(childIds)) as { id: number; state: ProcessState }[];
@@ -1087,18 +1114,20 @@ export class SqliteStore implements ProcessStore {
     });
   }
 
-  async addReport(id: number, message: string, at?: ReportPosition): Promise<boolean> {
+  async addReport(id: number, owner: string, claim: number, message: string, at?: ReportPosition): Promise<boolean> {
+    const where = `addReport(${id})`;
     checkId(id, 'addReport');
+    checkOwner(owner, where);
+    checkClaim(claim, where);
     const r = checkReport(id, message, at);
     return this.guard('addReport', () => {
-      try {
-        return this.s.addReport.run(id, Date.now(), r.message, r.position, r.index).changes === 1;
-      } catch (err) {
-        if (sqliteCode(err) === 'SQLITE_CONSTRAINT_FOREIGNKEY') {
-          throw new ProcessNotFoundError(`addReport: process ${id} does not exist`, { cause: err });
-        }
-        throw err;
-      }
+      const params = { id, owner, claim, now: Date.now(), message: r.message, position: r.position, index: r.index };
+      if (this.s.addReport.run(params).changes > 0) return true;
+      if (this.s.exists.get(id) === undefined)
+        throw new ProcessNotFoundError(`addReport: process ${id} does not exist`);
+      // Nothing written: a line already at that place (a replay), or a run that lost the lease.
+      if (this.s.holdsClaim.get(id, owner, claim) !== undefined) return false;
+      throw new LeaseLostError(`${where}: ${owner} does not hold the lease on process ${id} by claim ${claim}`);
     });
   }
 
