@@ -177,7 +177,11 @@ export class ProcessClient {
     }
     const conn = await busP;
     if (conn === null) {
-      this.logger.warn(`${ids.length} process(es) stored; they will be dispatched when a worker reaches the broker`);
+      this.logger.warn(
+        ids.length === 1
+          ? `process ${ids[0]} is stored, its dispatch pending: it runs once a worker reaches the broker`
+          : `${ids.length} processes are stored, their dispatch pending: they run once a worker reaches the broker`,
+      );
       return ids;
     }
     for (const id of ids) {

@@ -10,9 +10,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
-import type { ProcessClient } from '../../src/api/processes.js';
 import { topologyFor } from '../../src/broker/rabbitmq/index.js';
-import { cleanupTempDirs, requireService, tempDir } from '../helpers/env.js';
+import { cleanupTempDirs, requireService, runCliAsync, tempDir } from '../helpers/env.js';
+import { ProcessClient } from '../../src/api/processes.js';
+import { createLogger } from '../../src/logging/index.js';
 import {
   countRuns,
   makeProfile,
@@ -114,6 +115,58 @@ describe('a broker that loses confirmed tasks (issue 9, must-show 1)', function 
       assert.doesNotMatch(w.output(), /uncaught|unhandled|ERR_UNHANDLED|BasicConsume/i, w.output().slice(-3000));
     }
   }
+
+  it('submits during a broker outage return and say the dispatch is pending (CLI and library); all run once it is back', async () => {
+    node!.stopApp();
+    try {
+      const file = path.join(dir, 'outage-runs');
+      const cli = await runCliAsync(
+        ['process', 'submit', 'test.record_add', '--inputs', JSON.stringify({ x: 1, y: 2, file })],
+        tp!.env,
+      );
+      assert.equal(cli.status, 0, cli.stderr);
+      assert.match(cli.stderr, /Warning: broker unreachable/);
+      assert.match(
+        cli.stderr,
+        /Warning: process \d+ is stored, its dispatch pending: it runs once a worker reaches the broker/,
+      );
+      const cliId = Number(/process (\d+)/.exec(cli.stdout)![1]);
+      const warnings: string[] = [];
+      const lib = await ProcessClient.open(tp!.profile, {
+        env: { ...process.env, ...tp!.env },
+        logger: createLogger({ level: 'warn', sinks: [{ write: (_l, _s, m) => warnings.push(m) }] }),
+      });
+      let libIds: number[];
+      try {
+        libIds = await lib.submitMany(
+          'test.record_add',
+          Array.from({ length: 20 }, (_, i) => ({ x: i, y: 0, file })),
+        );
+      } finally {
+        await lib.close();
+      }
+      assert.ok(
+        warnings.some((w) => /20 processes are stored, their dispatch pending/.test(w)),
+        JSON.stringify(warnings),
+      );
+      assert.equal(countRuns(file).size, 0);
+      await node!.startApp();
+      workers.push(await startWorker(tp!));
+      const all = [cliId, ...libIds];
+      await waitUntil(
+        () => all.every((id) => countRuns(file).get(id) === 1),
+        30_000,
+        'every process submitted during the outage to run',
+      );
+      assert.deepEqual(
+        [...countRuns(file).values()].filter((n) => n !== 1),
+        [],
+        'each once',
+      );
+    } finally {
+      await node!.startApp().catch(() => undefined);
+    }
+  });
 
   it('the task queue purged after confirmed submits: every process runs once', async () => {
     const runs = path.join(dir, 'runs-purge');

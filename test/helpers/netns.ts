@@ -67,7 +67,11 @@ export interface TestHost {
   /** Its DROVER_HOME. */
   readonly home: string;
   /** Runs `drover ARGS` there (as that host, with its hostname) and returns how it ended. */
-  cli(args: string[], input?: string): Promise<{ status: number; stdout: string; stderr: string }>;
+  cli(
+    args: string[],
+    input?: string,
+    extraEnv?: NodeJS.ProcessEnv,
+  ): Promise<{ status: number; stdout: string; stderr: string }>;
   /** Starts `drover ARGS` there in the background (a daemon). */
   spawn(args: string[]): HostProcess;
   /** Cuts the host's link to the bridge (it keeps running, alone). */
@@ -324,9 +328,9 @@ export async function createTestNet(n: number): Promise<TestNet> {
         ns,
         ip,
         home,
-        cli: (args, input) =>
+        cli: (args, input, extraEnv) =>
           new Promise((resolve) => {
-            const c = spawn('ip', argv(args), { env, stdio: ['pipe', 'pipe', 'pipe'] });
+            const c = spawn('ip', argv(args), { env: { ...env, ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
             let stdout = '';
             let stderr = '';
             c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

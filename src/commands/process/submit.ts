@@ -62,7 +62,14 @@ export default class ProcessSubmit extends DroverCommand<typeof ProcessSubmit> {
     }
     const profile = this.resolveProfile();
     const { ProcessClient } = await import('../../api/processes.js');
-    const client = await ProcessClient.open(profile);
+    // The client's warnings (an unreachable broker: the process is stored, its dispatch pending)
+    // are the user's to see, once each, on stderr.
+    const { createLogger } = await import('../../logging/index.js');
+    const logger = createLogger({
+      level: 'warn',
+      sinks: [{ write: (_level, _scope, message) => this.notice(`Warning: ${message}`) }],
+    });
+    const client = await ProcessClient.open(profile, { logger });
     try {
       const id = await client.submit(args.type, inputs, { label: f.label });
       const { nobodyToRun, verdictOf } = await import('../../api/wait.js');
