@@ -23,8 +23,9 @@ describe('one profile on three test hosts (issue 11; network namespaces)', funct
   let net: TestNet | null = null;
   let client: ProcessClient | null = null;
   const daemons = new Map<string, HostProcess>();
-  const work = tempDir('drover-hosts-');
-  fs.chmodSync(work, 0o777);
+  // Made in before(): a folder made when the file loads would be removed by the cleanupTempDirs()
+  // of the test files that run before this one.
+  let work = '';
 
   const hostOf = (workerId: string | null): string | null => (workerId === null ? null : workerId.split(':')[0]!);
 
@@ -34,6 +35,8 @@ describe('one profile on three test hosts (issue 11; network namespaces)', funct
       if (IN_CI) throw new Error(`test hosts need ${missing}`);
       this.skip();
     }
+    work = tempDir('drover-hosts-');
+    fs.chmodSync(work, 0o777);
     net = await createTestNet(3);
     const [h1, h2, h3] = net.hosts as [TestNet['hosts'][0], TestNet['hosts'][0], TestNet['hosts'][0]];
     const setup = await h1.cli([
