@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { IN_CI, cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
+import { cleanupTempDirs, requireService, tempDir, waitUntil } from '../helpers/env.js';
 import { FIXTURE_MODULE, countRuns } from '../helpers/profile.js';
 import { createTestNet, testNetUnavailable, type HostProcess, type TestNet } from '../helpers/netns.js';
 import { ProcessClient } from '../../src/api/processes.js';
@@ -31,10 +31,7 @@ describe('one profile on three test hosts (issue 11; network namespaces)', funct
 
   before(async function () {
     const missing = testNetUnavailable();
-    if (missing !== null) {
-      if (IN_CI) throw new Error(`test hosts need ${missing}`);
-      this.skip();
-    }
+    requireService(this, missing === null, `test hosts in network namespaces need ${missing}`);
     work = tempDir('drover-hosts-');
     fs.chmodSync(work, 0o777);
     net = await createTestNet(3);
@@ -179,6 +176,10 @@ describe('one profile on three test hosts (issue 11; network namespaces)', funct
     ];
     // Checked before any signal: the daemon runs drover.js, its workers are its children.
     const [daemonPid, ...workerPids] = frozen as [number, ...number[]];
+    assert.ok(
+      frozen.every((pid) => Number.isInteger(pid) && pid > 1),
+      `pids ${frozen}`,
+    );
     assert.ok(
       fs.readFileSync(`/proc/${daemonPid}/cmdline`, 'utf8').includes('drover.js'),
       `pid ${daemonPid} is host2's daemon`,

@@ -14,11 +14,10 @@ import {
   requireService,
   runCliAsync,
   spawnCli,
-  tempDir,
   cleanupTempDirs,
   waitUntil,
 } from '../helpers/env.js';
-import { makeProfile, type TestProfile } from '../helpers/profile.js';
+import { anotherHost, makeProfile, type TestProfile } from '../helpers/profile.js';
 
 describe('shared options of a profile on several hosts (issue 11)', function () {
   this.timeout(60_000);
@@ -30,10 +29,7 @@ describe('shared options of a profile on several hosts (issue 11)', function () 
     requireService(this, await portOpen(5672), `RabbitMQ is not reachable at ${RABBIT_URL}`);
     requireService(this, await portOpen(5432), 'PostgreSQL is not reachable at 127.0.0.1:5432');
     tp = await makeProfile({ storage: 'postgres', bus: 'rabbitmq' });
-    const home = tempDir('drover-hostb-');
-    fs.copyFileSync(path.join(tp.home, 'config.json'), path.join(home, 'config.json'));
-    fs.chmodSync(path.join(home, 'config.json'), 0o600);
-    hostB = { ...tp.env, DROVER_HOME: home };
+    hostB = anotherHost(tp, 'drover-hostb-');
   });
   after(async () => {
     for (const c of children) {

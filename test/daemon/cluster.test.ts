@@ -6,9 +6,7 @@
  * same profile uuid, one PostgreSQL store and one RabbitMQ).
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import type { ChildProcess } from 'node:child_process';
 import { EXIT } from '../../src/cli/exit-codes.js';
@@ -20,11 +18,10 @@ import {
   requireService,
   runCliAsync,
   spawnCli,
-  tempDir,
   cleanupTempDirs,
   waitUntil,
 } from '../helpers/env.js';
-import { makeProfile, type TestProfile } from '../helpers/profile.js';
+import { anotherHost, makeProfile, type TestProfile } from '../helpers/profile.js';
 import type { ClusterStatusResult } from '../../src/cli/cluster-status.js';
 
 describe('the registry of daemons across hosts (issue 11)', function () {
@@ -62,11 +59,7 @@ describe('the registry of daemons across hosts (issue 11)', function () {
     requireService(this, await portOpen(5672), `RabbitMQ is not reachable at ${RABBIT_URL}`);
     requireService(this, await portOpen(5432), 'PostgreSQL is not reachable at 127.0.0.1:5432');
     tp = await makeProfile({ storage: 'postgres', bus: 'rabbitmq' });
-    // "Another host": its own home with the same profile (same uuid, store and broker).
-    const home2 = tempDir('drover-host2-');
-    fs.copyFileSync(path.join(tp.home, 'config.json'), path.join(home2, 'config.json'));
-    fs.chmodSync(path.join(home2, 'config.json'), 0o600);
-    second = { ...tp.env, DROVER_HOME: home2 };
+    second = anotherHost(tp);
   });
   after(async () => {
     for (const d of daemons) await stop(d);

@@ -102,6 +102,17 @@ export async function makeProfile(
   return tp;
 }
 
+/**
+ * The environment of "another host" of `tp`'s profile on this machine: a home of its own holding
+ * the same profile (same uuid, store and broker), as `profile import` would give it.
+ */
+export function anotherHost(tp: TestProfile, prefix = 'drover-host2-'): NodeJS.ProcessEnv {
+  const home = tempDir(prefix);
+  fs.copyFileSync(path.join(tp.home, 'config.json'), path.join(home, 'config.json'));
+  fs.chmodSync(path.join(home, 'config.json'), 0o600);
+  return { ...tp.env, DROVER_HOME: home };
+}
+
 /** Deletes a profile's RabbitMQ queues and exchanges (nothing when the broker is gone). */
 export async function dropTopology(uuid: string, url = RABBIT_URL): Promise<void> {
   try {

@@ -281,6 +281,8 @@ function frozenCut(bus: Bus): Cut {
       return {};
     },
     start(pid) {
+      // The pool's own worker (from its log and alive), never 0 or 1.
+      if (!Number.isInteger(pid) || pid <= 1) throw new Error(`not a worker pid: ${pid}`);
       process.kill(pid, 'SIGSTOP');
       stopped = pid;
     },
