@@ -607,7 +607,8 @@ export class Daemon {
    * registry only informs `daemon status --cluster` and the slot count of `process list`).
    */
   private register(): void {
-    if (this.registering || this.stopPromise || Date.now() - this.lastRegistered < REGISTRY_HEARTBEAT_MS) return;
+    // A tenth of slack: the tick that calls this comes every second, a few ms early or late.
+    if (this.registering || this.stopPromise || Date.now() - this.lastRegistered < REGISTRY_HEARTBEAT_MS * 0.9) return;
     const first = this.lastRegistered === 0;
     this.lastRegistered = Date.now();
     const reg = {

@@ -106,11 +106,16 @@ export interface DeleteResult {
 
 /**
  * How often a daemon refreshes its row in the store's registry of daemons (`daemon status
- * --cluster`); a row older than {@link REGISTRY_STALE_MS} is shown stale.
+ * --cluster`); a row older than {@link REGISTRY_STALE_MS} is shown stale. Every second because
+ * the registry is also how the workers of other hosts notice a lost host soon (see
+ * `Worker.redispatch`): one small write a second per daemon.
  */
-export const REGISTRY_HEARTBEAT_MS = 5000;
-/** Age after which a registered daemon is stale: three heartbeats missed. */
-export const REGISTRY_STALE_MS = 3 * REGISTRY_HEARTBEAT_MS;
+export const REGISTRY_HEARTBEAT_MS = 1000;
+/**
+ * Age after which a registered daemon is stale (dead, cut off, frozen, or unable to reach the
+ * store): four heartbeats missed, so a daemon slowed down by a loaded machine is not taken for lost.
+ */
+export const REGISTRY_STALE_MS = 4 * REGISTRY_HEARTBEAT_MS;
 
 /** A worker as a daemon records it in the registry. */
 export interface RegisteredWorker {

@@ -112,7 +112,7 @@ describe('the registry of daemons across hosts (issue 11)', function () {
     assert.equal((JSON.parse(one.stdout) as { slots: { workers: number } }).slots.workers, 1);
   });
 
-  it('a daemon silent for three heartbeats is shown stale and its workers are not counted', async () => {
+  it('a daemon silent for four heartbeats is shown stale and its workers are not counted', async () => {
     const store = await openStore(tp.profile.storage);
     try {
       await store.registerDaemon({
