@@ -12,7 +12,7 @@ import { REGISTRY_STALE_MS, type ProcessStore, type RegisteredDaemon } from '../
 
 /** A daemon of the registry, as the cluster status shows it. */
 export interface ClusterDaemon extends RegisteredDaemon {
-  /** Silent for more than three heartbeats: dead, cut off, frozen, or its host's clock is off. */
+  /** Silent for more than four heartbeats: dead, cut off, frozen, or its host's clock is off. */
   stale: boolean;
 }
 
