@@ -18,7 +18,7 @@ import {
   resolveProfile,
   type Profile,
 } from '../config/index.js';
-import { InputError, ProcessNotFoundError, errorMessage } from '../errors/index.js';
+import { InputError, ProcessNotFoundError, StoreProfileMismatchError, errorMessage } from '../errors/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import {
   isJsonValue,
@@ -27,7 +27,7 @@ import {
   type ReportLine,
   type StateBroadcast,
 } from '../protocol/index.js';
-import { openStore } from '../store/index.js';
+import { openStore, storeMismatchMessage } from '../store/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
 import { openBus, type MessageBus } from '../broker/index.js';
 import { ProcessRegistry } from '../engine/index.js';
@@ -80,6 +80,20 @@ export class ProcessClient {
     const env = opts.env ?? process.env;
     const p = typeof profile === 'object' ? profile : resolveProfile(profile, { env });
     const store = await openStore(p.storage, { logger: opts.logger });
+    // A store that records another profile (copied, or two profiles pointing at one) would take
+    // submissions no worker of this profile ever runs: refuse it here too, not only in the daemon.
+    // A store that records none is left for the daemon to adopt.
+    let owner;
+    try {
+      owner = await store.storeProfile();
+    } catch (err) {
+      await store.close().catch(() => undefined);
+      throw err;
+    }
+    if (owner !== null && owner.uuid.toLowerCase() !== p.uuid.toLowerCase()) {
+      await store.close().catch(() => undefined);
+      throw new StoreProfileMismatchError(storeMismatchMessage(p.storage, p, owner, 'to use it'));
+    }
     return new ProcessClient(p, store, opts.logger ?? silentLogger, env);
   }
 

@@ -40,11 +40,12 @@ export function storeMismatchMessage(
   settings: StorageSettings,
   profile: { name: string; uuid: string },
   owner: StoreOwner,
+  refusing = 'to consume from it',
 ): string {
   const ownerName = owner.name === null ? 'another profile' : `profile '${owner.name}'`;
   return (
     `store ${describeStorage(settings)} belongs to ${ownerName} (uuid ${owner.uuid}), not to profile ` +
-    `'${profile.name}' (uuid ${profile.uuid}); refusing to consume from it. If the store was copied from ` +
+    `'${profile.name}' (uuid ${profile.uuid}); refusing ${refusing}. If the store was copied from ` +
     `another profile's, or two profiles point at one store, point '${profile.name}' at a store of its own ` +
     `(drover profile setup with another --sqlite-path or --postgres-url); if this machine should work for ` +
     `that profile, run 'drover profile export' on a machine that has it and 'drover profile import FILE' here`

@@ -13,6 +13,8 @@ import { StoreProfileMismatchError } from '../../src/errors/index.js';
 import type { StorageSettings } from '../../src/config/index.js';
 import { createLogger, type LogSink } from '../../src/logging/index.js';
 import { openStore } from '../../src/store/index.js';
+import { ProcessClient } from '../../src/api/processes.js';
+import { makeProfile } from '../helpers/profile.js';
 import { SQLITE_MIGRATIONS } from '../../src/store/sqlite/migrations.js';
 import { POSTGRES_MIGRATIONS } from '../../src/store/postgres/migrations.js';
 import {
@@ -153,6 +155,40 @@ for (const b of [sqlite, postgres]) {
         assert.equal((await check.storeProfile())!.uuid, mine.uuid);
       } finally {
         await check.close();
+      }
+    });
+
+    it('a client of another profile is refused too: nothing it submits would ever run', async () => {
+      const loc = await b.fresh();
+      drops.push(loc.drop);
+      const owner = await openStore(loc.settings, { profile: { name: 'alpha', uuid: crypto.randomUUID() } });
+      await owner.close();
+      const other = await makeProfile({
+        name: 'beta',
+        bus: 'local',
+        storage: b === sqlite ? 'sqlite' : 'postgres',
+        ...(loc.settings.backend === 'sqlite' ? { sqlitePath: loc.settings.path } : { postgresUrl: loc.settings.url }),
+      });
+      try {
+        await assert.rejects(ProcessClient.open(other.profile), (err: unknown) => {
+          assert.ok(err instanceof StoreProfileMismatchError, String(err));
+          assert.match(err.message, /belongs to profile 'alpha'.*not to profile 'beta'.*refusing to use it/s);
+          return true;
+        });
+        const check = await openStore(loc.settings);
+        try {
+          const counts = await check.countByState();
+          assert.equal(
+            Object.values(counts).reduce((x, y) => x + y, 0),
+            0,
+            'nothing was written',
+          );
+          assert.equal((await check.storeProfile())!.name, 'alpha');
+        } finally {
+          await check.close();
+        }
+      } finally {
+        await other.cleanup();
       }
     });
 
