@@ -50,7 +50,9 @@
  * consumers in turn, skipping those without credit, so one copy reaches a live consumer in the
  * same round instead of two thirds of them landing on the lost ones again (measured on the test
  * hosts: 8 s for the outage's submissions with single copies, round after round). The claim drops
- * the other copies, and those still held by a lost consumer when it comes back.
+ * the other copies, and those still held by a lost consumer when it comes back. Meanwhile the
+ * outbox is swept every second too (the same copies), so the lost host's runs are taken over soon
+ * after their leases expire rather than up to {@link SWEEP_INTERVAL_MS} later.
  *
  * @module
  */
@@ -513,10 +515,10 @@ export class Worker {
 
   /**
    * Re-publishes pending dispatches at least `minAgeMs` old (0: all, e.g. right after the daemon
-   * released a dead worker's leases). Concurrent calls share one run. Nothing to do on a bus that
-   * reads the outbox itself.
+   * released a dead worker's leases), each `copies` times in a row (see the module comment on lost
+   * hosts). Concurrent calls share one run. Nothing to do on a bus that reads the outbox itself.
    */
-  sweep(minAgeMs = 0): Promise<void> {
+  sweep(minAgeMs = 0, copies = 1): Promise<void> {
     if (this.opts.bus.dispatch !== 'publish') return Promise.resolve();
     if (this.sweeping) return this.sweeping;
     this.sweeping = (async () => {
@@ -526,7 +528,7 @@ export class Worker {
           const markedBy = Date.now();
           if (ids.length === 0) break;
           this.log.debug(`sweep: re-publishing ${ids.length} pending dispatch(es)`);
-          await this.opts.bus.publishContinue(ids);
+          await this.opts.bus.publishContinue(copies === 1 ? ids : ids.flatMap((id) => Array<number>(copies).fill(id)));
           await this.opts.store.markDispatched(ids, markedBy);
           if (ids.length < 1000) break;
         }
@@ -572,6 +574,9 @@ export class Worker {
         const lostConsumers = live === null ? 0 : queue.consumers - live.workers;
         const now = performance.now();
         const every = Math.max(1000, Math.min(SWEEP_INTERVAL_MS, this.redispatchMs / 2));
+        // The lost host's leases expire within the lease: sweep every second meanwhile, so that its
+        // runs are taken over soon after, not up to a sweep period later.
+        if (lostConsumers > 0) void this.sweep(SWEEP_MIN_AGE_MS, queue.consumers);
         if (lostConsumers <= 0 && now - this.lastRedispatchCheck < every) return 0;
         this.lastRedispatchCheck = now;
         const { unclaimed } = await store.outboxCounts();
