@@ -411,6 +411,13 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   pool.on('error', (err) =>
     throttle?.warn('idle', `PostgreSQL store ${where}: idle connection dropped: ${errorMessage(err)}`),
   );
+  // Between the pool handing over a new connection and the caller's listener there is a gap: the
+  // pool resolves from inside the socket's data handler, and a FATAL the server sent right after
+  // the startup (a restart: 57P01) is parsed in the same turn, when the connection has no query and
+  // no 'error' listener, and would crash the process (seen in the PostgreSQL restart test). Every
+  // connection gets one that does nothing from the start; what breaks is reported by the query
+  // that fails, or by the pool for an idle one.
+  pool.on('connect', (c) => c.on('error', () => undefined));
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
