@@ -43,9 +43,9 @@
  * tasks to its consumers, up to their prefetch, until it drops their connections (two missed
  * heartbeats at best, minutes with heartbeats off), and those tasks wait there. So the check runs
  * every {@link LOST_HOST_CHECK_MS}, and when the queue counts more consumers than the live workers
- * of the store's registry of daemons, some consumer is on a lost host: then the processes handed
- * over at least {@link LOST_HOST_REDISPATCH_MS} ago and missing by the count are published again at
- * once (a healthy consumer with a free slot claims a task within milliseconds). Each goes out once
+ * of the store's registry of daemons while some daemon there is stale, some consumer is on a lost
+ * host: then the processes handed over at least {@link LOST_HOST_REDISPATCH_MS} ago and missing by
+ * the count are published again at once (a healthy consumer with a free slot claims a task within milliseconds). Each goes out once
  * per consumer of the queue, one copy after the other: RabbitMQ hands a queue's deliveries to its
  * consumers in turn, skipping those without credit, so one copy reaches a live consumer in the
  * same round instead of two thirds of them landing on the lost ones again (measured on the test
@@ -571,7 +571,7 @@ export class Worker {
         });
         if (queue === null) return 0;
         const live = await this.liveWorkers();
-        const lostConsumers = live === null ? 0 : queue.consumers - live.workers;
+        const lostConsumers = live === null || live.stale === 0 ? 0 : queue.consumers - live.workers;
         const now = performance.now();
         const every = Math.max(1000, Math.min(SWEEP_INTERVAL_MS, this.redispatchMs / 2));
         // The lost host's leases expire within the lease: sweep every second meanwhile, so that its
@@ -614,10 +614,12 @@ export class Worker {
 
   /**
    * The workers of the daemons live in the store's registry (heard from within
-   * {@link REGISTRY_STALE_MS}) and their slots; null when the registry is empty or cannot be read
-   * (then no consumer is taken for lost: a store without the registry, or one that is down).
+   * {@link REGISTRY_STALE_MS}), their slots, and how many daemons are stale; null when the registry
+   * is empty or cannot be read (then no consumer is taken for lost: a store without the registry,
+   * or one that is down). A consumer is taken for lost only while some daemon is stale too, so
+   * that workers the registry does not know (started by hand, not by a daemon) are not.
    */
-  private async liveWorkers(): Promise<{ workers: number; slots: number } | null> {
+  private async liveWorkers(): Promise<{ workers: number; slots: number; stale: number } | null> {
     let daemons;
     try {
       daemons = await this.opts.store.listDaemons();
@@ -627,12 +629,16 @@ export class Worker {
     if (daemons.length === 0) return null;
     let workers = 0;
     let slots = 0;
+    let stale = 0;
     for (const d of daemons) {
-      if (d.ageMs > REGISTRY_STALE_MS) continue;
+      if (d.ageMs > REGISTRY_STALE_MS) {
+        stale++;
+        continue;
+      }
       workers += d.workers.length;
       for (const w of d.workers) slots += w.slots;
     }
-    return { workers, slots };
+    return { workers, slots, stale };
   }
 
   /**
