@@ -338,6 +338,12 @@ export class SqliteStore implements ProcessStore {
          WHERE id = @id AND CASE WHEN dispatch_requested_at IS NULL THEN dispatched_at IS NOT NULL
                                  ELSE dispatch_requested_at <= @upTo END`,
       ),
+      // The same for a set of ids sharing one upTo (one submit's processes): one statement, as the claim.
+      markDispatchedSet: p(
+        `UPDATE processes SET dispatch_requested_at = NULL, dispatched_at = @now
+         WHERE id IN (SELECT value FROM json_each(@ids)) AND CASE WHEN dispatch_requested_at IS NULL
+           THEN dispatched_at IS NOT NULL ELSE dispatch_requested_at <= @upTo END`,
+      ),
       countPending: p('SELECT count(*) AS n FROM processes WHERE dispatch_requested_at IS NOT NULL AND paused = 0'),
       countUnclaimed: p(
         `SELECT count(*) AS n FROM processes
@@ -480,6 +486,11 @@ export class SqliteStore implements ProcessStore {
       create: db.transaction((specs: CheckedNewProcess[]) => this.createTx(specs)),
       markDispatched: db.transaction((ids: number[], upTo: number[]) => {
         const now = Date.now();
+        if (ids.length > 1 && upTo.every((t) => t === upTo[0])) {
+          // The write lock that workers wait for is held about half as long (measured on 10,000).
+          this.s.markDispatchedSet.run({ ids: JSON.stringify(ids), upTo: upTo[0], now });
+          return;
+        }
         ids.forEach((id, i) => this.s.markDispatched.run({ id, upTo: upTo[i], now }));
       }),
       pending: db.transaction((olderThanMs: number, limit: number) => {
