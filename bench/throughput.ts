@@ -20,7 +20,9 @@
  * The results go to bench/last-results.json; the previous file is read first and each figure is
  * printed next to the one before. Options (env): BENCH_N (10000), BENCH_SEQ_N (2000),
  * BENCH_LATENCY_N (500), BENCH_QUEUED_N (100000), BENCH_ONLY (comma list of sections: raw, bulk,
- * seq, latency, revive, queued), BENCH_BUSES (local,rabbitmq), BENCH_STORES (sqlite,postgres).
+ * seq, latency, revive, queued), BENCH_BUSES (local,rabbitmq), BENCH_STORES (sqlite,postgres),
+ * BENCH_NODE_ARGS (node options of the daemons and their workers, e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -46,6 +48,8 @@ const QUEUED_N = Number(process.env.BENCH_QUEUED_N ?? 100_000);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'raw,bulk,seq,latency,revive,queued').split(','));
 const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Bus[];
 const STORES = (process.env.BENCH_STORES ?? 'sqlite,postgres').split(',') as Store[];
+/** Node options of the daemons (and so of their workers, which inherit them), e.g. `--cpu-prof`. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 const RABBIT = 'amqp://guest:guest@127.0.0.1:5672';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/test';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -72,6 +76,18 @@ function rssMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
     const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Math.round(Number(m[1]) / 1024) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU time (user + system) of a process so far, in ms, from /proc; NaN when it cannot be read. */
+function cpuMs(pid: number): number {
+  try {
+    // The fields after the command name (which may hold spaces, hence the last ')'): utime is the 12th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // USER_HZ is 100 on Linux
   } catch {
     return NaN;
   }
@@ -132,10 +148,14 @@ async function daemonProfile(
   config.save();
   const profile = config.getProfile('bench');
   const env = { ...process.env, DROVER_HOME: home, DROVER_PROFILE: 'bench' };
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'daemon', 'start', String(workers), '--foreground'], {
-    env,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...NODE_ARGS, CLI, 'daemon', 'start', String(workers), '--foreground'],
+    {
+      env,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((resolve, reject) => {
@@ -281,14 +301,23 @@ async function bulk(bus: Bus, store: Store, raw: () => number): Promise<void> {
   const d = await daemonProfile(bus, store);
   try {
     await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
+    // Where the CPU goes (the machine has few cores, so CPU per process bounds the rate).
+    const pids = [d.daemonPid, ...workerPids(d.out())];
+    const cpu0 = pids.map(cpuMs);
+    const self0 = process.cpuUsage();
     const t0 = performance.now();
     await d.client.submitMany('core.arithmetic.add', add(N));
     await waitFinished(d.client, N + 50);
     const rate = N / ((performance.now() - t0) / 1000);
+    const self = process.cpuUsage(self0);
+    const perK = (ms: number): string => f0((ms * 1000) / N);
+    const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
     report(
       `bulk.${store}.${bus}`,
       rate,
-      `bulk ${N}, ${store} ${bus.padEnd(8)}: ${f0(rate)} processes/s (${f2(rate / raw())}× the raw bulk before)`,
+      `bulk ${N}, ${store} ${bus.padEnd(8)}: ${f0(rate)} processes/s (${f2(rate / raw())}× the raw bulk before); ` +
+        `CPU ms per 1000: daemon ${perK(cpu[0]!)}, workers ${cpu.slice(1).map(perK).join('/')}, ` +
+        `submitter ${perK((self.user + self.system) / 1000)}`,
     );
   } finally {
     await d.stop();
