@@ -29,7 +29,9 @@ await build({
   // uses: left out, the require fails as it would without typescript installed, which oclif handles.
   external: ['typescript'],
   // oclif is CommonJS: its require() of node's modules needs a real require in an ES module.
-  banner: { js: "import { createRequire as __droverCreateRequire } from 'node:module';\nconst require = __droverCreateRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __droverCreateRequire } from 'node:module';\nconst require = __droverCreateRequire(import.meta.url);",
+  },
   // No source map: it would point into node_modules, which a package does not ship.
   sourcemap: false,
   legalComments: 'eof',
@@ -55,8 +57,12 @@ for (const name of ['daemon-status', 'process-list']) {
         name: 'lazy-imports',
         setup(b) {
           b.onResolve({ filter: /^\./ }, (args) => {
-            if (args.kind !== 'dynamic-import') return undefined;
             const file = path.resolve(args.resolveDir, args.path);
+            // errors/index.js stays one module too, also when imported statically: the lazily loaded
+            // modules throw its classes, and a second copy inlined here would not recognise them
+            // (an unreachable store reported as INTERNAL, a broker error exiting 1 instead of 3).
+            const shared = file === path.resolve('dist/src/errors/index.js');
+            if (args.kind !== 'dynamic-import' && !shared) return undefined;
             // Imported from the bundle's directory now: the path is relative to it.
             const rel = path.relative(path.resolve('dist/src/fast'), file);
             return { path: rel.startsWith('.') ? rel : `./${rel}`, external: true };
