@@ -31,7 +31,8 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
     // oclif checks node against package.json's engines with semver on every start (~10 ms of
     // loading); npm already checks engines when it installs drover.
     process.env.OCLIF_DISABLE_ENGINE_WARNING ??= 'true';
-    const { execute } = await import('@oclif/core');
+    // oclif as one bundled module (src/cli/oclif.ts): the same copy the commands import.
+    const { execute } = await import('../dist/src/cli/oclif.js');
     await execute({ dir: import.meta.url });
   }
 }

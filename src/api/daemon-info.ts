@@ -10,7 +10,8 @@ import type { Profile } from '../config/index.js';
 /** Pid and number of workers of the profile's daemon on this host, or null when it is not running. */
 export async function localDaemonWorkers(profile: Profile): Promise<{ pid: number; workers: number } | null> {
   try {
-    const { DaemonClient } = await import('../client/index.js');
+    // The module itself, not the client index: a list or a submit needs no log reader or service manager.
+    const { DaemonClient } = await import('../client/daemon-client.js');
     const client = new DaemonClient(profile);
     const pid = client.daemonPid;
     if (pid === null) return null;

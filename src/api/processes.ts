@@ -29,8 +29,10 @@ import {
 } from '../protocol/index.js';
 import { openStore, storeMismatchMessage } from '../store/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
-import { openBus, type MessageBus } from '../broker/index.js';
-import { ProcessRegistry } from '../engine/index.js';
+// Types only: the bus and the registry load on first use (bus(), registry()), so that a client that
+// only reads the store (`process list`, `process show`) does not load the broker and engine code.
+import type { MessageBus } from '../broker/index.js';
+import type { ProcessRegistry } from '../engine/index.js';
 
 /** How long cleared dispatch flags are gathered before one transaction writes them (well under a sweep's 3 s). */
 const MARK_DELAY_MS = 50;
@@ -108,6 +110,7 @@ export class ProcessClient {
         const stored = await this.store.getSharedOptions();
         profile = { ...profile, options: applySharedOptions(profile.options, stored, (m) => this.logger.warn(m)) };
       }
+      const { ProcessRegistry } = await import('../engine/index.js');
       return ProcessRegistry.forProfile(profile);
     })();
     this.registryP.catch(() => {
@@ -121,15 +124,19 @@ export class ProcessClient {
    * logged). The local bus always opens: it reaches the daemon when one runs.
    */
   bus(): Promise<MessageBus | null> {
-    this.busConn ??= openBus(this.profile, {
-      logger: this.logger,
-      env: this.env,
-      connectionName: `drover client pid ${process.pid}`,
-      connectTimeoutMs: Math.max(1000, this.profile.options['daemon.timeout'] * 1000),
-    }).catch((err: unknown) => {
-      this.logger.warn(`broker unreachable: ${errorMessage(err)}`);
-      return null;
-    });
+    this.busConn ??= import('../broker/index.js')
+      .then(({ openBus }) =>
+        openBus(this.profile, {
+          logger: this.logger,
+          env: this.env,
+          connectionName: `drover client pid ${process.pid}`,
+          connectTimeoutMs: Math.max(1000, this.profile.options['daemon.timeout'] * 1000),
+        }),
+      )
+      .catch((err: unknown) => {
+        this.logger.warn(`broker unreachable: ${errorMessage(err)}`);
+        return null;
+      });
     return this.busConn;
   }
 

@@ -241,7 +241,8 @@ async function checkRabbit(
  * waiting at most `timeoutSeconds` (default: the profile's `daemon.timeout`).
  */
 export async function daemonStatusFromClient(profile: Profile, timeoutSeconds?: number): Promise<DaemonStatus> {
-  const { DaemonClient } = await import('../client/index.js');
+  // The module itself, not the client index (log reader, service manager): a lazy import, kept small.
+  const { DaemonClient } = await import('../client/daemon-client.js');
   const client = new DaemonClient(profile);
   if (!client.isDaemonRunning) return { running: false, pid: null, summary: 'not running' };
   const s = await client.getStatus({ timeout: timeoutSeconds });

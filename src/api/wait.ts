@@ -73,7 +73,8 @@ export async function waitFor(
 export async function nobodyToRun(client: ProcessClient, count = 1): Promise<string | null> {
   const profile = client.profile;
   const stored = count === 1 ? 'the process is stored and runs' : 'the processes are stored and run';
-  const { DaemonClient } = await import('../client/index.js');
+  // The module itself, not the client index (log reader, service manager): a lazy import, kept small.
+  const { DaemonClient } = await import('../client/daemon-client.js');
   if (new DaemonClient(profile).isDaemonRunning) return null;
   const start = `drover daemon start --profile ${profile.name}`;
   if (profile.broker.kind === 'local') {

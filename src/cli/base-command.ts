@@ -12,7 +12,7 @@
  * @module
  */
 import readline from 'node:readline/promises';
-import { Command, Errors, Flags, ux, type Interfaces } from '@oclif/core';
+import { Command, Errors, Flags, ux, type Interfaces } from './oclif.js';
 import { DaemonNotRunningException } from '../errors/index.js';
 import { Config, configFilePath, resolveProfile, type OptionEntry, type Profile } from '../config/index.js';
 import { resolveScope, type ConfigScope } from './config-scope.js';

@@ -10,7 +10,7 @@
  * @module
  */
 import readline from 'node:readline/promises';
-import { toConfiguredId, type Hook } from '@oclif/core';
+import { toConfiguredId, type Hook } from './oclif.js';
 import { EXIT } from './exit-codes.js';
 
 /** Edit distance with insertions, deletions, substitutions and swaps of adjacent characters, each 1. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Flags } from '@oclif/core';
+import { Flags } from './oclif.js';
 import { InputError } from '../errors/index.js';
 import type { Config } from '../config/index.js';
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Args } from '@oclif/core';
+import { Args } from './oclif.js';
 import { InputError } from '../errors/index.js';
 import { DroverCommand, allFlag, formatTable, timeoutFlag } from './base-command.js';
 import { EXIT } from './exit-codes.js';

@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import { Args } from '../../cli/oclif.js';
 import { DroverCommand, formatValue } from '../../cli/base-command.js';
 import { globalFlag } from '../../cli/config-scope.js';
 import { getOptionSpec, type OptionEntry, type OptionValue } from '../../config/index.js';

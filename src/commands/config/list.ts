@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand, formatTable, formatValue } from '../../cli/base-command.js';
 import { globalFlag } from '../../cli/config-scope.js';
 import type { OptionEntry } from '../../config/index.js';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand } from '../../cli/base-command.js';
 import { InputError, ProfileNotFoundError } from '../../errors/index.js';
 import { OPTION_SPECS, configFilePath, logDir, validateProfileName } from '../../config/index.js';

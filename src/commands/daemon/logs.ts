@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 
 /** Result of `drover daemon logs --json`. */

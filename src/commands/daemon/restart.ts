@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand, EXIT_UNREACHABLE, timeoutFlag } from '../../cli/base-command.js';
 import { DaemonNotRunningException } from '../../errors/index.js';
 

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand, oclifFlags } from '../../cli/base-command.js';
 import type { ClusterStatusResult } from '../../cli/cluster-status.js';
 import {

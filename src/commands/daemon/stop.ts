@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand, allFlag, timeoutFlag } from '../../cli/base-command.js';
 import type { Profile } from '../../config/index.js';
 import { DaemonNotRunningException } from '../../errors/index.js';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../../cli/oclif.js';
 import { DroverCommand } from '../../cli/base-command.js';
 import { Config, validateProfileName } from '../../config/index.js';
 import { ProfileNotFoundError } from '../../errors/index.js';

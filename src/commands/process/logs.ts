@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../../cli/oclif.js';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import type { ProcessState, ReportLine } from '../../protocol/index.js';
 

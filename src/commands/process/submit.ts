@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../../cli/oclif.js';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { describeEnd, parseKeyValues } from '../../cli/format.js';
 import { EXIT, exitCodeOfVerdicts } from '../../cli/exit-codes.js';

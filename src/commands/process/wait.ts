@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import { Args } from '../../cli/oclif.js';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { EXIT, exitCodeOfVerdicts } from '../../cli/exit-codes.js';
 import { describeEnd } from '../../cli/format.js';

@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../../cli/oclif.js';
 import { DroverCommand, timeoutFlag } from '../../cli/base-command.js';
 import { InputError } from '../../errors/index.js';
 import type { StateBroadcast } from '../../protocol/index.js';

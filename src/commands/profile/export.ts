@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../../cli/oclif.js';
 import { DroverCommand } from '../../cli/base-command.js';
 import { exportProfile, serializeProfileExport, type ProfileExport } from '../../config/index.js';
 import { writeFileAtomicSync } from '../../util/index.js';

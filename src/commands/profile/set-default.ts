@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import { Args } from '../../cli/oclif.js';
 import { DroverCommand } from '../../cli/base-command.js';
 
 /** Result of `drover profile set-default --json`. */

@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../../cli/oclif.js';
 import { DroverCommand } from '../../cli/base-command.js';
 import { profileView, type ProfileView } from '../../config/index.js';
 
