@@ -229,6 +229,8 @@ export class ProcessClient {
   }
 
   private toMark: Array<{ ids: number[]; upTo: number }> = [];
+  /** Ends the gathering wait of the pending marking at once (see {@link ProcessClient.close}). */
+  private markNow: (() => void) | null = null;
   private marking: Promise<void> | null = null;
   private readonly markings = new Set<Promise<void>>();
 
@@ -241,21 +243,31 @@ export class ProcessClient {
     this.toMark.push({ ids, upTo });
     if (this.marking) return;
     // Gathered for a moment: a loop of submits clears its flags in a few transactions, not one each.
-    const run: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, MARK_DELAY_MS).unref()).then(
-      async () => {
-        const batch = this.toMark;
-        this.toMark = [];
-        this.marking = null;
-        // Each submit's flags up to its own time (a request made after it must stay).
-        for (const b of batch) {
-          try {
-            await this.store.markDispatched(b.ids, b.upTo);
-          } catch (err) {
-            this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
-          }
+    // close() cuts the wait short: a program that submits and exits (the CLI) does not sit out
+    // the timer.
+    const run: Promise<void> = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.markNow = null;
+        resolve();
+      }, MARK_DELAY_MS).unref();
+      this.markNow = () => {
+        clearTimeout(timer);
+        this.markNow = null;
+        resolve();
+      };
+    }).then(async () => {
+      const batch = this.toMark;
+      this.toMark = [];
+      this.marking = null;
+      // Each submit's flags up to its own time (a request made after it must stay).
+      for (const b of batch) {
+        try {
+          await this.store.markDispatched(b.ids, b.upTo);
+        } catch (err) {
+          this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
         }
-      },
-    );
+      }
+    });
     this.marking = run;
     this.markings.add(run);
     void run.finally(() => this.markings.delete(run));
@@ -282,6 +294,7 @@ export class ProcessClient {
   /** Closes store and bus connections. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.markNow?.();
       await Promise.allSettled([...this.markings]);
       const unsubscribe = this.events ? await this.events : null;
       await unsubscribe?.();

@@ -404,10 +404,13 @@ export class DaemonClient {
     timeoutMs: number,
   ): Promise<ControlResults[M]> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       let dropped: unknown;
       try {
-        return await this.transport.request(method, params, Math.max(1, deadline - Date.now()));
+        // The first attempt gets the timeout as given (its message names it: `within 0.5s`, not
+        // the 0.499 s left a millisecond later); a retry after a dropped connection what is left.
+        const ms = attempt === 0 ? timeoutMs : Math.max(1, deadline - Date.now());
+        return await this.transport.request(method, params, ms);
       } catch (err) {
         if (!isConnectionDropped(err)) throw err;
         dropped = err;

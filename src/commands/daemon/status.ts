@@ -26,7 +26,7 @@ export default class DaemonStatusCommand extends DroverCommand<typeof DaemonStat
     'no longer match the disk (restart to pick them up). Exits with 3 when the daemon is not running, 5 when ' +
     'it does not answer within --timeout (with --all: 3 when any is not running, else 5 when any did not answer). ' +
     'With --cluster it lists every daemon of the profile on every host, and their workers, from the registry ' +
-    "in the profile's store (each daemon refreshes its row every 5 s; one silent for 15 s is shown stale), and " +
+    "in the profile's store (each daemon refreshes its row every second; one silent for 4 s is shown stale), and " +
     'exits 3 when none is live.';
   static override examples = [
     '<%= config.bin %> daemon status',
