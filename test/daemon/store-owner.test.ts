@@ -1,14 +1,13 @@
 /**
  * Issue 11: a daemon whose store belongs to another profile (the file was copied from it) consumes
  * nothing: its workers refuse to start, saying why, the daemon logs the refusal at ERROR once and
- * stays up, and a process submitted meanwhile is not run.
+ * stays up, and a process in that store is not run; the profile's clients refuse the store too.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DaemonClient } from '../../src/client/index.js';
-import type { ProcessClient } from '../../src/api/processes.js';
 import { logDir } from '../../src/config/index.js';
 import { DAEMON_LOG_FILE, type WorkerInfo } from '../../src/protocol/index.js';
 import { openStore } from '../../src/store/index.js';
@@ -20,7 +19,6 @@ describe('a daemon on a store of another profile (issue 11)', function () {
   this.timeout(90_000);
   let tp: TestProfile;
   let client: DaemonClient | null = null;
-  let processes: ProcessClient | null = null;
   const owner = { name: 'the-real-one', uuid: crypto.randomUUID() };
 
   before(async () => {
@@ -36,7 +34,6 @@ describe('a daemon on a store of another profile (issue 11)', function () {
   });
 
   after(async () => {
-    await processes?.close();
     await stopAndCheckLeaks(client, tp.home);
     await tp?.cleanup();
     cleanupTempDirs();
@@ -61,10 +58,20 @@ describe('a daemon on a store of another profile (issue 11)', function () {
           `\\(uuid ${tp.profile.uuid}\\); refusing to consume`,
       ),
     );
-    processes = await tp.openClient();
-    const id = await processes.submit('core.arithmetic.add', { x: 1, y: 2 });
-    await new Promise((r) => setTimeout(r, 3000));
-    assert.equal((await processes.getProcess(id)).state, 'created', 'nothing ran it');
+    // The profile's clients refuse the store too (nothing is written through them) ...
+    await assert.rejects(tp.openClient(), /belongs to profile 'the-real-one'.*refusing to use it/s);
+    // ... and a process already in it (the owner's) is not run by this daemon.
+    const raw = await openStore(tp.profile.storage);
+    let id: number;
+    try {
+      [id] = (await raw.createProcesses([
+        { type: 'core.arithmetic.add', inputs: { x: 1, y: 2 }, label: null, parentId: null },
+      ])) as [number];
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal((await raw.getProcess(id))!.state, 'created', 'nothing ran it');
+    } finally {
+      await raw.close();
+    }
     const log = fs.readFileSync(path.join(logDir(tp.name, tp.env), DAEMON_LOG_FILE), 'utf8');
     const daemonLines = log.split('\n').filter((l) => / ERROR /.test(l) && l.includes('refusing to consume'));
     assert.ok(daemonLines.length >= 1, log);
