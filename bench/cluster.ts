@@ -21,7 +21,13 @@ import crypto from 'node:crypto';
 import amqp from 'amqplib';
 import { ProcessClient } from '../src/api/processes.js';
 import { Config } from '../src/config/index.js';
-import { createTestNet, testNetUnavailable, type HostProcess, type TestNet } from '../test/helpers/netns.js';
+import {
+  createTestNet,
+  sharedProfileSetup,
+  testNetUnavailable,
+  type HostProcess,
+  type TestNet,
+} from '../test/helpers/netns.js';
 
 const N = Number(process.env.BENCH_CLUSTER_N ?? 3000);
 const WORKERS = Number(process.env.BENCH_CLUSTER_WORKERS ?? 1);
@@ -96,20 +102,7 @@ async function main(): Promise<void> {
       if (r.status !== 0) throw new Error(`${h.name}: drover ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
       return r.stdout;
     };
-    await run(h1, [
-      'profile',
-      'setup',
-      'work',
-      '--storage',
-      'postgres',
-      '--postgres-url',
-      net.pgUrl,
-      '--broker',
-      'rabbitmq',
-      '--broker-url',
-      net.amqpUrl,
-      '--set-default',
-    ]);
+    await run(h1, sharedProfileSetup(net, 'work'));
     const exported = await run(h1, ['profile', 'export', 'work']);
     for (const h of net.hosts.slice(1)) {
       await run(h, ['profile', 'import', '-'], exported, { DROVER_BROKER_PASSWORD: 'guest' });

@@ -56,7 +56,7 @@
  *
  * @module
  */
-import { describeStorage, processLogPath, type Profile } from '../config/index.js';
+import { describeStorage, keepsSharedOptions, processLogPath, type Profile } from '../config/index.js';
 import type { Logger } from '../logging/index.js';
 import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import { LogThrottle } from '../logging/throttle.js';
@@ -87,6 +87,11 @@ export const LOST_HOST_CHECK_MS = 1_000;
  * again: a live consumer with credit claims within milliseconds, and one without credit is counted.
  */
 export const LOST_HOST_REDISPATCH_MS = 1_000;
+
+/** `ids`, each `copies` times in a row (see the module comment on lost hosts). */
+function withCopies(ids: readonly number[], copies: number): readonly number[] {
+  return copies === 1 ? ids : ids.flatMap((id) => Array<number>(copies).fill(id));
+}
 
 /** Statistics a worker reports. */
 export interface WorkerStats {
@@ -528,7 +533,7 @@ export class Worker {
           const markedBy = Date.now();
           if (ids.length === 0) break;
           this.log.debug(`sweep: re-publishing ${ids.length} pending dispatch(es)`);
-          await this.opts.bus.publishContinue(copies === 1 ? ids : ids.flatMap((id) => Array<number>(copies).fill(id)));
+          await this.opts.bus.publishContinue(withCopies(ids, copies));
           await this.opts.store.markDispatched(ids, markedBy);
           if (ids.length < 1000) break;
         }
@@ -589,7 +594,7 @@ export class Worker {
         if (ids.length === 0) return 0;
         const markedBy = Date.now();
         const copies = lostConsumers > 0 ? queue.consumers : 1;
-        await bus.publishContinue(copies === 1 ? ids : ids.flatMap((id) => Array<number>(copies).fill(id)));
+        await bus.publishContinue(withCopies(ids, copies));
         await store.markDispatched(ids, markedBy);
         this.log.warn(
           lostConsumers > 0
@@ -620,6 +625,8 @@ export class Worker {
    * that workers the registry does not know (started by hand, not by a daemon) are not.
    */
   private async liveWorkers(): Promise<{ workers: number; slots: number; stale: number } | null> {
+    // A store that is not shared between hosts (SQLite) has no other host to lose: skip the read.
+    if (!keepsSharedOptions(this.opts.profile.storage)) return null;
     let daemons;
     try {
       daemons = await this.opts.store.listDaemons();

@@ -12,7 +12,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cleanupTempDirs, requireService, tempDir, waitUntil } from '../helpers/env.js';
 import { FIXTURE_MODULE, countRuns } from '../helpers/profile.js';
-import { createTestNet, testNetUnavailable, type HostProcess, type TestNet } from '../helpers/netns.js';
+import {
+  createTestNet,
+  sharedProfileSetup,
+  testNetUnavailable,
+  type HostProcess,
+  type TestNet,
+} from '../helpers/netns.js';
 import { ProcessClient } from '../../src/api/processes.js';
 import { Config } from '../../src/config/index.js';
 import type { ClusterStatusResult } from '../../src/cli/cluster-status.js';
@@ -37,20 +43,7 @@ describe('one profile on three test hosts (issue 11; network namespaces)', funct
     fs.chmodSync(work, 0o777);
     net = await createTestNet(3);
     const [h1, h2, h3] = net.hosts as [TestNet['hosts'][0], TestNet['hosts'][0], TestNet['hosts'][0]];
-    const setup = await h1.cli([
-      'profile',
-      'setup',
-      'work',
-      '--storage',
-      'postgres',
-      '--postgres-url',
-      net.pgUrl,
-      '--broker',
-      'rabbitmq',
-      '--broker-url',
-      net.amqpUrl,
-      '--set-default',
-    ]);
+    const setup = await h1.cli(sharedProfileSetup(net, 'work'));
     assert.equal(setup.status, 0, setup.stderr);
     // Shared options, set once on host1 for every host.
     for (const [k, v] of [

@@ -92,6 +92,24 @@ export interface TestNet {
   destroy(): Promise<void>;
 }
 
+/** `drover` arguments that set up profile `name` on the server's PostgreSQL and RabbitMQ, as the default. */
+export function sharedProfileSetup(net: TestNet, name: string): string[] {
+  return [
+    'profile',
+    'setup',
+    name,
+    '--storage',
+    'postgres',
+    '--postgres-url',
+    net.pgUrl,
+    '--broker',
+    'rabbitmq',
+    '--broker-url',
+    net.amqpUrl,
+    '--set-default',
+  ];
+}
+
 /** Creates a server namespace and `n` hosts on a bridge; resolves once both servers answer. */
 export async function createTestNet(n: number): Promise<TestNet> {
   const tag = crypto.randomBytes(3).toString('hex');

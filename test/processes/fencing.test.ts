@@ -287,7 +287,8 @@ function frozenCut(bus: Bus): Cut {
       stopped = pid;
     },
     end(pid) {
-      process.kill(pid, 'SIGCONT');
+      // Only the pid this cut stopped (checked in start).
+      if (pid === stopped) process.kill(pid, 'SIGCONT');
       stopped = null;
     },
     workerRuns: false,
