@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The drover CLI. Build first (npm run build): the commands live in dist/src/commands/<topic>/<verb>.js.
 //
-// `drover --version`, `drover daemon status` and `drover process list` answer here without loading
-// oclif: prompts, scripts and monitoring call them, so they must start about as fast as node itself.
+// `drover --version`, `drover daemon status`, `drover process list` and a plain `drover process
+// submit` answer here without loading oclif: prompts, scripts and monitoring call them, so they must
+// start about as fast as node itself.
 // They run from bundles of src/cli/ (scripts/bundle-fast-paths.mjs, part of `npm run build`): one
 // module to load instead of thirty. Their flags are declared once, in src/cli/ (the oclif commands
 // use the same declarations); any
@@ -24,6 +25,9 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
   } else if (argv[0] === 'process' && argv[1] === 'list') {
     const { fastProcessList } = await import('../dist/src/fast/process-list.js');
     code = await fastProcessList(argv.slice(2));
+  } else if (argv[0] === 'process' && argv[1] === 'submit') {
+    const { fastProcessSubmit } = await import('../dist/src/fast/process-submit.js');
+    code = await fastProcessSubmit(argv.slice(2));
   }
   if (code !== null) {
     process.exitCode = code;

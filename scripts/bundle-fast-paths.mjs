@@ -1,4 +1,4 @@
-// Bundles the fast paths of bin/drover.js (`daemon status`, `process list`) from the compiled
+// Bundles the fast paths of bin/drover.js (`daemon status`, `process list`, `process submit`) from the compiled
 // dist/src into dist/src/fast/: one module each instead of about thirty, which saves a third of
 // what `daemon status` costs on top of node's own start (npm run bench:cli). Dependencies
 // (node_modules) stay outside and load as usual, and so does every module the code imports
@@ -40,7 +40,7 @@ await build({
 // tsc's map of the re-export it replaced.
 fs.rmSync('dist/src/cli/oclif.js.map', { force: true });
 
-for (const name of ['daemon-status', 'process-list']) {
+for (const name of ['daemon-status', 'process-list', 'process-submit']) {
   await build({
     entryPoints: [`dist/src/cli/${name}.js`],
     outfile: `dist/src/fast/${name}.js`,

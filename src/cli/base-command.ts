@@ -63,6 +63,11 @@ type FlagChar = Parameters<typeof Flags.boolean>[0] extends infer O
     : never
   : never;
 
+/** The flags a string flag excludes, as oclif takes them. */
+function exclusive(f: { exclusive?: readonly string[] }): string[] | undefined {
+  return f.exclusive === undefined ? undefined : [...f.exclusive];
+}
+
 /** The oclif flags of a flag declaration shared with a fast path (cli/fast-flags.ts). */
 export function oclifFlags(spec: FastFlags): Interfaces.FlagInput {
   const out: Interfaces.FlagInput = {};
@@ -78,8 +83,8 @@ export function oclifFlags(spec: FastFlags): Interfaces.FlagInput {
             ? Flags.option({ char, description: f.description, options: f.options, multiple: true })()
             : Flags.option({ char, description: f.description, options: f.options })()
           : f.multiple
-            ? Flags.string({ char, description: f.description, multiple: true })
-            : Flags.string({ char, description: f.description });
+            ? Flags.string({ char, description: f.description, multiple: true, exclusive: exclusive(f) })
+            : Flags.string({ char, description: f.description, exclusive: exclusive(f) });
         break;
       case 'integer':
         out[name] = Flags.integer({ char, description: f.description, min: f.min });

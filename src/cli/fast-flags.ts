@@ -1,6 +1,6 @@
 /**
- * Flags of the commands that bin/drover.js answers without oclif (`daemon status`, `process list`),
- * declared once: the oclif command builds its flags from the same declaration (base-command's
+ * Flags of the commands that bin/drover.js answers without oclif (`daemon status`, `process list`,
+ * `process submit`), declared once: the oclif command builds its flags from the same declaration (base-command's
  * `oclifFlags`), and the fast path parses argv with {@link parseFastArgv}, which gives up (null) on
  * anything it does not fully understand, so that oclif parses it and reports the error or shows
  * the help exactly as for every other command.
@@ -12,7 +12,15 @@ import { parseTimeoutSeconds } from './timeout.js';
 /** One flag: its kind, short name, help text and, for values, what is accepted. */
 export type FastFlag =
   | { kind: 'boolean'; char?: string; description: string }
-  | { kind: 'string'; char?: string; description: string; options?: readonly string[]; multiple?: boolean }
+  | {
+      kind: 'string';
+      char?: string;
+      description: string;
+      options?: readonly string[];
+      multiple?: boolean;
+      /** Flags that cannot be given with this one. */
+      exclusive?: readonly string[];
+    }
   | { kind: 'integer'; char?: string; description: string; min?: number }
   | { kind: 'timeout'; char?: string; description: string };
 
@@ -44,7 +52,7 @@ const GLOBAL: FastFlags = {
  * Parses `argv` (the words after the command id) against `spec` plus the global flags, as oclif
  * would: `--name value`, `--name=value`, `-c value`, `-cvalue`, booleans without a value,
  * repeatable flags collected, `DROVER_PROFILE` standing in for `-p`. Null for anything else
- * (an argument, an unknown flag, `--help`, a bad value, a flag given twice).
+ * (an argument, an unknown flag, `--help`, a bad value, a flag given twice, two exclusive flags).
  */
 export function parseFastArgv<S extends FastFlags>(
   argv: readonly string[],
@@ -104,6 +112,9 @@ export function parseFastArgv<S extends FastFlags>(
         break;
       }
     }
+  }
+  for (const [name, f] of Object.entries(flags)) {
+    if (f.kind === 'string' && seen.has(name) && f.exclusive?.some((other) => seen.has(other))) return null;
   }
   if (out.profile === undefined && env.DROVER_PROFILE) out.profile = env.DROVER_PROFILE;
   return out as ParsedFastFlags<S>;

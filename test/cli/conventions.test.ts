@@ -23,6 +23,7 @@ import { makeProfile, startWorker, stopWorkers, type TestProfile, type WorkerPro
 import { clientFor, stopAndCheckLeaks } from '../daemon/helpers.js';
 import { closestCommand, editDistance } from '../../src/cli/command-not-found.js';
 import { parseDaemonStatusArgv, type DaemonStatusResult } from '../../src/cli/daemon-status.js';
+import type { ProcessListResult } from '../../src/cli/process-list.js';
 import { ProcessClient } from '../../src/api/processes.js';
 import { waitForProcesses } from '../../src/api/control.js';
 
@@ -186,6 +187,60 @@ describe('cli: conventions', function () {
     assert.equal(viaOclif.status, 3, viaOclif.stderr);
     assert.deepEqual(JSON.parse(fast.stdout), JSON.parse(viaOclif.stdout));
     assert.equal((JSON.parse(fast.stdout) as DaemonStatusResult).profiles[0]!.answer, 'not-running');
+  });
+
+  it('process submit answers in its fast path as the oclif command does, without loading oclif', () => {
+    const viaOclif = (args: string[]): ReturnType<typeof spawnSync> =>
+      spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { run, flush, handle } from '@oclif/core';
+           run(process.argv.slice(1), ${JSON.stringify(pathToFileURL(CLI).href)}).then(() => flush()).catch((e) => handle(e));`,
+          ...args,
+        ],
+        { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: 'utf8' },
+      );
+    const dir = tempDir();
+    const log = path.join(dir, 'modules.txt');
+    const hook = moduleRecorder(dir, log);
+    const submit = ['process', 'submit', 'core.arithmetic.add', '-i', 'x=1', '-i', 'y=2', '--label', 'fast', '--json'];
+    const fast = spawnSync(process.execPath, ['--import', hook, CLI, ...submit], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    });
+    assert.equal(fast.status, 0, fast.stderr);
+    assert.ok(!fs.readFileSync(log, 'utf8').includes('@oclif'), 'the fast path loaded oclif');
+    const slow = viaOclif(submit);
+    assert.equal(slow.status, 0, String(slow.stderr));
+    const a = JSON.parse(fast.stdout) as { id: number; type: string };
+    const b = JSON.parse(String(slow.stdout)) as { id: number; type: string };
+    assert.deepEqual(b, { id: a.id + 1, type: a.type });
+    // The same warning (no daemon runs), on stderr, from both.
+    assert.match(fast.stderr, /^Warning: no daemon of profile '[^']+' is running/m);
+    assert.equal(String(slow.stderr).match(/^Warning: .*$/m)?.[0], fast.stderr.match(/^Warning: .*$/m)?.[0]);
+    const list = JSON.parse(runCli(['process', 'list', '--json'], env).stdout) as ProcessListResult;
+    assert.deepEqual(
+      list.processes.filter((p) => p.id === a.id || p.id === b.id).map((p) => [p.label, p.state]),
+      [
+        ['fast', 'created'],
+        ['fast', 'created'],
+      ],
+    );
+    // Errors exit with the same code and message either way, and store nothing.
+    for (const args of [
+      ['process', 'submit', 'no.such.type', '--json'],
+      ['process', 'submit', 'core.arithmetic.add', '--inputs', '{', '--json'],
+    ]) {
+      const f = runCli(args, env);
+      const o = viaOclif(args);
+      assert.notEqual(f.status, 0, f.stdout);
+      assert.equal(f.status, o.status, `${args.join(' ')}: ${f.stdout} / ${String(o.stdout)}`);
+      assert.deepEqual(JSON.parse(f.stdout), JSON.parse(String(o.stdout)));
+    }
+    const after = JSON.parse(runCli(['process', 'list', '--all', '--json'], env).stdout) as ProcessListResult;
+    assert.equal(Math.max(...after.processes.map((p) => p.id)), b.id);
   });
 
   it('--version and daemon status load neither oclif nor a store driver, amqplib or D-Bus', () => {
