@@ -198,12 +198,40 @@ function workerPids(out: string): number[] {
   return [...bySlot.values()];
 }
 
+/**
+ * Until the store counts `total` finished processes. Told by the state events of the client's
+ * subscription (which the warm-up's wait made), so the submitter does not poll the store, which at
+ * 100 counts a second took about as much CPU as a worker: when as many processes as are missing
+ * were seen finishing, or every 250 ms in case events were missed, the store is asked.
+ */
 async function waitFinished(client: ProcessClient, total: number): Promise<void> {
-  for (;;) {
-    const c = await client.store.countByState();
-    if (c.finished >= total) return;
-    if (c.excepted > 0) throw new Error(`${c.excepted} processes excepted`);
-    await new Promise((r) => setTimeout(r, 10));
+  let seen = 0;
+  let wake: () => void = () => undefined;
+  const listening = await client.listen({
+    onState: (m) => {
+      if (m.state !== 'finished' && m.state !== 'excepted') return;
+      seen++;
+      wake();
+    },
+    onGap: () => wake(),
+  });
+  try {
+    for (;;) {
+      const c = await client.store.countByState();
+      if (c.finished >= total) return;
+      if (c.excepted > 0) throw new Error(`${c.excepted} processes excepted`);
+      const target = seen + (total - c.finished);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 250);
+        wake = () => {
+          if (seen < target) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  } finally {
+    listening.stop();
   }
 }
 

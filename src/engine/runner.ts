@@ -125,7 +125,24 @@ export function startRun(
 ): RunHandle {
   const id = record.id;
   const owner = host.owner;
-  const abort = new AbortController();
+  // `ctx.signal` and `ctx.output` are made on first use: most runs (a trivial function, a workflow
+  // step) touch neither, and at thousands of runs a second an AbortController and a log path each
+  // are a measurable part of a worker's CPU.
+  let abort: AbortController | null = null;
+  /** Why the run was aborted (killed, lease lost), once it was; the first reason stands. */
+  let abortReason: ProcessKilledError | null = null;
+  const abortRun = (reason: ProcessKilledError): void => {
+    if (abortReason !== null) return;
+    abortReason = reason;
+    abort?.abort(reason);
+  };
+  const signal = (): AbortSignal => {
+    if (abort === null) {
+      abort = new AbortController();
+      if (abortReason !== null) abort.abort(abortReason);
+    }
+    return abort.signal;
+  };
   const suspended = deferred<Suspend>();
   let killMessage: string | null = record.killRequested ? 'killed on request' : null;
   let pauseRequested = record.paused;
@@ -135,7 +152,14 @@ export function startRun(
   let lastReport: Promise<void> = Promise.resolve();
   /** Lines reported so far at each journal position (the index of the next one there). */
   const reportsAt = new Map<number, number>();
-  const output = host.openOutput?.(record) ?? null;
+  let output: (OutputLog & { close(): void }) | null = null;
+  /** Once the run ended its output log is closed: what is written after is dropped. */
+  let ended = false;
+  const outputLog = (): OutputLog => {
+    if (ended || host.openOutput === undefined) return NO_OUTPUT;
+    output ??= host.openOutput(record);
+    return output;
+  };
   const byseq = new Map<number, JournalEntry>(journal.map((e) => [e.seq, e]));
   const log = host.logger;
 
@@ -144,7 +168,7 @@ export function startRun(
   const loseLease = (): void => {
     if (lost) return;
     lost = true;
-    abort.abort(new ProcessKilledError('lease lost'));
+    abortRun(new ProcessKilledError('lease lost'));
   };
 
   /** False once the lease is lost, by the worker's word or its clock (then the run is lost too). */
@@ -202,7 +226,9 @@ export function startRun(
   const ctx: RunContext = {
     processId: id,
     claim,
-    signal: abort.signal,
+    get signal() {
+      return signal();
+    },
     async step<T extends JsonValue>(name: string, fn: () => T | Promise<T>): Promise<T> {
       if (typeof name !== 'string' || name === '') throw new InputError('ctx.step needs a non-empty name');
       const { entry, seq: my } = journaled('step', name);
@@ -286,7 +312,9 @@ export function startRun(
         ),
       );
     },
-    output: output ?? NO_OUTPUT,
+    get output() {
+      return outputLog();
+    },
   };
 
   const runPromise = (async (): Promise<RunEnd> => {
@@ -320,7 +348,10 @@ export function startRun(
     runPromise,
     suspended.promise.then((s): RunEnd => ({ kind: 'suspended', reason: s.reason })),
   ]);
-  if (output !== null) void done.finally(() => output.close());
+  void done.finally(() => {
+    ended = true;
+    output?.close();
+  });
 
   return {
     processId: id,
@@ -328,7 +359,7 @@ export function startRun(
     kill(message = 'killed on request') {
       if (killMessage !== null) return;
       killMessage = message;
-      abort.abort(new ProcessKilledError(message));
+      abortRun(new ProcessKilledError(message));
     },
     async pause() {
       pauseRequested = true;

@@ -13,7 +13,7 @@ import { ControlServer } from '../../src/daemon/control-server.js';
 import { DaemonHub } from '../../src/daemon/bus-hub.js';
 import type { LazyStore } from '../../src/daemon/store-access.js';
 import { silentLogger } from '../../src/logging/index.js';
-import { ControlError, type ControlHandler } from '../../src/protocol/index.js';
+import { ControlError, type ControlHandler, type StateBroadcast } from '../../src/protocol/index.js';
 import { openStore, type ProcessStore } from '../../src/store/index.js';
 import { cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
 import { busConformance, type BusHarness } from './conformance.js';
@@ -116,6 +116,30 @@ describe('local bus: the daemon is the hub', function () {
     await open().publishContinue(ids);
     await waitUntil(() => got.size === ids.length, 20_000, 'every hinted process');
     await c.cancel();
+  });
+
+  it("a bulk submit's state events, many lines' worth, reach a subscriber whole and in order", async () => {
+    const got: StateBroadcast[] = [];
+    const unsubscribe = await open().subscribeEvents((m) => got.push(m));
+    await waitUntil(() => h.hub.hub.stats().subscribers === 1, 5000, 'the subscriber');
+    // Multi-byte types make the byte length differ from the string length near each line's end.
+    const sent: StateBroadcast[] = Array.from({ length: 12_000 }, (_, i) => ({
+      v: 1,
+      kind: 'state',
+      processId: i + 1,
+      type: i % 7 === 0 ? `grüße.ünïcödé.${'€'.repeat(i % 50)}` : 'core.arithmetic.add',
+      state: 'created',
+      paused: false,
+      parentId: null,
+      exitStatus: null,
+      time: 1_700_000_000_000 + i,
+      runs: 0,
+    }));
+    const publisher = open();
+    for (const e of sent) publisher.publishState(e);
+    await waitUntil(() => got.length >= sent.length, 20_000, 'every event');
+    assert.deepEqual(got, sent);
+    await unsubscribe();
   });
 
   it('survives its hub going away: a consumer and a subscriber resume with the next hub, the subscriber told of the gap', async () => {

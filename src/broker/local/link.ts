@@ -87,7 +87,7 @@ export class IpcLink implements BusLink {
 
   post(msg: BusPeerMessage): void {
     if (!this.connected || !this.channel.send) return;
-    for (const part of splitToFit(msg, Infinity)) {
+    for (const part of splitByCount(msg)) {
       try {
         // The callback keeps a write to a channel that closes meanwhile from throwing.
         this.channel.send({ kind: 'bus', workerId: this.workerId, message: part }, () => undefined);
@@ -223,11 +223,11 @@ export class SocketLink implements BusLink {
   /** Writes `msg` (split when its line would be too long); returns the request id of the last part. */
   private write(msg: BusPeerMessage): number {
     const socket = this.connect();
-    const parts = splitToFit(msg);
     let id = 0;
-    for (const part of parts) {
+    for (const params of encodeToFit(msg)) {
       id = this.nextId++;
-      socket.write(JSON.stringify({ v: CONTROL_PROTOCOL_VERSION, id, method: 'bus', params: part }) + '\n');
+      // The request `{ v, id, method: 'bus', params }`, around params encoded once.
+      socket.write(`{"v":${CONTROL_PROTOCOL_VERSION},"id":${id},"method":"bus","params":${params}}\n`);
     }
     return id;
   }
@@ -294,30 +294,56 @@ export class SocketLink implements BusLink {
   }
 }
 
-/**
- * Splits a message that holds more than {@link MAX_BUS_BATCH} ids or events (the receiver refuses
- * it), or whose encoded line would exceed `maxBytes` (the socket's line limit), into several.
- */
-function splitToFit(msg: BusPeerMessage, maxBytes = MAX_CONTROL_LINE_BYTES - 256): BusPeerMessage[] {
-  const count = 'ids' in msg ? msg.ids.length : 'events' in msg ? msg.events.length : 0;
-  if (count <= MAX_BUS_BATCH) {
-    if (maxBytes === Infinity) return [msg];
-    const size = Buffer.byteLength(JSON.stringify({ v: 1, id: 0, method: 'bus', params: msg }));
-    if (size <= maxBytes) return [msg];
-  }
-  const halve = <T>(list: T[], make: (part: T[]) => BusPeerMessage): BusPeerMessage[] => {
-    if (list.length <= 1) return [make(list)];
-    const mid = Math.ceil(list.length / 2);
-    return [...splitToFit(make(list.slice(0, mid)), maxBytes), ...splitToFit(make(list.slice(mid)), maxBytes)];
-  };
+/** A message's list of ids or events, with the name of its field; null for the others. */
+function listOf(msg: BusPeerMessage): { key: 'ids' | 'events'; items: readonly unknown[] } | null {
   switch (msg.kind) {
     case 'dispatch':
     case 'ack':
     case 'requeue':
-      return halve(msg.ids, (ids) => ({ kind: msg.kind, ids }));
+      return { key: 'ids', items: msg.ids };
     case 'states':
-      return halve(msg.events, (events) => ({ kind: 'states', events }));
+      return { key: 'events', items: msg.events };
     default:
-      return [msg];
+      return null;
   }
+}
+
+/** Splits a message that holds more than {@link MAX_BUS_BATCH} ids or events (the receiver refuses it). */
+function splitByCount(msg: BusPeerMessage): BusPeerMessage[] {
+  const list = listOf(msg);
+  if (list === null || list.items.length <= MAX_BUS_BATCH) return [msg];
+  const parts: BusPeerMessage[] = [];
+  for (let i = 0; i < list.items.length; i += MAX_BUS_BATCH) {
+    parts.push({ kind: msg.kind, [list.key]: list.items.slice(i, i + MAX_BUS_BATCH) } as BusPeerMessage);
+  }
+  return parts;
+}
+
+/**
+ * The params of `msg` as JSON texts, split so that each holds at most {@link MAX_BUS_BATCH} ids or
+ * events and its request line stays within `maxBytes` (the socket's line limit). Each item is
+ * encoded once and packed greedily: a bulk submit's 10,000 state events are one pass, not the
+ * several passes of halving and encoding again. An item that alone exceeds the limit goes alone
+ * (the daemon refuses that line, as it would any too long line).
+ */
+function encodeToFit(msg: BusPeerMessage, maxBytes = MAX_CONTROL_LINE_BYTES - 256): string[] {
+  const list = listOf(msg);
+  if (list === null) return [JSON.stringify(msg)];
+  const head = `{"kind":${JSON.stringify(msg.kind)},"${list.key}":[`;
+  const parts: string[] = [];
+  let items: string[] = [];
+  let bytes = head.length + 2;
+  for (const item of list.items) {
+    const text = JSON.stringify(item);
+    const size = Buffer.byteLength(text) + 1;
+    if (items.length > 0 && (items.length >= MAX_BUS_BATCH || bytes + size > maxBytes)) {
+      parts.push(head + items.join(',') + ']}');
+      items = [];
+      bytes = head.length + 2;
+    }
+    items.push(text);
+    bytes += size;
+  }
+  parts.push(head + items.join(',') + ']}');
+  return parts;
 }
