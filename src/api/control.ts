@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { InputError, WaitTimeoutError } from '../errors/index.js';
+import { InputError, ProcessNotFoundError, WaitTimeoutError } from '../errors/index.js';
 import { isTerminal, type ControlEffect, type ProcessRecord, type StateBroadcast } from '../protocol/index.js';
 import type { ProcessClient } from './processes.js';
 
@@ -56,6 +56,9 @@ export interface ControlOptions {
   message?: string;
 }
 
+/** Most processes one store read of a wait asks for. */
+const WAIT_READ_BATCH = 1000;
+
 function checkIds(ids: readonly number[]): void {
   for (const id of ids) {
     if (!Number.isSafeInteger(id) || id <= 0) throw new InputError(`invalid process id ${JSON.stringify(id)}`);
@@ -76,12 +79,44 @@ export async function waitForProcesses(
   const pending = new Set(ids);
   const records = new Map<number, ProcessRecord>();
   let wake: () => void = () => undefined;
-  const check = async (id: number): Promise<void> => {
-    const p = await client.getProcess(id);
-    if (until(p)) {
-      records.set(id, p);
-      pending.delete(id);
+  /** A store read that failed (a process deleted meanwhile, the store away): the wait fails with it. */
+  let failure: unknown = null;
+  /** Reads `list` from the store, {@link WAIT_READ_BATCH} at a time, and settles those that are done. */
+  const check = async (list: readonly number[]): Promise<void> => {
+    for (let i = 0; i < list.length; i += WAIT_READ_BATCH) {
+      const chunk = list.slice(i, i + WAIT_READ_BATCH);
+      const found = new Set<number>();
+      for (const p of await client.store.listProcesses({ ids: chunk })) {
+        found.add(p.id);
+        if (until(p)) {
+          records.set(p.id, p);
+          pending.delete(p.id);
+        }
+      }
+      const missing = chunk.find((id) => !found.has(id));
+      if (missing !== undefined) {
+        throw new ProcessNotFoundError(`no process with id ${missing} in profile '${client.profile.name}'`);
+      }
     }
+  };
+  // The processes the events of this event-loop turn named, read in one go (a bulk run's
+  // thousands of ends a second are a few reads, not one each).
+  let toCheck = new Set<number>();
+  const checkSoon = (id: number): void => {
+    if (toCheck.size === 0) {
+      setImmediate(() => {
+        const list = [...toCheck].filter((x) => pending.has(x));
+        toCheck = new Set();
+        check(list).then(
+          () => wake(),
+          (err: unknown) => {
+            failure ??= err;
+            wake();
+          },
+        );
+      });
+    }
+    toCheck.add(id);
   };
   // One subscription per client, shared by every wait: nothing to set up or tear down per call.
   const listening = await client.listen({
@@ -89,22 +124,21 @@ export async function waitForProcesses(
       opts.onState?.(m);
       // Waiting for the end (the default), a change to a state that is not an end cannot be it:
       // no store read for `created` and `running`.
-      if (pending.has(m.processId) && (opts.until !== undefined || isTerminal(m.state))) {
-        void check(m.processId).then(() => wake());
-      }
+      if (pending.has(m.processId) && (opts.until !== undefined || isTerminal(m.state))) checkSoon(m.processId);
     },
     // The subscription was re-established: what changed in between is only in the store.
     onGap: () => {
-      for (const id of [...pending]) void check(id).then(() => wake());
+      for (const id of pending) checkSoon(id);
     },
   });
   const unsubscribe = listening.live ? async () => listening.stop() : null;
   if (!listening.live) listening.stop();
   const deadline = opts.timeoutSeconds !== undefined ? Date.now() + opts.timeoutSeconds * 1000 : Infinity;
   try {
-    for (const id of ids) await check(id);
+    await check([...pending]);
     let lastPoll = Date.now();
     while (pending.size > 0) {
+      if (failure !== null) throw failure;
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new WaitTimeoutError(
@@ -117,7 +151,7 @@ export async function waitForProcesses(
       });
       if (Date.now() - lastPoll >= (unsubscribe ? 2000 : 250)) {
         lastPoll = Date.now();
-        for (const id of [...pending]) await check(id);
+        await check([...pending]);
       }
     }
   } finally {

@@ -206,6 +206,7 @@ export function checkMessage(message: unknown, where: string): string | null {
 
 /** A checked {@link ProcessFilter}. */
 export interface CheckedFilter {
+  ids: number[] | null;
   states: ProcessState[] | null;
   type: string | null;
   parentId: number | null;
@@ -217,7 +218,7 @@ export interface CheckedFilter {
 /** Checks a {@link ProcessFilter}. */
 export function checkFilter(filter: unknown, where: string): CheckedFilter {
   if (filter === undefined || filter === null) {
-    return { states: null, type: null, parentId: null, pastDays: null, modifiedBefore: null, limit: null };
+    return { ids: null, states: null, type: null, parentId: null, pastDays: null, modifiedBefore: null, limit: null };
   }
   if (typeof filter !== 'object') throw new InputError(`${where}: filter must be an object`);
   const f = filter as ProcessFilter;
@@ -248,7 +249,8 @@ export function checkFilter(filter: unknown, where: string): CheckedFilter {
     modifiedBefore = f.modifiedBefore;
   }
   const limit = f.limit === undefined ? null : checkLimit(f.limit, where);
-  return { states, type: f.type ?? null, parentId, pastDays, modifiedBefore, limit };
+  const ids = f.ids === undefined ? null : checkIds(f.ids, `${where}: ids`);
+  return { ids, states, type: f.type ?? null, parentId, pastDays, modifiedBefore, limit };
 }
 
 /** The lease columns a claim decision needs. */

@@ -82,6 +82,8 @@ export interface WaitResult {
 
 /** Filter of {@link ProcessStore.listProcesses}. */
 export interface ProcessFilter {
+  /** Only these processes (a waiter reading many at once); ids that name none are left out. */
+  ids?: readonly number[];
   /** Only these states (default: all). */
   states?: readonly ProcessState[];
   type?: string;

@@ -120,6 +120,18 @@ for (const bus of BUSES) {
       });
       await client.submit('core.arithmetic.add', { x: 0, y: 0 });
       await runCliAsync(['process', 'kill', String(slow)], tp.env);
+      // Many at once (more than one store read's worth), some done before the wait began.
+      const many = await client.submitMany(
+        'core.arithmetic.add',
+        Array.from({ length: 2500 }, (_, i) => ({ x: i, y: 1 })),
+      );
+      await waitFor(many.slice(0, 10), { profile: tp.profile });
+      const all = await waitFor([...many].reverse(), { profile: tp.profile, timeout: 60 });
+      assert.deepEqual(
+        all.map((p) => [p.id, p.state, (p.outputs as { sum: number }).sum]),
+        [...many].reverse().map((id, i) => [id, 'finished', 2500 - i]),
+      );
+      await assert.rejects(waitFor([a, 999_999], { profile: tp.profile }), { name: 'ProcessNotFoundError' });
     });
 
     it('with nothing to run it: submit warns once on stderr, stores the process, and --wait --timeout exits 5', async () => {

@@ -879,6 +879,27 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         await assert.rejects(store.listProcesses({ limit: -1 }), InputError);
       });
 
+      it('lists given ids (those that exist), with the other filters too', async function () {
+        const type = uniqueType('ids');
+        const ids = await store.createProcesses(Array.from({ length: 1500 }, (_, i) => ({ type, inputs: i })));
+        await store.claim([ids[3]!], 'w1', 30_000);
+        const asked = [ids[3]!, ids[1]!, 999_999_999, ids[1]!, ...ids.slice(100)];
+        const got = await store.listProcesses({ ids: asked });
+        assert.deepEqual(
+          got.map((p) => p.id),
+          [...new Set([ids[3]!, ids[1]!, ...ids.slice(100)])].sort((a, b) => b - a),
+          'each once, newest first, the unknown id left out',
+        );
+        assert.deepEqual(got.find((p) => p.id === ids[3])?.state, 'running');
+        assert.deepEqual(
+          (await store.listProcesses({ ids: [ids[1]!, ids[3]!], states: ['running'] })).map((p) => p.id),
+          [ids[3]],
+        );
+        assert.deepEqual(await store.listProcesses({ ids: [] }), []);
+        await assert.rejects(store.listProcesses({ ids: [0] }), InputError);
+        await assert.rejects(store.listProcesses({ ids: 'all' as never }), InputError);
+      });
+
       it('counts every state', async function () {
         const before = await store.countByState();
         assert.deepEqual(Object.keys(before).sort(), [...PROCESS_STATES].sort());

@@ -1158,6 +1158,7 @@ export class PostgresStore implements ProcessStore {
       params.push(v);
       return `$${params.length}`;
     };
+    if (f.ids !== null) conds.push(`id = ANY(${param(f.ids)}::bigint[])`);
     if (f.states !== null) conds.push(`state = ANY(${param(f.states)}::text[])`);
     if (f.type !== null) conds.push(`type = ${param(f.type)}`);
     if (f.parentId !== null) conds.push(`parent_id = ${param(f.parentId)}`);

@@ -990,6 +990,10 @@ export class SqliteStore implements ProcessStore {
     const f = checkFilter(filter, 'listProcesses');
     const conds: string[] = [];
     const params: unknown[] = [];
+    if (f.ids !== null) {
+      conds.push('id IN (SELECT value FROM json_each(?))');
+      params.push(JSON.stringify(f.ids));
+    }
     if (f.states !== null) {
       conds.push('state IN (SELECT value FROM json_each(?))');
       params.push(JSON.stringify(f.states));
