@@ -365,6 +365,8 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
     );
     results[`seq.${store}.${bus}.client.ratio`] = rate / rawEach;
     if (store === 'sqlite') {
+      // The first loop's processes run first: the second loop must not compete with their runs.
+      await waitFinished(d.client, SEQ_N);
       // The top-level function, as a script calls it (in this process, with the daemon's environment).
       const saved = process.env.DROVER_HOME;
       process.env.DROVER_HOME = d.env.DROVER_HOME;

@@ -81,7 +81,9 @@ export class ProcessClient {
   ): Promise<ProcessClient> {
     const env = opts.env ?? process.env;
     const p = typeof profile === 'object' ? profile : resolveProfile(profile, { env });
-    const store = await openStore(p.storage, { logger: opts.logger });
+    // SQLite: the WAL is the daemon's to checkpoint (in a thread, off every commit's path); a submit
+    // checkpoints only past the fallback size, when no daemon runs.
+    const store = await openStore(p.storage, { logger: opts.logger, checkpoints: 'by-daemon' });
     // A store that records another profile (copied, or two profiles pointing at one) would take
     // submissions no worker of this profile ever runs: refuse it here too, not only in the daemon.
     // A store that records none is left for the daemon to adopt.

@@ -38,6 +38,8 @@ export function lazyStore(profile: Profile, logger: Logger): LazyStore {
           m.openStore(profile.storage, {
             logger: logger.child('store'),
             profile: { name: profile.name, uuid: profile.uuid },
+            // SQLite: the daemon copies the WAL into the database in a thread, off every commit's path.
+            checkpoints: 'background',
           }),
         );
         store.catch((err: unknown) => {

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { SqliteCheckpoints } from './sqlite/sqlite-store.js';
 import { InputError, StoreProfileMismatchError } from '../errors/index.js';
 import { describeStorage, type StorageSettings } from '../config/config.js';
 import type { Logger } from '../logging/index.js';
@@ -30,6 +31,8 @@ export interface OpenStoreOptions {
    * {@link StoreProfileMismatchError}. Without it, nothing is checked or recorded.
    */
   profile?: { name: string; uuid: string };
+  /** SQLite: who checkpoints the WAL (default `'inline'`). */
+  checkpoints?: SqliteCheckpoints;
 }
 
 /**
@@ -96,7 +99,7 @@ export async function openStore(settings: StorageSettings, opts: OpenStoreOption
   switch (settings.backend) {
     case 'sqlite': {
       const { openSqliteStore } = await import('./sqlite/sqlite-store.js');
-      store = openSqliteStore(settings.path, { logger: opts.logger });
+      store = openSqliteStore(settings.path, { logger: opts.logger, checkpoints: opts.checkpoints });
       break;
     }
     case 'postgres': {

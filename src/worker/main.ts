@@ -88,7 +88,12 @@ export async function startWorker(
   let bus: MessageBus | null = null;
   try {
     // A store that belongs to another profile is refused here: the worker consumes nothing.
-    const s = await openStore(profile.storage, { logger, profile: { name: profile.name, uuid: profile.uuid } });
+    // A worker forked by the daemon leaves the WAL checkpoints to the daemon's thread.
+    const s = await openStore(profile.storage, {
+      logger,
+      profile: { name: profile.name, uuid: profile.uuid },
+      checkpoints: typeof process.send === 'function' ? 'by-daemon' : 'inline',
+    });
     store = s;
     if (keepsSharedOptions(profile.storage)) {
       // The profile's shared options (slots, lease, modules, ...) as every host sees them.

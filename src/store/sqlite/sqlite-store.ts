@@ -33,7 +33,8 @@
  * past the busy timeout (SQLITE_BUSY), an I/O error, and a full disk ({@link StoreFullError},
  * SQLITE_FULL). A failed call wrote nothing (its transaction was rolled back), so the caller may
  * repeat it. A full disk must not wedge the store once space is back:
- * - The WAL is kept small: checkpoints every {@link WAL_AUTOCHECKPOINT_PAGES} pages, and
+ * - The WAL is kept small: checkpoints every {@link WAL_AUTOCHECKPOINT_PAGES} pages, or by the
+ *   daemon's thread ({@link SqliteCheckpoints}), and
  *   `journal_size_limit` ({@link JOURNAL_SIZE_LIMIT}) truncates it to that size each time it
  *   restarts, so a WAL that grew (a burst, or checkpoints that failed while the disk was full)
  *   gives its space back instead of keeping it.
@@ -48,6 +49,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import {
   DroverError,
@@ -98,6 +100,7 @@ import {
   type CheckedCompletion,
   type CheckedNewProcess,
 } from '../common.js';
+import type { CheckpointerData } from './checkpointer.js';
 import type {
   ClaimResult,
   CompleteResult,
@@ -125,7 +128,22 @@ export interface SqliteStoreOptions {
   logger?: Logger;
   /** How long a writer waits for another process's write lock before failing (default 10 s). */
   busyTimeoutMs?: number;
+  /** Who copies the WAL into the database (default `'inline'`). */
+  checkpoints?: SqliteCheckpoints;
 }
+
+/**
+ * Who checkpoints the WAL of a connection's store:
+ * - `'inline'`: the connection itself, in the commit that takes the WAL past
+ *   {@link WAL_AUTOCHECKPOINT_PAGES} (SQLite's automatic checkpoint). What a client or a worker
+ *   without a daemon uses.
+ * - `'background'`: a thread of this process, every 100 ms (`CHECKPOINT_INTERVAL_MS` in checkpointer.ts),
+ *   so no commit of any process waits for a checkpoint while the WAL stays small. The profile's
+ *   daemon opens its store so.
+ * - `'by-daemon'`: the daemon's thread does (the workers it forked); the connection checkpoints
+ *   itself only past {@link FALLBACK_AUTOCHECKPOINT_PAGES}, should the daemon's thread be gone.
+ */
+export type SqliteCheckpoints = 'inline' | 'background' | 'by-daemon';
 
 /** Default busy timeout: generous, since transactions are short and a failure costs more than a wait. */
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
@@ -136,6 +154,12 @@ const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
  * throughput: the pages copied are the same, in smaller batches).
  */
 export const WAL_AUTOCHECKPOINT_PAGES = 256;
+
+/**
+ * The automatic checkpoint of a connection whose checkpoints another does (see
+ * {@link SqliteCheckpoints}): SQLite's default of 4 MiB, reached only when that other is not there.
+ */
+export const FALLBACK_AUTOCHECKPOINT_PAGES = 1000;
 
 /** Size the WAL is truncated to when it restarts: one auto-checkpoint's worth. */
 export const JOURNAL_SIZE_LIMIT = WAL_AUTOCHECKPOINT_PAGES * 4096;
@@ -283,14 +307,19 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
-    db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    const checkpoints = memory ? 'inline' : (options.checkpoints ?? 'inline');
+    db.pragma(
+      `wal_autocheckpoint = ${checkpoints === 'inline' ? WAL_AUTOCHECKPOINT_PAGES : FALLBACK_AUTOCHECKPOINT_PAGES}`,
+    );
     db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
     const log = options.logger?.child('store');
     const version = migrateSqlite(db, target, (m) => log?.info(`applied migration ${m.version}: ${m.description}`));
     // From here on the store waits for a busy lock itself, in finer steps than SQLite's handler
     // (see SqliteStore.guard).
     db.pragma('busy_timeout = 0');
-    return new SqliteStore(db, target, version, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS, log);
+    const store = new SqliteStore(db, target, version, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS, log);
+    if (checkpoints === 'background') store.startCheckpointer();
+    return store;
   } catch (err) {
     db?.close();
     if (err instanceof DroverError) throw err;
@@ -1191,9 +1220,53 @@ export class SqliteStore implements ProcessStore {
     return this.guard('getReports', () => this.s.reports.all(id) as ReportLine[]);
   }
 
+  private checkpointer: Worker | null = null;
+
+  /**
+   * Starts the background checkpointer (see {@link SqliteCheckpoints}). Should the thread fail, this
+   * connection checkpoints inline again, and the workers past their fallback.
+   */
+  startCheckpointer(): void {
+    const data: CheckpointerData = {
+      role: 'drover-sqlite-checkpointer',
+      file: this.file,
+      journalSizeLimit: JOURNAL_SIZE_LIMIT,
+    };
+    const fallBack = (why: string): void => {
+      this.checkpointer = null;
+      this.log?.warn(`WAL checkpoints in the background stopped (${why}); checkpointing inline`);
+      if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    };
+    let thread: Worker;
+    try {
+      thread = new Worker(new URL('./checkpointer.js', import.meta.url), { workerData: data });
+    } catch (err) {
+      fallBack(errorMessage(err));
+      return;
+    }
+    thread.unref();
+    thread.on('error', (err) => {
+      if (this.checkpointer === thread) fallBack(errorMessage(err));
+    });
+    thread.on('exit', (code) => {
+      if (this.checkpointer === thread && !this.closed) fallBack(`the thread exited with code ${code}`);
+    });
+    this.checkpointer = thread;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const thread = this.checkpointer;
+    this.checkpointer = null;
+    if (thread !== null) {
+      const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+      thread.postMessage('stop');
+      // A thread stuck in a checkpoint (a hung disk) is not waited for long.
+      const timer = setTimeout(() => void thread.terminate(), 2000);
+      await exited;
+      clearTimeout(timer);
+    }
     this.db.close();
   }
 }
