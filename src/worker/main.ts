@@ -87,12 +87,14 @@ export async function startWorker(
   let store: ProcessStore | null = null;
   let bus: MessageBus | null = null;
   try {
+    // Forked by the daemon: it gets its tasks over its IPC channel on a local profile, and leaves
+    // the WAL checkpoints of a SQLite store to the daemon's thread.
+    const forked = typeof process.send === 'function';
     // A store that belongs to another profile is refused here: the worker consumes nothing.
-    // A worker forked by the daemon leaves the WAL checkpoints to the daemon's thread.
     const s = await openStore(profile.storage, {
       logger,
       profile: { name: profile.name, uuid: profile.uuid },
-      checkpoints: typeof process.send === 'function' ? 'by-daemon' : 'inline',
+      checkpoints: forked ? 'by-daemon' : 'inline',
     });
     store = s;
     if (keepsSharedOptions(profile.storage)) {
@@ -101,8 +103,6 @@ export async function startWorker(
       profile = { ...profile, options: applySharedOptions(profile.options, stored, (m) => logger.warn(m)) };
     }
     const registry = await ProcessRegistry.forProfile(profile);
-    // A worker forked by the daemon of a local profile gets its tasks over its IPC channel.
-    const forked = typeof process.send === 'function';
     bus = await openBus(profile, {
       logger,
       connectionName: `drover worker ${workerId}`,
