@@ -17,10 +17,9 @@
  * server's node to two consumers (the baseline of bench/throughput.ts, over the bridge).
  */
 import path from 'node:path';
-import crypto from 'node:crypto';
-import amqp from 'amqplib';
 import { ProcessClient } from '../src/api/processes.js';
 import { Config } from '../src/config/index.js';
+import { rawBulk } from './raw.js';
 import {
   createTestNet,
   sharedProfileSetup,
@@ -40,42 +39,6 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Raw amqplib through the server's node: N confirmed persistent messages, two consumers. */
-async function rawBulk(url: string): Promise<number> {
-  const queue = `bench.raw.${crypto.randomUUID()}`;
-  const pubConn = await amqp.connect(url, { noDelay: true });
-  const consumers = await Promise.all([0, 1].map(() => amqp.connect(url, { noDelay: true })));
-  try {
-    const pub = await pubConn.createConfirmChannel();
-    await pub.assertQueue(queue, { durable: true });
-    let got = 0;
-    let done!: () => void;
-    const all = new Promise<void>((r) => (done = r));
-    for (const c of consumers) {
-      const ch = await c.createChannel();
-      await ch.prefetch(200);
-      await ch.consume(queue, (m) => {
-        if (m === null) return;
-        ch.ack(m);
-        if (++got === N) done();
-      });
-    }
-    const t0 = performance.now();
-    for (let i = 0; i < N; i++) {
-      if (!pub.sendToQueue(queue, Buffer.from(JSON.stringify({ i })), { persistent: true })) {
-        await new Promise((r) => pub.once('drain', r));
-      }
-    }
-    await pub.waitForConfirms();
-    await all;
-    const rate = N / ((performance.now() - t0) / 1000);
-    await pub.deleteQueue(queue);
-    return rate;
-  } finally {
-    for (const c of [pubConn, ...consumers]) await c.close().catch(() => undefined);
   }
 }
 
@@ -109,7 +72,7 @@ async function main(): Promise<void> {
       await run(h, ['profile', 'set-default', 'work']);
     }
     client = await ProcessClient.open(Config.load(path.join(h1.home, 'config.json')).getProfile('work'));
-    const rawBefore = await rawBulk(net.amqpUrl);
+    const rawBefore = await rawBulk(net.amqpUrl, N);
     console.log(`raw amqplib bulk through the server namespace's node: ${f0(rawBefore)} msgs/s`);
     const rates: number[] = [];
     let submitted = 0;
@@ -156,7 +119,7 @@ async function main(): Promise<void> {
       );
       await stopAll();
     }
-    const rawAfter = await rawBulk(net.amqpUrl);
+    const rawAfter = await rawBulk(net.amqpUrl, N);
     console.log(`raw amqplib bulk again: ${f0(rawAfter)} msgs/s`);
   } finally {
     await stopAll();

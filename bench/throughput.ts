@@ -37,6 +37,7 @@ import { ProcessClient } from '../src/api/processes.js';
 import { waitForProcesses } from '../src/api/control.js';
 import { DaemonClient } from '../src/client/index.js';
 import { deleteTopology, topologyFor } from '../src/broker/rabbitmq/index.js';
+import { rawBulk } from './raw.js';
 
 type Bus = 'local' | 'rabbitmq';
 type Store = 'sqlite' | 'postgres';
@@ -239,40 +240,6 @@ const add = (n: number, base = 0): Array<{ x: number; y: number }> =>
   Array.from({ length: n }, (_, i) => ({ x: base + i, y: 1 }));
 
 // ---- raw baselines ----
-
-async function rawBulk(): Promise<number> {
-  const queue = `drover.bench.raw.${crypto.randomUUID()}`;
-  const pubConn = await amqp.connect(RABBIT, { noDelay: true });
-  const pub = await pubConn.createConfirmChannel();
-  await pub.assertQueue(queue, { durable: true });
-  const consumers = await Promise.all([0, 1].map(() => amqp.connect(RABBIT, { noDelay: true })));
-  let received = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  for (const c of consumers) {
-    const ch = await c.createChannel();
-    await ch.prefetch(200);
-    await ch.consume(queue, (m) => {
-      if (!m) return;
-      ch.ack(m);
-      if (++received === N) done();
-    });
-  }
-  const t0 = performance.now();
-  for (let i = 0; i < N; i++) {
-    const ok = pub.sendToQueue(queue, Buffer.from(JSON.stringify({ v: 1, kind: 'continue', processId: i + 1 })), {
-      persistent: true,
-    });
-    if (!ok) await new Promise((r) => pub.once('drain', r));
-  }
-  await pub.waitForConfirms();
-  await finished;
-  const seconds = (performance.now() - t0) / 1000;
-  await pub.deleteQueue(queue);
-  await pubConn.close();
-  for (const c of consumers) await c.close();
-  return N / seconds;
-}
 
 /** Persistent publishes awaited one by one (each confirmed before the next). */
 async function rawConfirmEach(): Promise<number> {
@@ -522,7 +489,7 @@ console.log(
 );
 const rawRuns: number[] = [];
 const rawBest = (): number => Math.max(...rawRuns);
-if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk());
+if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk(RABBIT, N));
 const rawEach = ONLY.has('raw') || ONLY.has('seq') ? await rawConfirmEach() : NaN;
 const rtt = ONLY.has('raw') || ONLY.has('latency') ? await rawRoundTrip() : { p50: NaN, p95: NaN, p99: NaN };
 if (ONLY.has('bulk')) for (const store of STORES) for (const bus of BUSES) await bulk(bus, store, rawBest);
@@ -530,7 +497,7 @@ if (ONLY.has('seq')) for (const store of STORES) for (const bus of BUSES) await 
 if (ONLY.has('latency')) for (const bus of BUSES) await latency(bus, rtt);
 if (ONLY.has('revive')) for (const bus of BUSES) await revive(bus);
 if (ONLY.has('queued')) for (const bus of BUSES) await queued(bus);
-if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk());
+if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk(RABBIT, N));
 if (rawRuns.length > 0) {
   report(
     'raw.bulk',

@@ -271,6 +271,18 @@ interface Cut {
   cleanup(): void;
 }
 
+/** True when `pid` is a live drover worker (never 0 or 1): the only pids the frozen cut signals. */
+function isWorkerProcess(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return false;
+  try {
+    // Forked by a daemon, or a `drover daemon worker` the pool started.
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return argv.includes('/dist/src/worker/main.js') || argv.includes('/bin/drover.js');
+  } catch {
+    return false;
+  }
+}
+
 function frozenCut(bus: Bus): Cut {
   let stopped: number | null = null;
   return {
@@ -281,19 +293,19 @@ function frozenCut(bus: Bus): Cut {
       return {};
     },
     start(pid) {
-      // The pool's own worker (from its log and alive), never 0 or 1.
-      if (!Number.isInteger(pid) || pid <= 1) throw new Error(`not a worker pid: ${pid}`);
+      // The pool's own worker (the parent of the test's sleep 60, and a worker process).
+      if (!isWorkerProcess(pid)) throw new Error(`not a worker pid: ${pid}`);
       process.kill(pid, 'SIGSTOP');
       stopped = pid;
     },
     end(pid) {
-      // Only the pid this cut stopped (checked in start).
-      if (pid === stopped) process.kill(pid, 'SIGCONT');
+      // Only the pid this cut stopped, still that worker.
+      if (pid === stopped && isWorkerProcess(pid)) process.kill(pid, 'SIGCONT');
       stopped = null;
     },
     workerRuns: false,
     cleanup() {
-      if (stopped !== null && alive(stopped)) process.kill(stopped, 'SIGCONT');
+      if (stopped !== null && isWorkerProcess(stopped)) process.kill(stopped, 'SIGCONT');
     },
   };
 }
