@@ -238,10 +238,17 @@ for (const bus of BUSES) {
         // Claimed is not yet started: wait for the run itself to begin, so the count below is exact.
         await waitUntil(() => countRuns(runs).get(id!) === 1, 10_000, 'the run to start');
         // The worker cannot release anything itself: stopped first, killed after its daemon.
+        const daemonPid = client.daemonPid!;
         process.kill(worker!.pid!, 'SIGSTOP');
-        process.kill(client.daemonPid!, 'SIGKILL');
+        process.kill(daemonPid, 'SIGKILL');
         process.kill(worker!.pid!, 'SIGKILL');
-        await waitUntil(() => processesOfHome(tp.home).length === 0, 5000, 'both to be gone');
+        // By pid, not only by environment: a process tearing down its memory has no readable
+        // environ yet still exists, and the next start rightly calls its daemon running.
+        await waitUntil(
+          () => processesOfHome(tp.home).length === 0 && !pidAlive(daemonPid) && !pidAlive(worker!.pid!),
+          5000,
+          'both to be gone',
+        );
         const held = await processes.getProcess(id!);
         assert.equal(held.state, 'running');
         assert.equal(held.leaseOwner, worker!.workerId, 'still leased (for 300 s) by the dead worker');
@@ -266,6 +273,7 @@ for (const bus of BUSES) {
         Array.from({ length: 60 }, () => ({ ms: 700, file: spans })),
       );
       await waitUntil(() => readSpans(spans).length >= 20, 30_000, 'processes to be running');
+      const orphans = (await client.getWorkerInfo()).map((w) => w.pid!);
       const pid = client.daemonPid!;
       process.kill(pid, 'SIGKILL');
       await waitUntil(() => !pidAlive(pid), 5000, 'the daemon to die');
@@ -302,6 +310,8 @@ for (const bus of BUSES) {
           `process ${id} never completed a run`,
         );
       }
+      // The killed daemon's workers drain what they run and exit by themselves (not leaked).
+      await waitUntil(() => orphans.every((p) => !pidAlive(p)), 30_000, "the killed daemon's workers to exit");
       await client.stopDaemon();
     });
 
