@@ -2,7 +2,7 @@
 # The test suite in two phases (`npm test` runs this after the build and the lint).
 #
 # Most test files spend their time waiting (for daemons, leases, signals, brokers), not computing,
-# so they run two at a time (.mocharc.json: mocha --parallel, one file per worker process): on
+# so they run two at a time (.mocharc.cjs: mocha --parallel, one file per worker process): on
 # this 2-core machine that halves the run. Each file has its own temp dirs, vhost or queue prefix,
 # database, ports and namespaces, so two files never share state.
 #

@@ -14,7 +14,15 @@ import type { ProcessState, WorkerInfo } from '../../src/protocol/index.js';
 import { cleanupTempDirs, portOpen, requireService, runCli, tempDir } from '../helpers/env.js';
 import { countRuns, makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
 import { BUSES } from '../helpers/pool.js';
-import { clientFor, daemonsOfHome, pidAlive, processesOfHome, stopAndCheckLeaks, workersOfHome } from './helpers.js';
+import {
+  clientFor,
+  daemonsOfHome,
+  ownPid,
+  pidAlive,
+  processesOfHome,
+  stopAndCheckLeaks,
+  workersOfHome,
+} from './helpers.js';
 
 const mode = (file: string): number => fs.statSync(file).mode & 0o777;
 
@@ -156,7 +164,7 @@ for (const bus of BUSES) {
         const victim = (await client.getWorkerInfo()).find((w) => w.workerId === victimId)!;
         assert.ok(victim && victim.pid !== null, 'the lease owner is one of the daemon workers');
 
-        process.kill(victim.pid!, 'SIGKILL');
+        process.kill(ownPid(tp.home, victim.pid), 'SIGKILL');
         const revived = await waitUntil(
           async () => {
             const w = (await client!.getWorkerInfo()).find((x) => x.id === victim.id);
@@ -188,7 +196,7 @@ for (const bus of BUSES) {
       client = clientFor(tp);
       await client.startDaemon({ numberWorkers: 2 });
       const workers = await readyWorkers(client, 2);
-      const pid = client.daemonPid!;
+      const pid = ownPid(tp.home, client.daemonPid);
       const info = await client.getDaemonInfo();
       process.kill(pid, 'SIGKILL');
       await waitUntil(() => !pidAlive(pid), 5000, 'the daemon to die');
@@ -238,14 +246,15 @@ for (const bus of BUSES) {
         // Claimed is not yet started: wait for the run itself to begin, so the count below is exact.
         await waitUntil(() => countRuns(runs).get(id!) === 1, 10_000, 'the run to start');
         // The worker cannot release anything itself: stopped first, killed after its daemon.
-        const daemonPid = client.daemonPid!;
-        process.kill(worker!.pid!, 'SIGSTOP');
+        const daemonPid = ownPid(tp.home, client.daemonPid);
+        const workerPid = ownPid(tp.home, worker!.pid);
+        process.kill(workerPid, 'SIGSTOP');
         process.kill(daemonPid, 'SIGKILL');
-        process.kill(worker!.pid!, 'SIGKILL');
+        process.kill(workerPid, 'SIGKILL');
         // By pid, not only by environment: a process tearing down its memory has no readable
         // environ yet still exists, and the next start rightly calls its daemon running.
         await waitUntil(
-          () => processesOfHome(tp.home).length === 0 && !pidAlive(daemonPid) && !pidAlive(worker!.pid!),
+          () => processesOfHome(tp.home).length === 0 && !pidAlive(daemonPid) && !pidAlive(workerPid),
           5000,
           'both to be gone',
         );
@@ -274,7 +283,7 @@ for (const bus of BUSES) {
       );
       await waitUntil(() => readSpans(spans).length >= 20, 30_000, 'processes to be running');
       const orphans = (await client.getWorkerInfo()).map((w) => w.pid!);
-      const pid = client.daemonPid!;
+      const pid = ownPid(tp.home, client.daemonPid);
       process.kill(pid, 'SIGKILL');
       await waitUntil(() => !pidAlive(pid), 5000, 'the daemon to die');
       await client.startDaemon({ numberWorkers: 2 });
@@ -359,7 +368,7 @@ for (const bus of BUSES) {
         await assert.rejects(client.startDaemon(), /already running \(pid \d+\)/);
 
         // SIGSTOP: it accepts connections (the kernel does) but does not answer.
-        const pid = client.daemonPid!;
+        const pid = ownPid(tp.home, client.daemonPid);
         process.kill(pid, 'SIGSTOP');
         try {
           const t0 = Date.now();

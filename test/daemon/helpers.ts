@@ -43,6 +43,18 @@ export function workersOfHome(home: string): OsProcess[] {
   return processesOfHome(home).filter((p) => p.cmdline.includes('worker/main.js'));
 }
 
+/**
+ * `pid`, once checked to be a live process of `home` (never 0, 1 or the test runner itself): the
+ * only pids a test signals.
+ */
+export function ownPid(home: string, pid: number | null | undefined): number {
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 1 || pid === process.pid) {
+    throw new Error(`not a pid to signal: ${pid}`);
+  }
+  if (!processesOfHome(home).some((p) => p.pid === pid)) throw new Error(`pid ${pid} is not a live process of ${home}`);
+  return pid;
+}
+
 /** True when a process with this pid exists and is not a zombie. */
 export function pidAlive(pid: number): boolean {
   try {

@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { InputError, LeaseLostError } from '../../src/errors/index.js';
+import { processStartIdentity } from '../../src/util/index.js';
 import { isTerminal, type ProcessOutcome, type ProcessRecord } from '../../src/protocol/index.js';
 import { openStore, type ClaimResult, type ProcessStore } from '../../src/store/index.js';
 import type { ProcessClient } from '../../src/api/processes.js';
@@ -284,7 +285,10 @@ function isWorkerProcess(pid: number): boolean {
 }
 
 function frozenCut(bus: Bus): Cut {
-  let stopped: number | null = null;
+  // The worker this cut stopped, with its start time: a SIGCONT goes to that very process only.
+  let stopped: { pid: number; start: string } | null = null;
+  const stillStopped = (pid: number): boolean =>
+    stopped !== null && stopped.pid === pid && isWorkerProcess(pid) && processStartIdentity(pid) === stopped.start;
   return {
     name: 'frozen (SIGSTOP) past its lease',
     bus,
@@ -294,18 +298,19 @@ function frozenCut(bus: Bus): Cut {
     },
     start(pid) {
       // The pool's own worker (the parent of the test's sleep 60, and a worker process).
-      if (!isWorkerProcess(pid)) throw new Error(`not a worker pid: ${pid}`);
+      const start = isWorkerProcess(pid) ? processStartIdentity(pid) : null;
+      if (start === null) throw new Error(`not a worker pid: ${pid}`);
       process.kill(pid, 'SIGSTOP');
-      stopped = pid;
+      stopped = { pid, start };
     },
     end(pid) {
       // Only the pid this cut stopped, still that worker.
-      if (pid === stopped && isWorkerProcess(pid)) process.kill(pid, 'SIGCONT');
+      if (stillStopped(pid)) process.kill(pid, 'SIGCONT');
       stopped = null;
     },
     workerRuns: false,
     cleanup() {
-      if (stopped !== null && isWorkerProcess(stopped)) process.kill(stopped, 'SIGCONT');
+      if (stopped !== null && stillStopped(stopped.pid)) process.kill(stopped.pid, 'SIGCONT');
     },
   };
 }
