@@ -9,7 +9,8 @@
  * - bulk: N trivial `core.arithmetic.add` processes submitted in one go to a daemon with 2 workers,
  *   until all are `finished`, for each store (SQLite, PostgreSQL) and each bus (local, rabbitmq).
  * - one by one: 2,000 submits awaited one by one with a `ProcessClient`, and (SQLite) with the
- *   top-level `submit()`.
+ *   top-level `submit()`; each loop opens its connection inside its timing, and SQLite runs the two
+ *   loops twice, alternating (the best of each counts).
  * - latency: 500 sequential processes, each submitted and awaited with the library's wait
  *   (`waitForProcesses`), p50/p95/p99.
  * - revive: a worker SIGKILLed 5 times; from the kill to the new worker consuming, next to a cold
@@ -322,9 +323,44 @@ async function bulk(bus: Bus, store: Store, raw: () => number): Promise<void> {
 async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> {
   const d = await daemonProfile(bus, store);
   try {
-    const t0 = performance.now();
-    for (let i = 0; i < SEQ_N; i++) await d.client.submit('core.arithmetic.add', { x: i, y: 1 });
-    const rate = SEQ_N / ((performance.now() - t0) / 1000);
+    // Each loop opens its connection inside its timing, as a script does: ProcessClient.open, or the
+    // top-level submit()'s first call. SQLite runs both loops twice, alternating, and keeps the best
+    // of each: on this shared machine one loop's rate swings by a quarter from minute to minute, and
+    // whichever loop ran second was the one that looked slow.
+    let done = 0;
+    const clientLoop = async (): Promise<number> => {
+      const t0 = performance.now();
+      const c = await ProcessClient.open(d.profile, { env: d.env });
+      for (let i = 0; i < SEQ_N; i++) await c.submit('core.arithmetic.add', { x: i, y: 1 });
+      const rate = SEQ_N / ((performance.now() - t0) / 1000);
+      await c.close();
+      return rate;
+    };
+    const topLevelLoop = async (): Promise<number> => {
+      // The top-level function, as a script calls it (in this process, with the daemon's environment).
+      const saved = process.env.DROVER_HOME;
+      process.env.DROVER_HOME = d.env.DROVER_HOME;
+      const { submit, close } = await import('../src/api/processes.js');
+      try {
+        const t0 = performance.now();
+        for (let i = 0; i < SEQ_N; i++) await submit('core.arithmetic.add', { x: i, y: 1 }, { profile: 'bench' });
+        return SEQ_N / ((performance.now() - t0) / 1000);
+      } finally {
+        await close();
+        process.env.DROVER_HOME = saved;
+      }
+    };
+    const rounds = store === 'sqlite' ? 2 : 1;
+    let rate = 0;
+    let top = 0;
+    for (let r = 0; r < rounds; r++) {
+      rate = Math.max(rate, await clientLoop());
+      // A loop's processes run before the next loop: it must not compete with their runs.
+      await waitFinished(d.client, (done += SEQ_N));
+      if (store !== 'sqlite') continue;
+      top = Math.max(top, await topLevelLoop());
+      await waitFinished(d.client, (done += SEQ_N));
+    }
     report(
       `seq.${store}.${bus}.client`,
       rate,
@@ -332,24 +368,12 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
     );
     results[`seq.${store}.${bus}.client.ratio`] = rate / rawEach;
     if (store === 'sqlite') {
-      // The first loop's processes run first: the second loop must not compete with their runs.
-      await waitFinished(d.client, SEQ_N);
-      // The top-level function, as a script calls it (in this process, with the daemon's environment).
-      const saved = process.env.DROVER_HOME;
-      process.env.DROVER_HOME = d.env.DROVER_HOME;
-      const { submit, close } = await import('../src/api/processes.js');
-      const t1 = performance.now();
-      for (let i = 0; i < SEQ_N; i++) await submit('core.arithmetic.add', { x: i, y: 1 }, { profile: 'bench' });
-      const top = SEQ_N / ((performance.now() - t1) / 1000);
-      await close();
-      process.env.DROVER_HOME = saved;
       report(
         `seq.${store}.${bus}.toplevel`,
         top,
         `one by one, ${store} ${bus.padEnd(8)}, top-level submit(): ${f0(top)} submits/s (${f2(top / rate)}× ProcessClient)`,
       );
     }
-    await waitFinished(d.client, SEQ_N * (store === 'sqlite' ? 2 : 1));
   } finally {
     await d.stop();
   }
