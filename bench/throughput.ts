@@ -324,9 +324,10 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
   const d = await daemonProfile(bus, store);
   try {
     // Each loop opens its connection inside its timing, as a script does: ProcessClient.open, or the
-    // top-level submit()'s first call. SQLite runs both loops twice, alternating, and keeps the best
-    // of each: on this shared machine one loop's rate swings by a quarter from minute to minute, and
-    // whichever loop ran second was the one that looked slow.
+    // top-level submit()'s first call (before, only the top-level loop paid for its open). SQLite
+    // runs both loops twice, alternating, and keeps the best of each: on this shared machine one
+    // loop's rate swings by a quarter from minute to minute, and a single pair of loops read the
+    // top-level function at 0.71-0.86x where alternating loops found the two level.
     let done = 0;
     const clientLoop = async (): Promise<number> => {
       const t0 = performance.now();
