@@ -248,9 +248,10 @@ for (const bus of BUSES) {
         // The worker cannot release anything itself: stopped first, killed after its daemon.
         const daemonPid = ownPid(tp.home, client.daemonPid);
         const workerPid = ownPid(tp.home, worker!.pid);
-        process.kill(workerPid, 'SIGSTOP');
-        process.kill(daemonPid, 'SIGKILL');
-        process.kill(workerPid, 'SIGKILL');
+        // Checked again at each signal: still a live process of this home (a stopped one is).
+        process.kill(ownPid(tp.home, workerPid), 'SIGSTOP');
+        process.kill(ownPid(tp.home, daemonPid), 'SIGKILL');
+        process.kill(ownPid(tp.home, workerPid), 'SIGKILL');
         // By pid, not only by environment: a process tearing down its memory has no readable
         // environ yet still exists, and the next start rightly calls its daemon running.
         await waitUntil(

@@ -24,7 +24,7 @@ import { DAEMON_WORKERS_FILE } from '../../src/protocol/index.js';
 import { cleanupTempDirs, portOpen, requireService, tempDir } from '../helpers/env.js';
 import { makeProfile, startWorker, stopWorkers, waitUntil, type TestProfile } from '../helpers/profile.js';
 import { BUSES } from '../helpers/pool.js';
-import { clientFor, pidAlive, processesOfHome, stopAndCheckLeaks } from '../daemon/helpers.js';
+import { clientFor, ownPid, pidAlive, processesOfHome, stopAndCheckLeaks } from '../daemon/helpers.js';
 
 interface Span {
   id: number;
@@ -222,10 +222,10 @@ for (const bus of BUSES) {
       const dead = new Set(workers.map((w) => w.workerId!));
       await waitUntil(async () => (await leasedBy(dead)).length === 20, 30_000, 'both workers to hold 10 leases each');
       // Stopped first, so neither can release anything; then all three killed.
-      const daemonPid = client.daemonPid!;
-      for (const w of workers) process.kill(w.pid!, 'SIGSTOP');
-      process.kill(daemonPid, 'SIGKILL');
-      for (const w of workers) process.kill(w.pid!, 'SIGKILL');
+      const daemonPid = ownPid(tp.home, client.daemonPid);
+      for (const w of workers) process.kill(ownPid(tp.home, w.pid), 'SIGSTOP');
+      process.kill(ownPid(tp.home, daemonPid), 'SIGKILL');
+      for (const w of workers) process.kill(ownPid(tp.home, w.pid), 'SIGKILL');
       // A process being torn down no longer shows its environment, yet is not gone: look at the pids too.
       await waitUntil(
         () =>
@@ -277,7 +277,7 @@ for (const bus of BUSES) {
       );
       const logBefore = fs.readFileSync(info.logFile, 'utf8').length;
       const t0 = Date.now();
-      const daemonPid = client.daemonPid!;
+      const daemonPid = ownPid(tp.home, client.daemonPid);
       process.kill(daemonPid, 'SIGKILL');
       await waitUntil(
         () => !pidAlive(daemonPid) && workers.every((w) => !pidAlive(w.pid!)),

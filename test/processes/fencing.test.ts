@@ -29,6 +29,7 @@ import {
 } from '../helpers/env.js';
 import { pgClusterUnavailable, startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
+import { pidAlive } from '../daemon/helpers.js';
 import { BUSES, startPool, type Bus, type Pool, type PoolWorker } from '../helpers/pool.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -229,16 +230,6 @@ function childProcesses(ppid: number, argv: readonly string[]): number[] {
   return out;
 }
 
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const st = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-    return st !== 'Z' && st !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 interface StepLine {
   id: number;
   claim: number;
@@ -274,7 +265,7 @@ interface Cut {
 
 /** True when `pid` is a live drover worker (never 0 or 1): the only pids the frozen cut signals. */
 function isWorkerProcess(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return false;
+  if (!Number.isInteger(pid) || pid <= 1 || !pidAlive(pid)) return false;
   try {
     // Forked by a daemon, or a `drover daemon worker` the pool started.
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
@@ -400,7 +391,7 @@ for (const cut of [...BUSES.map(frozenCut), storeDownCut()]) {
         // The store is unreachable: the worker cannot hear about any other claim; only its clock
         // can tell it the lease is gone, and it must stop the command by the lease's expiry.
         await waitUntil(
-          () => !alive(sleeper!),
+          () => !pidAlive(sleeper!),
           LEASE_S * 1000 + 3000,
           'the sleep 60 to be killed while the store is down',
         );
@@ -409,13 +400,13 @@ for (const cut of [...BUSES.map(frozenCut), storeDownCut()]) {
         await sleep(1000);
       } else {
         await sleep(LEASE_S * 1000 + 2500);
-        assert.ok(alive(sleeper!), 'nobody else kills the command while its worker is frozen');
+        assert.ok(pidAlive(sleeper!), 'nobody else kills the command while its worker is frozen');
       }
       const linesBefore = readSteps(file).filter((l) => l.claim === 1).length;
       cut.end(pid);
       const endedAt = Date.now();
 
-      await waitUntil(() => !alive(sleeper!), 5_000, 'the sleep 60 of the lost run to be killed');
+      await waitUntil(() => !pidAlive(sleeper!), 5_000, 'the sleep 60 of the lost run to be killed');
       assert.ok(Date.now() - endedAt < 5_000);
       // The lost run's outcome (killed, by its signal) was not recorded: the process is claimed
       // again (here by the same worker, the only one) and finishes under that later claim.
