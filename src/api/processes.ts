@@ -3,8 +3,10 @@
  * library's users, the CLI and the tests.
  *
  * Submission follows the outbox rule: the process is committed to the store first (dispatch
- * pending), then its continue task goes to the profile's message bus. On RabbitMQ the task is
- * published on a confirm channel and the dispatch flag cleared after the confirm; on the local bus
+ * pending), then its continue task goes to the profile's message bus. A submit returns once the
+ * commit is done: that is what makes it durable. On RabbitMQ the task is then published on a
+ * confirm channel and the dispatch flag cleared after the confirm, in the background (`close()`
+ * waits for it); on the local bus
  * the daemon is told (a hint) and reads the pending dispatch from the store itself. A crash (or an
  * unreachable broker or daemon) after the commit loses nothing: the outbox still holds it.
  *
@@ -28,6 +30,7 @@ import {
   type StateBroadcast,
 } from '../protocol/index.js';
 import { openStore, storeMismatchMessage } from '../store/index.js';
+import { withTimeout } from '../util/index.js';
 import type { ProcessFilter, ProcessStore } from '../store/types.js';
 // Types only: the bus and the registry load on first use (bus(), registry()), so that a client that
 // only reads the store (`process list`, `process show`) does not load the broker and engine code.
@@ -36,6 +39,11 @@ import type { ProcessRegistry } from '../engine/index.js';
 
 /** How long cleared dispatch flags are gathered before one transaction writes them (well under a sweep's 3 s). */
 const MARK_DELAY_MS = 50;
+/**
+ * Most continue tasks a client leaves unconfirmed by the broker before a submit waits for their
+ * confirm (bounds the memory a fast loop of submits holds in flight).
+ */
+const MAX_UNCONFIRMED = 10_000;
 
 /** A listener of {@link ProcessClient.listen}. */
 export interface EventListener {
@@ -179,7 +187,9 @@ export class ProcessClient {
   }
 
   /**
-   * Submits processes of one type in one transaction and one confirmed publish; returns their ids.
+   * Submits processes of one type in one transaction; returns their ids once that committed. Their
+   * continue tasks go to the bus after it: on RabbitMQ a confirmed publish that the submit does not
+   * wait for (see {@link ProcessClient.publishInBackground}; {@link ProcessClient.close} does).
    * Unknown types and invalid inputs are rejected before anything is written.
    */
   async submitMany(type: string, inputsList: readonly JsonValue[], opts: { label?: string } = {}): Promise<number[]> {
@@ -221,13 +231,60 @@ export class ProcessClient {
         runs: 0,
       });
     }
-    try {
-      await conn.publishContinue(ids);
-      if (conn.dispatch === 'publish') this.markLater(ids, markedBy);
-    } catch (err) {
-      this.logger.warn(`publishing failed (${errorMessage(err)}); the processes are stored and will be re-dispatched`);
+    if (conn.dispatch === 'outbox') {
+      await conn.publishContinue(ids); // a hint: resolves at once
+      return ids;
     }
+    // Returned means stored: the commit above is what makes the submission durable, and the
+    // outbox flag covers the task until the broker confirmed it. So the confirm is awaited in the
+    // background, gathered with those of the submits that follow (one confirm wait for all of
+    // them); a submit waits only when too many tasks are unconfirmed.
+    const confirmed = this.publishInBackground(conn, ids, markedBy);
+    if (this.unconfirmed > MAX_UNCONFIRMED) await confirmed;
     return ids;
+  }
+
+  /** Tasks handed to {@link ProcessClient.publishInBackground} whose confirm has not come yet. */
+  private unconfirmed = 0;
+  private toPublish: Array<{ ids: number[]; upTo: number }> = [];
+  /** The next publish (of what `toPublish` gathers); resolves once it was confirmed or failed. */
+  private nextPublish: Promise<void> | null = null;
+  private publishing: Promise<void> | null = null;
+
+  /**
+   * Publishes continue tasks of stored processes, one publish and confirm wait at a time: what is
+   * submitted while one is under way goes out together in the next. A confirmed publish clears the
+   * dispatch flags ({@link ProcessClient.markLater}); a failed one leaves them set for a worker's
+   * outbox sweep. Never rejects.
+   */
+  private publishInBackground(conn: MessageBus, ids: number[], upTo: number): Promise<void> {
+    this.toPublish.push({ ids, upTo });
+    this.unconfirmed += ids.length;
+    this.nextPublish ??= this.publishGathered(conn);
+    return this.nextPublish;
+  }
+
+  private async publishGathered(conn: MessageBus): Promise<void> {
+    // After the publish under way (always at least one await, so the caller has stored this
+    // promise as nextPublish before it is cleared below).
+    await this.publishing;
+    const batch = this.toPublish;
+    this.toPublish = [];
+    this.nextPublish = null;
+    const all = batch.length === 1 ? batch[0]!.ids : batch.flatMap((b) => b.ids);
+    this.publishing = (async () => {
+      try {
+        await conn.publishContinue(all);
+        for (const b of batch) this.markLater(b.ids, b.upTo);
+      } catch (err) {
+        this.logger.warn(
+          `publishing ${all.length} task(s) failed (${errorMessage(err)}); the processes are stored and will be re-dispatched`,
+        );
+      } finally {
+        this.unconfirmed -= all.length;
+      }
+    })();
+    await this.publishing;
   }
 
   private toMark: Array<{ ids: number[]; upTo: number }> = [];
@@ -296,6 +353,19 @@ export class ProcessClient {
   /** Closes store and bus connections. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // Confirms still awaited first: they are what clears the dispatch flags below. Not for ever
+      // (a broker that went away): a flag left set only makes a worker's sweep publish again.
+      const confirms = (async () => {
+        while (this.nextPublish) await this.nextPublish;
+        await this.publishing;
+      })();
+      const waitMs = Math.max(1000, this.profile.options['daemon.timeout'] * 1000);
+      await withTimeout(confirms, waitMs, () => new Error('unconfirmed')).catch(() =>
+        this.logger.warn(
+          `the broker did not confirm ${this.unconfirmed} task(s) within ${waitMs / 1000} s; ` +
+            'the processes are stored and a worker re-dispatches them',
+        ),
+      );
       this.markNow?.();
       await Promise.allSettled([...this.markings]);
       const unsubscribe = this.events ? await this.events : null;

@@ -168,6 +168,55 @@ describe('a broker that loses confirmed tasks (issue 9, must-show 1)', function 
     }
   });
 
+  it('a broker that stops confirming (publishers blocked): submits return stored, close() gives up after daemon.timeout and says so; all run once it confirms again', async () => {
+    // A memory alarm (watermark 0) blocks every publishing connection: the broker stops reading
+    // it, so the continue tasks a submit hands over in the background are never confirmed.
+    node!.ctl('set_vm_memory_high_watermark', '0');
+    const file = path.join(dir, 'blocked-runs');
+    let ids: number[];
+    const warnings: string[] = [];
+    try {
+      const profile = { ...tp!.profile, options: { ...tp!.profile.options, 'daemon.timeout': 2 } };
+      const lib = await ProcessClient.open(profile, {
+        env: { ...process.env, ...tp!.env },
+        logger: createLogger({ level: 'warn', sinks: [{ write: (_l, _s, m) => warnings.push(m) }] }),
+      });
+      try {
+        ids = [];
+        for (let i = 0; i < 5; i++) ids.push(await lib.submit('test.record_add', { x: i, y: 0, file }));
+        ids.push(
+          ...(await lib.submitMany(
+            'test.record_add',
+            [5, 6, 7].map((x) => ({ x, y: 0, file })),
+          )),
+        );
+        // Returned means stored, with the dispatch still owed.
+        const stored = await client!.listProcesses({ states: ['created'] });
+        assert.deepEqual(
+          ids.filter((id) => !stored.some((p) => p.id === id)),
+          [],
+          'every submitted process is stored before any confirm',
+        );
+      } finally {
+        await lib.close();
+      }
+    } finally {
+      node!.ctl('set_vm_memory_high_watermark', '0.4');
+    }
+    assert.ok(
+      warnings.some((w) => /the broker did not confirm 8 task\(s\) within 2 s; the processes are stored/.test(w)),
+      JSON.stringify(warnings),
+    );
+    workers.push(await startWorker(tp!));
+    await waitUntil(() => ids.every((id) => countRuns(file).get(id) === 1), 30_000, 'every unconfirmed process to run');
+    assert.deepEqual(
+      [...countRuns(file).values()].filter((n) => n !== 1),
+      [],
+      'each once',
+    );
+    assertNoCrash();
+  });
+
   it('the task queue purged after confirmed submits: every process runs once', async () => {
     const runs = path.join(dir, 'runs-purge');
     const ids = await client!.submitMany(

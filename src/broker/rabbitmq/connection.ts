@@ -160,15 +160,19 @@ export class ManagedChannel<C extends Channel = Channel> {
     }
   }
 
-  /** Closes the channel for good; safe to call twice. */
-  async close(): Promise<void> {
+  /**
+   * Closes the channel for good; safe to call twice. Without `handshake` it is only forgotten: the
+   * connection's close that follows ends it (a blocked broker reads nothing, so would never answer
+   * a channel close).
+   */
+  async close(handshake = true): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.conn.forget(this as unknown as ManagedChannel);
     const ch = this.current;
     this.current = null;
     this.ready.resolve(undefined as unknown as C);
-    await ch?.close().catch(() => undefined);
+    if (handshake) await ch?.close().catch(() => undefined);
   }
 }
 
@@ -183,6 +187,8 @@ export class BrokerConnection {
   private serverVersionText = '';
   private heartbeatNow: number | null = null;
   private pendingStates: StateBroadcast[] = [];
+  /** True while the broker has said it blocks this connection (connection.blocked, a resource alarm). */
+  private blockedNow = false;
   private readonly queueType: TaskQueueType;
 
   private constructor(
@@ -237,6 +243,15 @@ export class BrokerConnection {
       logger.debug(`connected to broker ${settings.displayUrl}`);
     });
     model.on('error', (err: Error) => logger.warn(`broker connection error: ${errorMessage(err)}`));
+    model.on('blocked', (reason: string) => {
+      c.blockedNow = true;
+      logger.warn(`the broker blocks publishing (${reason}); tasks wait for its confirm`);
+    });
+    model.on('unblocked', () => {
+      c.blockedNow = false;
+      logger.info('the broker accepts publishing again');
+    });
+    model.on('disconnect', () => (c.blockedNow = false));
     const first = model.waitForConnect();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -413,7 +428,10 @@ export class BrokerConnection {
       this.closing = (async () => {
         // State changes of the last event-loop turn go out first (a CLI pausing a process closes right after).
         this.flushStates();
-        for (const m of [...this.managed]) await m.close();
+        // A blocked connection (a broker resource alarm) is not read by the broker: amqplib closes
+        // it without the handshake, and so do its channels here.
+        const handshake = !this.blockedNow;
+        for (const m of [...this.managed]) await m.close(handshake);
         await this.model.close().catch(() => undefined);
       })();
     }
