@@ -396,12 +396,6 @@ interface Shared {
 /** The shared clients of the top-level functions, per profile (configuration file and name). */
 const shared = new Map<string, Shared>();
 
-/**
- * Runs `fn` with the shared client of `profile`: the top-level functions open one store (and bus)
- * connection per profile per program and reuse it, so a loop of `submit()` costs what a loop of
- * `ProcessClient.submit` does. It is closed when unused for {@link SHARED_IDLE_MS}, or by
- * {@link close}.
- */
 /** Profiles the top-level functions resolved, with the configuration file's identity at the time. */
 const resolvedProfiles = new Map<string, { stamp: string; profile: Profile; checkedAt: number }>();
 /** How long a resolved profile is used without looking at the configuration file again. */
@@ -434,7 +428,14 @@ function currentProfile(name: string | undefined): Profile {
   return profile;
 }
 
-/** @internal The top-level functions of other modules of the API (wait.ts) share these clients too. */
+/**
+ * Runs `fn` with the shared client of `profile`: the top-level functions open one store (and bus)
+ * connection per profile per program and reuse it, so a loop of `submit()` costs what a loop of
+ * `ProcessClient.submit` does. It is closed when unused for {@link SHARED_IDLE_MS}, or by
+ * {@link close}.
+ *
+ * @internal The top-level functions of other modules of the API (wait.ts) share these clients too.
+ */
 export async function withClient<T>(
   profile: string | Profile | undefined,
   fn: (c: ProcessClient) => Promise<T>,
