@@ -54,7 +54,8 @@ const specs: OptionSpec[] = [
     default: 2,
     description:
       'Seconds the client waits for the daemon to answer before raising DaemonTimeoutException; also bounds ' +
-      'each reachability check of drover status.',
+      "each reachability check of drover status, and (at least 1 s) how long a client's close waits for the " +
+      "broker's confirms of the tasks it published.",
     scope: 'host',
     restartRequired: false,
   },
