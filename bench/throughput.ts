@@ -352,14 +352,13 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
         process.env.DROVER_HOME = saved;
       }
     };
-    // Rounds in the order ABBA ABBA: neither loop always runs first, after the other's processes.
+    const loops = store === 'sqlite' ? ['client', 'top'] : ['client'];
     const rounds = store === 'sqlite' ? 4 : 1;
     let rate = 0;
     let top = 0;
-    const order = [0, 1, 1, 0];
     for (let r = 0; r < rounds; r++) {
-      const topFirst = order[r % 4] === 1;
-      for (const loop of store !== 'sqlite' ? ['client'] : topFirst ? ['top', 'client'] : ['client', 'top']) {
+      // ABBA: rounds 1 and 2 run the loops in the other order.
+      for (const loop of r === 1 || r === 2 ? [...loops].reverse() : loops) {
         if (loop === 'client') rate = Math.max(rate, await clientLoop());
         else top = Math.max(top, await topLevelLoop());
         // A loop's processes run before the next loop: it must not compete with their runs.

@@ -271,7 +271,7 @@ export class ProcessClient {
     const batch = this.toPublish;
     this.toPublish = [];
     this.nextPublish = null;
-    const all = batch.length === 1 ? batch[0]!.ids : batch.flatMap((b) => b.ids);
+    const all = batch.flatMap((b) => b.ids);
     this.publishing = (async () => {
       try {
         await conn.publishContinue(all);

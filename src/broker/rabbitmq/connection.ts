@@ -235,6 +235,7 @@ export class BrokerConnection {
     const c = conn;
     model.on('disconnect', (err: Error) => {
       c.connectedNow = false;
+      c.blockedNow = false; // a block is of a connection; the next one starts unblocked
       if (c.closing) return;
       logger.warn(`broker connection lost (${errorMessage(err)}); reconnecting`);
     });
@@ -251,7 +252,6 @@ export class BrokerConnection {
       c.blockedNow = false;
       logger.info('the broker accepts publishing again');
     });
-    model.on('disconnect', () => (c.blockedNow = false));
     const first = model.waitForConnect();
     let timer: NodeJS.Timeout | undefined;
     try {
