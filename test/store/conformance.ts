@@ -725,6 +725,32 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.ok((await pending()).has(parent));
       });
 
+      it('completeMany of top-level processes and children in one batch records each once and wakes the parent', async function () {
+        const { parent, children } = await family('w1', 1);
+        const { ids: tops } = await make(2);
+        const [t1, t2] = tops as [number, number];
+        await store.claim([...children, t1, t2], 'w2', 30_000);
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
+        const rs = await store.completeMany([
+          { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 2 }) },
+          { id: children[0]!, owner: 'w2', claim: 1, outcome: finished() },
+          { id: t1, owner: 'intruder', claim: 1, outcome: finished() },
+          { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 3 }) },
+        ]);
+        assert.deepEqual(rs, [
+          { ok: true, wokenParentId: null },
+          { ok: true, wokenParentId: parent },
+          { ok: false, wokenParentId: null },
+          { ok: false, wokenParentId: null },
+        ]);
+        const [p1, p2] = [(await store.getProcess(t1))!, (await store.getProcess(t2))!];
+        assert.deepEqual([p1.state, p1.leaseOwner], ['running', 'w2']);
+        assert.deepEqual([p2.state, p2.outputs, p2.leaseOwner], ['finished', { n: 2 }, null]);
+        assert.deepEqual(await store.complete(t1, 'w2', 1, finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(await store.complete(t1, 'w2', 1, finished()), { ok: false, wokenParentId: null });
+        assert.ok((await pending()).has(parent));
+      });
+
       it('a repeat of a checkpoint that went through reports waiting again, for its owner only', async function () {
         const { parent, children } = await family('w1', 1);
         assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });

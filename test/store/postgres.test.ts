@@ -220,6 +220,16 @@ describe('PostgreSQL store: a connection dropped in the middle of a call', funct
     assert.equal(r!.claimed, true);
   });
 
+  it('a completion whose connection broke mid-write is repeated and recorded once', async function () {
+    const [id] = await store.createProcesses([{ type: 'x', inputs: 1 }]);
+    await store.claim([id!], 'w1', 60_000);
+    const r = await dropWhileWaiting(rowLock, [id], () => store.complete(id!, 'w1', 1, done));
+    assert.deepEqual(r, { ok: true, wokenParentId: null });
+    const p = (await store.getProcess(id!))!;
+    assert.deepEqual([p.state, p.leaseOwner, p.runs], ['finished', null, 1]);
+    assert.deepEqual(await store.complete(id!, 'w1', 1, done), { ok: false, wokenParentId: null });
+  });
+
   it('idle connections the server drops are replaced', async function () {
     await store.countByState();
     await admin.query(

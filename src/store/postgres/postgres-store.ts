@@ -78,6 +78,7 @@ import {
   checkMs,
   checkNewProcess,
   checkCompletions,
+  type CheckedCompletion,
   checkUpTo,
   checkClaim,
   checkReport,
@@ -296,6 +297,16 @@ const Q = {
       AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
     WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim
     RETURNING p.id, p.parent_id`,
+  // The same for processes without a parent, in one statement outside a transaction: no parent
+  // row to lock first (parent_id never changes), so nothing to wake. Returns the ids recorded.
+  completeTop: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
+      exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
+      kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::text[],
+                $8::text[])
+      AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
+    WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim AND p.parent_id IS NULL
+    RETURNING p.id`,
   // Counts terminated children off their waiting parents (rows locked by the caller); returns the
   // parents whose count reached 0.
   wakeParents: `WITH d AS (
@@ -608,21 +619,24 @@ export class PostgresStore implements ProcessStore {
    * serialization failure, which PostgreSQL resolves by aborting one side, is retried too).
    */
   private tx<T>(op: string, idempotent: boolean, fn: (c: pg.PoolClient, a: Attempt) => Promise<T>): Promise<T> {
-    return this.call(op, idempotent, async (c, a) => {
-      await c.query('BEGIN');
-      let r: T;
-      try {
-        r = await fn(c, a);
-      } catch (err) {
-        await c.query('ROLLBACK').catch(() => undefined); // a broken client is discarded anyway
-        throw err;
-      }
-      a.committing = true;
-      await c.query('COMMIT');
-      a.committing = false;
-      a.committed = true;
-      return r;
-    });
+    return this.call(op, idempotent, (c, a) => this.inTx(c, a, () => fn(c, a)));
+  }
+
+  /** `fn` between BEGIN and COMMIT on `c`, marking `a` while it commits. */
+  private async inTx<T>(c: pg.PoolClient, a: Attempt, fn: () => Promise<T>): Promise<T> {
+    await c.query('BEGIN');
+    let r: T;
+    try {
+      r = await fn();
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined); // a broken client is discarded anyway
+      throw err;
+    }
+    a.committing = true;
+    await c.query('COMMIT');
+    a.committing = false;
+    a.committed = true;
+    return r;
   }
 
   async schemaVersion(): Promise<number> {
@@ -905,77 +919,115 @@ export class PostgresStore implements ProcessStore {
   ): Promise<CompleteResult[]> {
     const checked = checkCompletions(items);
     if (checked.length === 0) return [];
-    return this.tx('complete', true, async (c, a) => {
-      // Parents first (they have the lower ids), then the children, all in id order.
-      await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [checked.map((it) => it.id)] });
-      // One UPDATE for the batch; a repeated id counts once (its first item), as if run one by one.
-      const first = new Map<number, number>();
-      checked.forEach((it, i) => {
-        if (!first.has(it.id)) first.set(it.id, i);
+    // A repeated id counts once (its first item), as if run one by one.
+    const first = new Map<number, number>();
+    checked.forEach((it, i) => {
+      if (!first.has(it.id)) first.set(it.id, i);
+    });
+    const unique = [...first.values()].map((i) => checked[i]!).sort((x, y) => x.id - y.id);
+    const values = (list: typeof unique): unknown[] => [
+      list.map((it) => it.id),
+      list.map((it) => it.owner),
+      list.map((it) => it.claim),
+      list.map((it) => it.o.state),
+      list.map((it) => it.o.outputsJson),
+      list.map((it) => it.o.exitStatus),
+      list.map((it) => it.o.exitMessage),
+      list.map((it) => it.o.exception),
+    ];
+    return this.call('complete', true, async (c, a) => {
+      // Top-level processes first, in one statement and one round trip (most batches are only
+      // those): what it did not record has a parent to wake or lost its lease, and takes the
+      // transaction below. A repeat after a lost answer skips it: the transaction's check for
+      // outcomes recorded before recognizes these too.
+      const top = new Set<number>();
+      let items = unique;
+      if (!a.afterMaybeApplied) {
+        const r = await this.stmt<{ id: number }>(c, a, 'write', 'completeTop', Q.completeTop, values(unique));
+        for (const row of r.rows) top.add(row.id);
+        items = unique.filter((it) => !top.has(it.id));
+      }
+      const rest = items.length === 0 ? null : await this.inTx(c, a, () => this.completeRest(c, a, items));
+      return checked.map((it, i): CompleteResult => {
+        if (first.get(it.id) !== i) return { ok: false, wokenParentId: null };
+        if (top.has(it.id)) return { ok: true, wokenParentId: null };
+        return rest!.get(it.id)!;
       });
-      const items = [...first.values()].map((i) => checked[i]!);
-      const done = await c.query<{ id: number; parent_id: number | null }>({
-        name: 'complete',
-        text: Q.complete,
-        values: [
-          items.map((it) => it.id),
-          items.map((it) => it.owner),
-          items.map((it) => it.claim),
-          items.map((it) => it.o.state),
-          items.map((it) => it.o.outputsJson),
-          items.map((it) => it.o.exitStatus),
-          items.map((it) => it.o.exitMessage),
-          items.map((it) => it.o.exception),
-        ],
-      });
-      const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
-      // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
-      // there (terminal, in the state written, last claimed by this very claim, lease cleared): they
-      // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
-      const recordedBefore = new Set<number>();
-      if (a.afterMaybeApplied) {
-        const missing = items.filter((it) => !parentOf.has(it.id));
-        if (missing.length > 0) {
-          const r = await c.query<{
-            id: number;
-            state: string;
-            worker_id: string | null;
-            lease_owner: string | null;
-            runs: number;
-          }>('SELECT id, state, worker_id, lease_owner, runs FROM processes WHERE id = ANY($1::bigint[])', [
-            missing.map((it) => it.id),
-          ]);
-          const rows = new Map(r.rows.map((row) => [row.id, row]));
-          for (const it of missing) {
-            const row = rows.get(it.id);
-            if (
-              row &&
-              row.state === it.o.state &&
-              row.worker_id === it.owner &&
-              row.runs === it.claim &&
-              row.lease_owner === null
-            ) {
-              recordedBefore.add(it.id);
-            }
+    });
+  }
+
+  /** The completions of {@link PostgresStore.completeMany} that need a transaction (ids unique, sorted). */
+  private async completeRest(
+    c: pg.PoolClient,
+    a: Attempt,
+    items: ReadonlyArray<CheckedCompletion>,
+  ): Promise<Map<number, CompleteResult>> {
+    // Parents first (they have the lower ids), then the children, all in id order.
+    await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [items.map((it) => it.id)] });
+    const done = await c.query<{ id: number; parent_id: number | null }>({
+      name: 'complete',
+      text: Q.complete,
+      values: [
+        items.map((it) => it.id),
+        items.map((it) => it.owner),
+        items.map((it) => it.claim),
+        items.map((it) => it.o.state),
+        items.map((it) => it.o.outputsJson),
+        items.map((it) => it.o.exitStatus),
+        items.map((it) => it.o.exitMessage),
+        items.map((it) => it.o.exception),
+      ],
+    });
+    const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
+    // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
+    // there (terminal, in the state written, last claimed by this very claim, lease cleared): they
+    // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
+    const recordedBefore = new Set<number>();
+    if (a.afterMaybeApplied) {
+      const missing = items.filter((it) => !parentOf.has(it.id));
+      if (missing.length > 0) {
+        const r = await c.query<{
+          id: number;
+          state: string;
+          worker_id: string | null;
+          lease_owner: string | null;
+          runs: number;
+        }>('SELECT id, state, worker_id, lease_owner, runs FROM processes WHERE id = ANY($1::bigint[])', [
+          missing.map((it) => it.id),
+        ]);
+        const rows = new Map(r.rows.map((row) => [row.id, row]));
+        for (const it of missing) {
+          const row = rows.get(it.id);
+          if (
+            row &&
+            row.state === it.o.state &&
+            row.worker_id === it.owner &&
+            row.runs === it.claim &&
+            row.lease_owner === null
+          ) {
+            recordedBefore.add(it.id);
           }
         }
       }
-      const pairs: [number, number][] = [];
-      for (const it of items) {
-        const parent = parentOf.get(it.id);
-        if (parent !== undefined && parent !== null) pairs.push([parent, it.id]);
-      }
-      const woken = await this.wakeParents(c, pairs);
-      return checked.map((it, i): CompleteResult => {
-        if (first.get(it.id) !== i) return { ok: false, wokenParentId: null };
-        if (recordedBefore.has(it.id)) return { ok: true, wokenParentId: null };
-        if (!parentOf.has(it.id)) return { ok: false, wokenParentId: null };
+    }
+    const pairs: [number, number][] = [];
+    for (const it of items) {
+      const parent = parentOf.get(it.id);
+      if (parent !== undefined && parent !== null) pairs.push([parent, it.id]);
+    }
+    const woken = await this.wakeParents(c, pairs);
+    const out = new Map<number, CompleteResult>();
+    for (const it of items) {
+      if (recordedBefore.has(it.id)) out.set(it.id, { ok: true, wokenParentId: null });
+      else if (!parentOf.has(it.id)) out.set(it.id, { ok: false, wokenParentId: null });
+      else {
         const parent = parentOf.get(it.id)!;
         // The wake-up is reported by the child that took the count to 0 had the batch run item by item.
         const last = parent !== null && woken.has(parent) && woken.get(parent) === it.id;
-        return { ok: true, wokenParentId: last ? parent : null };
-      });
-    });
+        out.set(it.id, { ok: true, wokenParentId: last ? parent : null });
+      }
+    }
+    return out;
   }
 
   /**
