@@ -1,14 +1,17 @@
 /**
  * Chaos run (`npm run chaos`; not a test), once per message bus (CHAOS_BUSES, default
- * `local,rabbitmq`): a daemon with 3 workers runs CHAOS_N processes (each sleeps CHAOS_SLEEP_MS and
+ * `local,rabbitmq`) and store (CHAOS_STORES, default `sqlite,postgres`; PostgreSQL in a fresh
+ * database on the local server, dropped after): a daemon with 3 workers runs CHAOS_N processes (each sleeps CHAOS_SLEEP_MS and
  * records every start in a file) while a random worker is SIGKILLed every CHAOS_KILL_EVERY_MS for
  * CHAOS_KILL_FOR_MS. Then it checks that every process finished, that none is left leased, and
  * reports how many were started more than once (those the killed workers were running) and how long
  * the whole run took. Exits non-zero when anything is unfinished on any bus.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { Config } from '../src/config/index.js';
 import { ProcessClient } from '../src/api/processes.js';
 import { DaemonClient } from '../src/client/index.js';
@@ -27,12 +30,33 @@ const FIXTURES = path.resolve(
 
 const RABBIT = 'amqp://guest:guest@127.0.0.1:5672';
 const BUSES = (process.env.CHAOS_BUSES ?? 'local,rabbitmq').split(',') as Array<'local' | 'rabbitmq'>;
+const STORES = (process.env.CHAOS_STORES ?? 'sqlite,postgres').split(',') as Array<'sqlite' | 'postgres'>;
+const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/test';
 
-async function chaos(bus: 'local' | 'rabbitmq'): Promise<boolean> {
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+async function chaos(bus: 'local' | 'rabbitmq', store: 'sqlite' | 'postgres'): Promise<boolean> {
+  const db = store === 'postgres' ? `drover_chaos_${crypto.randomBytes(4).toString('hex')}` : null;
+  if (db !== null) await adminQuery(`CREATE DATABASE ${db}`);
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-chaos-'));
   const env = { ...process.env, DROVER_HOME: home };
   const config = Config.load(path.join(home, 'config.json'));
-  config.setupProfile('chaos', bus === 'local' ? { broker: 'local' } : { brokerUrl: RABBIT }, { DROVER_HOME: home });
+  config.setupProfile(
+    'chaos',
+    {
+      ...(bus === 'local' ? { broker: 'local' as const } : { brokerUrl: RABBIT }),
+      ...(db !== null ? { storage: 'postgres' as const, postgresUrl: `postgres://postgres@127.0.0.1:5432/${db}` } : {}),
+    },
+    { DROVER_HOME: home },
+  );
   config.setOption('processes.modules', [FIXTURES], 'chaos');
   config.setOption('daemon.worker_process_slots', 100, 'chaos');
   config.setOption('daemon.lease_seconds', 300, 'chaos'); // only the daemon's fast release can keep this run short
@@ -82,7 +106,7 @@ async function chaos(bus: 'local' | 'rabbitmq'): Promise<boolean> {
     const maxClaims = Math.max(...procs.map((p) => p.runs));
     const info = await daemon.getWorkerInfo({ timeout: 10 });
     console.log(
-      `chaos (${bus} bus): ${N} processes of ${SLEEP_MS} ms on 3 workers × 100 slots, ${kills} worker SIGKILLs in ${KILL_FOR_MS / 1000} s`,
+      `chaos (${store} store, ${bus} bus): ${N} processes of ${SLEEP_MS} ms on 3 workers × 100 slots, ${kills} worker SIGKILLs in ${KILL_FOR_MS / 1000} s`,
     );
     console.log(
       `all terminal after ${seconds.toFixed(1)} s; not finished: ${notFinished}; still leased: ${leased}; never started: ${neverStarted}`,
@@ -104,9 +128,10 @@ async function chaos(bus: 'local' | 'rabbitmq'): Promise<boolean> {
     }
     await client.close();
     fs.rmSync(home, { recursive: true, force: true });
+    if (db !== null) await adminQuery(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   }
 }
 
 let ok = true;
-for (const bus of BUSES) ok = (await chaos(bus)) && ok;
+for (const store of STORES) for (const bus of BUSES) ok = (await chaos(bus, store)) && ok;
 process.exitCode = ok ? 0 : 1;
