@@ -39,6 +39,8 @@ import type { ProcessRegistry } from '../engine/index.js';
 
 /** How long cleared dispatch flags are gathered before one transaction writes them (well under a sweep's 3 s). */
 const MARK_DELAY_MS = 50;
+/** Ids cleared per transaction: a long loop's flags must not hold the write lock for long. */
+const MARK_CHUNK = 5000;
 /**
  * Most continue tasks a client leaves unconfirmed by the broker before a submit waits for their
  * confirm (bounds the memory a fast loop of submits holds in flight).
@@ -318,10 +320,13 @@ export class ProcessClient {
       const batch = this.toMark;
       this.toMark = [];
       this.marking = null;
-      // Each submit's flags up to its own time (a request made after it must stay).
-      for (const b of batch) {
+      // Each submit's flags up to its own time (a request made after it must stay), in one
+      // transaction per MARK_CHUNK ids.
+      const ids = batch.flatMap((b) => b.ids);
+      const upTo = batch.flatMap((b) => b.ids.map(() => b.upTo));
+      for (let i = 0; i < ids.length; i += MARK_CHUNK) {
         try {
-          await this.store.markDispatched(b.ids, b.upTo);
+          await this.store.markDispatched(ids.slice(i, i + MARK_CHUNK), upTo.slice(i, i + MARK_CHUNK));
         } catch (err) {
           this.logger.debug(`clearing dispatch flags failed (a sweep publishes them again): ${errorMessage(err)}`);
         }
