@@ -267,6 +267,29 @@ function isLive(r: LeaseRow): boolean {
   return leaseIsLive(r, r.now);
 }
 
+// Records outcomes whose lease and claim still match; the WHERE clause can be extended.
+const COMPLETE = `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
+      exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
+      kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::text[],
+                $8::text[])
+      AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
+    WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim`;
+
+/** The parameters of {@link COMPLETE}, one array per column, in its unnest order. */
+function completionValues(list: ReadonlyArray<CheckedCompletion>): unknown[] {
+  return [
+    list.map((it) => it.id),
+    list.map((it) => it.owner),
+    list.map((it) => it.claim),
+    list.map((it) => it.o.state),
+    list.map((it) => it.o.outputsJson),
+    list.map((it) => it.o.exitStatus),
+    list.map((it) => it.o.exitMessage),
+    list.map((it) => it.o.exception),
+  ];
+}
+
 /** Named (server-side prepared) statements of the hot paths. */
 const Q = {
   // The claim and the claimed processes' journals in one round trip; no explicit transaction is
@@ -289,24 +312,10 @@ const Q = {
     WHERE id IN (SELECT unnest($1::bigint[])
                  UNION SELECT parent_id FROM processes WHERE id = ANY($1::bigint[]) AND parent_id IS NOT NULL)
     ORDER BY id FOR NO KEY UPDATE`,
-  complete: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
-      exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
-      kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
-    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::text[],
-                $8::text[])
-      AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
-    WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim
-    RETURNING p.id, p.parent_id`,
+  complete: `${COMPLETE} RETURNING p.id, p.parent_id`,
   // The same for processes without a parent, in one statement outside a transaction: no parent
   // row to lock first (parent_id never changes), so nothing to wake. Returns the ids recorded.
-  completeTop: `UPDATE processes p SET state = v.state, outputs = v.outputs::jsonb, exit_status = v.exit_status,
-      exit_message = v.exit_message, exception = v.exception, lease_owner = NULL, lease_expires_at = NULL,
-      kill_requested = false, paused = false, dispatch_requested_at = NULL, waiting_on = 0, mtime = ${NOW}
-    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::text[],
-                $8::text[])
-      AS v(id, owner, claim, state, outputs, exit_status, exit_message, exception)
-    WHERE p.id = v.id AND p.lease_owner = v.owner AND p.runs = v.claim AND p.parent_id IS NULL
-    RETURNING p.id`,
+  completeTop: `${COMPLETE} AND p.parent_id IS NULL RETURNING p.id`,
   // Counts terminated children off their waiting parents (rows locked by the caller); returns the
   // parents whose count reached 0.
   wakeParents: `WITH d AS (
@@ -925,16 +934,6 @@ export class PostgresStore implements ProcessStore {
       if (!first.has(it.id)) first.set(it.id, i);
     });
     const unique = [...first.values()].map((i) => checked[i]!).sort((x, y) => x.id - y.id);
-    const values = (list: typeof unique): unknown[] => [
-      list.map((it) => it.id),
-      list.map((it) => it.owner),
-      list.map((it) => it.claim),
-      list.map((it) => it.o.state),
-      list.map((it) => it.o.outputsJson),
-      list.map((it) => it.o.exitStatus),
-      list.map((it) => it.o.exitMessage),
-      list.map((it) => it.o.exception),
-    ];
     return this.call('complete', true, async (c, a) => {
       // Top-level processes first, in one statement and one round trip (most batches are only
       // those): what it did not record has a parent to wake or lost its lease, and takes the
@@ -943,7 +942,14 @@ export class PostgresStore implements ProcessStore {
       const top = new Set<number>();
       let items = unique;
       if (!a.afterMaybeApplied) {
-        const r = await this.stmt<{ id: number }>(c, a, 'write', 'completeTop', Q.completeTop, values(unique));
+        const r = await this.stmt<{ id: number }>(
+          c,
+          a,
+          'write',
+          'completeTop',
+          Q.completeTop,
+          completionValues(unique),
+        );
         for (const row of r.rows) top.add(row.id);
         items = unique.filter((it) => !top.has(it.id));
       }
@@ -967,16 +973,7 @@ export class PostgresStore implements ProcessStore {
     const done = await c.query<{ id: number; parent_id: number | null }>({
       name: 'complete',
       text: Q.complete,
-      values: [
-        items.map((it) => it.id),
-        items.map((it) => it.owner),
-        items.map((it) => it.claim),
-        items.map((it) => it.o.state),
-        items.map((it) => it.o.outputsJson),
-        items.map((it) => it.o.exitStatus),
-        items.map((it) => it.o.exitMessage),
-        items.map((it) => it.o.exception),
-      ],
+      values: completionValues(items),
     });
     const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
     // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
