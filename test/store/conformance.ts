@@ -922,6 +922,14 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           [ids[3]],
         );
         assert.deepEqual(await store.listProcesses({ ids: [] }), []);
+        // One id (what a wait of one submit reads), with and without other filters.
+        assert.deepEqual(
+          (await store.listProcesses({ ids: [ids[3]!] })).map((p) => [p.id, p.state]),
+          [[ids[3], 'running']],
+        );
+        assert.deepEqual(await store.listProcesses({ ids: [999_999_999] }), []);
+        assert.deepEqual(await store.listProcesses({ ids: [ids[3]!], states: ['created'] }), []);
+        assert.deepEqual((await store.listProcesses({ ids: [ids[3]!], limit: 1 })).length, 1);
         await assert.rejects(store.listProcesses({ ids: [0] }), InputError);
         await assert.rejects(store.listProcesses({ ids: 'all' as never }), InputError);
       });

@@ -1246,6 +1246,14 @@ export class PostgresStore implements ProcessStore {
 
   async listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]> {
     const f = checkFilter(filter, 'listProcesses');
+    // One process by id and nothing else to filter (a wait's check of a single submit; a limit is
+    // at least 1): the named statement of getProcess, planned once, not a new statement parsed
+    // and planned for each check.
+    const only = f.ids?.length === 1 ? f.ids[0]! : null;
+    if (only !== null && [f.states, f.type, f.parentId, f.pastDays, f.modifiedBefore].every((x) => x === null)) {
+      const p = await this.getProcess(only);
+      return p === null ? [] : [p];
+    }
     const conds: string[] = [];
     const params: unknown[] = [];
     const param = (v: unknown): string => {
