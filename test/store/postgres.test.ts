@@ -240,3 +240,62 @@ describe('PostgreSQL store: a connection dropped in the middle of a call', funct
     assert.equal(typeof (await store.countByState()).created, 'number');
   });
 });
+
+describe('PostgreSQL store: a table that grows after its connections planned their statements', function () {
+  let db: { url: string; drop: () => Promise<void> } | null = null;
+  let store: ProcessStore | null = null;
+  let admin: pg.Client | null = null;
+
+  before(async function () {
+    requireService(this, await postgresAvailable(), `PostgreSQL at ${PG_ADMIN_URL}`);
+    db = await freshPostgresDatabase();
+    store = await openStore({ backend: 'postgres', url: db.url });
+    admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+  });
+
+  after(async function () {
+    await store?.close();
+    await admin?.end();
+    await db?.drop();
+  });
+
+  /** Submits, claims and completes `n` processes, as a worker's batch does. */
+  async function cycle(s: ProcessStore, n: number): Promise<void> {
+    const ids = await s.createProcesses(Array.from({ length: n }, (_, i) => ({ type: 'x', inputs: i })));
+    const claims = await s.claim(ids, 'w1', 60_000);
+    const done = await s.completeMany(
+      ids.map((id, i) => ({
+        id,
+        owner: 'w1',
+        claim: claims[i]!.claimed ? claims[i]!.claim : 0,
+        outcome: { state: 'finished' as const, outputs: {}, exitStatus: 0, exitMessage: null },
+      })),
+    );
+    assert.ok(done.every((d) => d.ok));
+    assert.equal((await s.listProcesses({ ids })).length, n);
+  }
+
+  it('claims and completions of one and of several processes do not read the whole table', async function () {
+    // Plans made on a new, nearly empty table (as on a new profile), then 100,000 processes arrive
+    // before anything analyzes the table. A plan kept from the start would scan the table at every
+    // call: seen here with batches of 5, 100,000 rows read and 280 ms per claim and completion.
+    for (let i = 0; i < 20; i++) await cycle(store!, i % 2 === 0 ? 1 : 5);
+    await admin!.query(
+      `INSERT INTO processes (uuid, type, state, inputs, ctime, mtime)
+       SELECT gen_random_uuid(), 'old', 'finished', '{}', g, g FROM generate_series(1, 100000) g`,
+    );
+    const seqRead = async (): Promise<number> => {
+      // Server statistics arrive within a second of a backend's transaction.
+      await new Promise((r) => setTimeout(r, 1500));
+      const r = await admin!.query<{ n: string }>(
+        "SELECT seq_tup_read AS n FROM pg_stat_user_tables WHERE relname = 'processes'",
+      );
+      return Number(r.rows[0]!.n);
+    };
+    const before = await seqRead();
+    for (let i = 0; i < 10; i++) await cycle(store!, i % 2 === 0 ? 1 : 5);
+    const read = (await seqRead()) - before;
+    assert.ok(read < 50_000, `10 batches read ${read} rows by sequential scans of the 100,000-row table`);
+  });
+});
