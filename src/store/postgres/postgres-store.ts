@@ -646,7 +646,10 @@ export class PostgresStore implements ProcessStore {
     return this.call(op, true, (c, a) => this.stmt<R>(c, a, kind, name, text, values));
   }
 
-  /** One statement on `c`; a write marks `a` while it commits. */
+  /**
+   * One statement on `c`; a write marks `a` while it commits. `name` is its key in Q, sent as the
+   * statement's name only when in {@link CACHED_PLANS}.
+   */
   private async stmt<R extends pg.QueryResultRow>(
     c: pg.PoolClient,
     a: Attempt,
