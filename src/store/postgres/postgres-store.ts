@@ -326,17 +326,7 @@ function completionValues(list: ReadonlyArray<CheckedCompletion>): unknown[][] {
   ];
 }
 
-/**
- * The statements of {@link Q} sent named, so that the server keeps their plan: those over scalars
- * that select by primary key, whose cached plan stays an index scan as the table grows. Every other
- * one is planned for its values at each execution. A plan cached while the table was small is a
- * sequential scan, and it stays one until the table is next analyzed: on a new store that then
- * filled with 100,000 processes, a batch of 5 took 280 ms (100,000 rows read) per claim and
- * completion, where planning each time takes a fraction of a millisecond.
- */
-const CACHED_PLANS: ReadonlySet<string> = new Set(['claimOne', 'completeTopOne', 'createOne', 'get']);
-
-/** The statements of the hot paths (see {@link CACHED_PLANS} for which are sent named). */
+/** Named (server-side prepared) statements of the hot paths. */
 const Q = {
   // The claim and the claimed processes' journals in one round trip; no explicit transaction is
   // needed: the UPDATE is atomic, and once claimed nobody else may append to those journals.
@@ -646,10 +636,7 @@ export class PostgresStore implements ProcessStore {
     return this.call(op, true, (c, a) => this.stmt<R>(c, a, kind, name, text, values));
   }
 
-  /**
-   * One statement on `c`; a write marks `a` while it commits. `name` is its key in Q, sent as the
-   * statement's name only when in {@link CACHED_PLANS}.
-   */
+  /** One statement on `c`; a write marks `a` while it commits. */
   private async stmt<R extends pg.QueryResultRow>(
     c: pg.PoolClient,
     a: Attempt,
@@ -659,7 +646,7 @@ export class PostgresStore implements ProcessStore {
     values: unknown[],
   ): Promise<pg.QueryResult<R>> {
     if (kind === 'write') a.committing = true;
-    const r = await c.query<R>(name !== null && CACHED_PLANS.has(name) ? { name, text, values } : { text, values });
+    const r = await c.query<R>(name === null ? { text, values } : { name, text, values });
     if (kind === 'write') {
       a.committing = false;
       a.committed = true;
@@ -761,6 +748,7 @@ export class PostgresStore implements ProcessStore {
               values: [uuids[0], one.type, one.label, one.inputsJson, one.parentId],
             }
           : {
+              name: again ? 'createAgain' : 'create',
               text: again ? Q.createAgain : Q.create,
               values: [
                 uuids,
@@ -895,10 +883,10 @@ export class PostgresStore implements ProcessStore {
       const lost = unique.filter((id) => !claimed.has(id));
       const rs = new Map<number, LeaseRow>();
       if (lost.length > 0) {
-        const r = await c.query<LeaseRow>({ text: Q.leaseRows, values: [lost] });
+        const r = await c.query<LeaseRow>({ name: 'leaseRows', text: Q.leaseRows, values: [lost] });
         for (const row of r.rows) rs.set(row.id, row);
         // Refused ones need no dispatch now (see ProcessStore.claim).
-        await c.query({ text: Q.clearRefused, values: [lost] });
+        await c.query({ name: 'clearRefused', text: Q.clearRefused, values: [lost] });
       }
       return { won: claimed, reasons: rs };
     });
@@ -1026,8 +1014,9 @@ export class PostgresStore implements ProcessStore {
     items: ReadonlyArray<CheckedCompletion>,
   ): Promise<Map<number, CompleteResult>> {
     // Parents first (they have the lower ids), then the children, all in id order.
-    await c.query({ text: Q.lockWithParents, values: [items.map((it) => it.id)] });
+    await c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [items.map((it) => it.id)] });
     const done = await c.query<{ id: number; parent_id: number | null }>({
+      name: 'complete',
       text: Q.complete,
       values: completionValues(items),
     });
@@ -1091,6 +1080,7 @@ export class PostgresStore implements ProcessStore {
     const out = new Map<number, number>();
     if (pairs.length === 0) return out;
     const r = await c.query<{ id: number; waiting_on: number; children: (string | number)[] }>({
+      name: 'wakeParents',
       text: Q.wakeParents,
       values: [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
     });
@@ -1221,7 +1211,7 @@ export class PostgresStore implements ProcessStore {
     // Idempotent in effect: a repeat of a kill that committed finds the process terminal.
     return this.tx('requestKill', true, async (c): Promise<KillOutcome> => {
       // Parent (if any) then the process itself, in id order: killing ends a child like complete().
-      const locked = await c.query<LeaseRow>({ text: Q.lockWithParents, values: [[id]] });
+      const locked = await c.query<LeaseRow>({ name: 'lockWithParents', text: Q.lockWithParents, values: [[id]] });
       const row = locked.rows.find((r) => r.id === id);
       if (row === undefined) return { result: 'not-found', wokenParentId: null };
       if (isTerminal(row.state)) return { result: 'terminal', wokenParentId: null };
