@@ -311,6 +311,14 @@ function claimWhere(which: string): string {
     FROM c`;
 }
 
+/** Clears the outbox flag of `source`'s rows (id, up_to): see Q.markDispatched. */
+function markDispatchedFrom(source: string): string {
+  return `UPDATE processes p SET dispatch_requested_at = NULL, dispatched_at = ${NOW}
+    FROM ${source} AS v(id, up_to)
+    WHERE p.id = v.id AND CASE WHEN p.dispatch_requested_at IS NULL THEN p.dispatched_at IS NOT NULL
+                               ELSE p.dispatch_requested_at <= v.up_to END`;
+}
+
 const INSERT_PROCESS = `INSERT INTO processes (uuid, type, label, state, inputs, parent_id, dispatch_requested_at, ctime, mtime)`;
 
 /** The parameters of {@link COMPLETE}, one array per column, in its unnest order. */
@@ -379,10 +387,8 @@ const Q = {
       RETURNING id, uuid)
     SELECT id, uuid FROM ins UNION ALL SELECT id, uuid FROM processes WHERE uuid = ANY($1::uuid[])`,
   // A pending request up to its time, or a hand-over not claimed since (a re-dispatch).
-  markDispatched: `UPDATE processes p SET dispatch_requested_at = NULL, dispatched_at = ${NOW}
-    FROM unnest($1::bigint[], $2::bigint[]) AS v(id, up_to)
-    WHERE p.id = v.id AND CASE WHEN p.dispatch_requested_at IS NULL THEN p.dispatched_at IS NOT NULL
-                               ELSE p.dispatch_requested_at <= v.up_to END`,
+  markDispatched: markDispatchedFrom('unnest($1::bigint[], $2::bigint[])'),
+  markDispatchedOne: markDispatchedFrom('(SELECT $1::bigint, $2::bigint)'),
   outboxCounts: `SELECT
       (SELECT count(*) FROM processes WHERE dispatch_requested_at IS NOT NULL AND NOT paused) AS pending,
       (SELECT count(*) FROM processes
@@ -824,7 +830,12 @@ export class PostgresStore implements ProcessStore {
     for (const id of ids) checkId(id, 'markDispatched');
     const upTo = checkUpTo(ids, requestedUpTo, 'markDispatched');
     if (ids.length === 0) return;
-    await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [[...ids], upTo]);
+    // One id (a client's submits one by one, confirmed one at a time) as scalars: see COMPLETE_ONE.
+    if (ids.length === 1) {
+      await this.q('markDispatched', 'write', 'markDispatchedOne', Q.markDispatchedOne, [ids[0], upTo[0]]);
+    } else {
+      await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [[...ids], upTo]);
+    }
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
