@@ -268,15 +268,16 @@ function isLive(r: LeaseRow): boolean {
 }
 
 /*
- * A statement over one process instead of a parameter array, where the callers mostly pass one (a
- * worker under light load, a script's submits one by one). PostgreSQL assumes 100 elements for a
- * parameter array, so the generic plan of an array statement looks dearer than a fresh plan for its
- * one element, and it is planned again at every execution; a statement over scalars keeps its
- * generic plan (the same index scan) after the first five, and that plan stays an index scan as
- * a new table fills up (see the PostgreSQL store test of a growing table). Side by side on 100,000
- * rows, one by one (p50): a completion took 447-536 us as an array and 199-242 us as scalars, a
- * claim 312-389 and 264-322 us, a creation 254-314 and 192-231 us.
+ * The `…One` statements: the same over one process's scalars, for calls that pass one (a worker
+ * under light load, a script's submits one by one). PostgreSQL assumes 100 elements for a parameter
+ * array, so it plans an array statement again at every execution, while a statement over scalars
+ * keeps its plan (an index scan, also as a new table fills up). Figures: docs/store.md, PostgreSQL.
  */
+
+/** The scalar parameters of a `…One` statement: the single element of each array parameter. */
+function firsts(columns: readonly unknown[][]): unknown[] {
+  return columns.map((col) => col[0]);
+}
 
 /** The columns of a completion, in parameter order, and their types. */
 const COMPLETION = `v(id, owner, claim, state, outputs, exit_status, exit_message, exception)`;
@@ -746,25 +747,19 @@ export class PostgresStore implements ProcessStore {
   ): Promise<number[]> {
     let r: pg.QueryResult<{ id: number; uuid: string }>;
     try {
-      const one = specs.length === 1 && !again ? specs[0]! : null;
+      const values = [
+        uuids,
+        specs.map((s) => s.type),
+        specs.map((s) => s.label),
+        specs.map((s) => s.inputsJson),
+        specs.map((s) => s.parentId),
+      ];
       r = await c.query<{ id: number; uuid: string }>(
-        one !== null
-          ? {
-              name: 'createOne',
-              text: Q.createOne,
-              values: [uuids[0], one.type, one.label, one.inputsJson, one.parentId],
-            }
-          : {
-              name: again ? 'createAgain' : 'create',
-              text: again ? Q.createAgain : Q.create,
-              values: [
-                uuids,
-                specs.map((s) => s.type),
-                specs.map((s) => s.label),
-                specs.map((s) => s.inputsJson),
-                specs.map((s) => s.parentId),
-              ],
-            },
+        again
+          ? { name: 'createAgain', text: Q.createAgain, values }
+          : specs.length === 1
+            ? { name: 'createOne', text: Q.createOne, values: firsts(values) }
+            : { name: 'create', text: Q.create, values },
       );
     } catch (err) {
       if (pgCode(err) === '23503') {
@@ -830,12 +825,11 @@ export class PostgresStore implements ProcessStore {
     for (const id of ids) checkId(id, 'markDispatched');
     const upTo = checkUpTo(ids, requestedUpTo, 'markDispatched');
     if (ids.length === 0) return;
-    // One id (a client's submits one by one, confirmed one at a time) as scalars: see COMPLETE_ONE.
-    if (ids.length === 1) {
-      await this.q('markDispatched', 'write', 'markDispatchedOne', Q.markDispatchedOne, [ids[0], upTo[0]]);
-    } else {
-      await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, [[...ids], upTo]);
-    }
+    const values = [[...ids], upTo];
+    // One id (a client's submits confirmed one at a time, a woken parent): see the `…One` statements.
+    if (ids.length === 1)
+      await this.q('markDispatched', 'write', 'markDispatchedOne', Q.markDispatchedOne, firsts(values));
+    else await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, values);
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
@@ -994,18 +988,11 @@ export class PostgresStore implements ProcessStore {
       const top = new Set<number>();
       let items = unique;
       if (!a.afterMaybeApplied) {
-        // One completion (a worker under light load) as scalars: see COMPLETE_ONE.
+        // One completion (a worker under light load): see the `…One` statements.
         const values = completionValues(unique);
         const r =
           unique.length === 1
-            ? await this.stmt<{ id: number }>(
-                c,
-                a,
-                'write',
-                'completeTopOne',
-                Q.completeTopOne,
-                values.map((col) => col[0]),
-              )
+            ? await this.stmt<{ id: number }>(c, a, 'write', 'completeTopOne', Q.completeTopOne, firsts(values))
             : await this.stmt<{ id: number }>(c, a, 'write', 'completeTop', Q.completeTop, values);
         for (const row of r.rows) top.add(row.id);
         items = unique.filter((it) => !top.has(it.id));
@@ -1258,14 +1245,6 @@ export class PostgresStore implements ProcessStore {
 
   async listProcesses(filter?: ProcessFilter): Promise<ProcessRecord[]> {
     const f = checkFilter(filter, 'listProcesses');
-    // One process by id and nothing else to filter (a wait's check of a single submit; a limit is
-    // at least 1): the named statement of getProcess, planned once, not a new statement parsed
-    // and planned for each check.
-    const only = f.ids?.length === 1 ? f.ids[0]! : null;
-    if (only !== null && [f.states, f.type, f.parentId, f.pastDays, f.modifiedBefore].every((x) => x === null)) {
-      const p = await this.getProcess(only);
-      return p === null ? [] : [p];
-    }
     const conds: string[] = [];
     const params: unknown[] = [];
     const param = (v: unknown): string => {
@@ -1278,6 +1257,12 @@ export class PostgresStore implements ProcessStore {
     if (f.parentId !== null) conds.push(`parent_id = ${param(f.parentId)}`);
     if (f.pastDays !== null) conds.push(`ctime >= ${NOW} - ${param(Math.round(f.pastDays * DAY_MS))}::bigint`);
     if (f.modifiedBefore !== null) conds.push(`mtime < ${param(Math.round(f.modifiedBefore))}::bigint`);
+    // One id and no other condition (a wait's check of a single submit; a limit is at least 1):
+    // getProcess's named statement, planned once, not a new statement parsed and planned each time.
+    if (f.ids?.length === 1 && conds.length === 1) {
+      const p = await this.getProcess(f.ids[0]!);
+      return p === null ? [] : [p];
+    }
     let sql = `SELECT ${COLS} FROM processes`;
     if (conds.length > 0) sql += ` WHERE ${conds.join(' AND ')}`;
     sql += ' ORDER BY id DESC';
