@@ -117,11 +117,19 @@ export interface MessageBus {
    * process acts on it). Resolves once the bus took it; throws when it cannot be delivered now.
    */
   publishControl(msg: ControlMessage): Promise<void>;
-  /** Receives control requests; returns a function that stops. */
+  /**
+   * Receives control requests; returns a function that stops. Resolves once the bus has the
+   * consumer in place (when it can be reached): a request published after that reaches it.
+   */
   consumeControl(onMessage: (msg: ControlMessage) => void): Promise<() => Promise<void>>;
   /** Broadcasts a state change, best effort (the store stays the truth); batched per event-loop turn. */
   publishState(msg: StateBroadcast): void;
-  /** Receives every state change of the profile from now on; returns a function that unsubscribes. */
+  /**
+   * Receives every state change of the profile from now on; returns a function that unsubscribes.
+   * Resolves once the subscription is in place (when the bus can be reached): a change published
+   * after that, by any peer, is received. A waiter relies on it: it subscribes, then reads the
+   * store, then counts on an event for whatever changes later.
+   */
   subscribeEvents(onMessage: (msg: StateBroadcast) => void, opts?: SubscribeOptions): Promise<() => Promise<void>>;
   /**
    * What the task queue holds now, for the re-dispatch check of dispatch mode `'publish'` (a bus

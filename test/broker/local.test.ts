@@ -142,6 +142,37 @@ describe('local bus: the daemon is the hub', function () {
     await unsubscribe();
   });
 
+  it('a subscription or control consumer is in place once made: what another peer sends right after reaches it', async () => {
+    // The other peer is connected already, so its messages reach the hub at once; the new bus
+    // still has to connect. A subscribe or consume-control still in flight would miss them.
+    const other = open();
+    await other.publishControl({ v: 1, kind: 'control', action: 'play', processId: 1 });
+    for (let round = 1; round <= 20; round++) {
+      const seen: number[] = [];
+      const controls: number[] = [];
+      const fresh = open();
+      await fresh.subscribeEvents((m) => seen.push(m.processId));
+      other.publishState({
+        v: 1,
+        kind: 'state',
+        processId: round,
+        type: 't',
+        state: 'running',
+        paused: false,
+        parentId: null,
+        exitStatus: null,
+        time: Date.now(),
+      });
+      const fresh2 = open();
+      await fresh2.consumeControl((m) => controls.push(m.processId));
+      await other.publishControl({ v: 1, kind: 'control', action: 'pause', processId: round });
+      await waitUntil(() => seen.includes(round), 5000, `round ${round}: the event published after subscribing`);
+      await waitUntil(() => controls.includes(round), 5000, `round ${round}: the request published after consuming`);
+      await fresh.close();
+      await fresh2.close();
+    }
+  });
+
   it('survives its hub going away: a consumer and a subscriber resume with the next hub, the subscriber told of the gap', async () => {
     const got: number[] = [];
     const consumerBus = open();

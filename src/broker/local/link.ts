@@ -131,6 +131,13 @@ export class SocketLink implements BusLink {
   private readonly calls = new Map<number, { resolve: (r: BusReply) => void; reject: (e: Error) => void }>();
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectDelay = RECONNECT_FIRST_MS;
+  /**
+   * Request lines written while the socket connects, sent once it has, after what
+   * {@link SocketLink.onConnect} announces: a new hub learns this peer's subscriptions and consumer
+   * before its requests. (Left to the socket, they would go first: a socket queues every write made
+   * while its first one waits for the connection.)
+   */
+  private queued: string[] = [];
 
   constructor(
     readonly socketPath: string,
@@ -155,6 +162,9 @@ export class SocketLink implements BusLink {
       this.isConnected = true;
       this.reconnectDelay = RECONNECT_FIRST_MS;
       this.onConnect?.();
+      const queued = this.queued;
+      this.queued = [];
+      if (queued.length > 0) socket.write(queued.join(''));
     });
     socket.on('data', (chunk: Buffer) => {
       for (const line of splitter.push(chunk)) this.onLine(line);
@@ -167,6 +177,8 @@ export class SocketLink implements BusLink {
       if (this.socket === socket) {
         this.socket = null;
         this.isConnected = false;
+        // Their calls are rejected below; posts to a hub that is not there go nowhere.
+        this.queued = [];
       }
       const err = new BrokerError(`the daemon of profile '${this.profileName}' is not reachable`);
       for (const c of this.calls.values()) c.reject(err);
@@ -227,7 +239,9 @@ export class SocketLink implements BusLink {
     for (const params of encodeToFit(msg)) {
       id = this.nextId++;
       // The request `{ v, id, method: 'bus', params }`, around params encoded once.
-      socket.write(`{"v":${CONTROL_PROTOCOL_VERSION},"id":${id},"method":"bus","params":${params}}\n`);
+      const line = `{"v":${CONTROL_PROTOCOL_VERSION},"id":${id},"method":"bus","params":${params}}\n`;
+      if (this.isConnected) socket.write(line);
+      else this.queued.push(line);
     }
     return id;
   }
@@ -288,6 +302,9 @@ export class SocketLink implements BusLink {
           clearTimeout(timer);
           resolve();
         });
+        // Lines still waiting for the connection go out first (after end() no write is taken).
+        if (this.queued.length > 0) s.write(this.queued.join(''));
+        this.queued = [];
         s.end();
       });
     }

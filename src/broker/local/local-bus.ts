@@ -10,7 +10,7 @@
  */
 import { BrokerError } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
-import type { BusHubMessage, ControlMessage, StateBroadcast } from '../../protocol/index.js';
+import type { BusHubMessage, BusPeerMessage, ControlMessage, StateBroadcast } from '../../protocol/index.js';
 import type {
   BusHealth,
   MessageBus,
@@ -159,6 +159,21 @@ export class LocalBus implements MessageBus {
     this.updatePersistence();
   }
 
+  /**
+   * Tells the hub `msg` (a subscription, a control consumer) and waits for its answer, so that
+   * the caller's next request, or another peer's event, comes after it. A mere post could still be
+   * in flight then: a CLI that subscribed and sent a pause missed the worker's 'pausing' answer,
+   * which reached the hub first. With no hub, nothing to wait for: the link re-announces what this
+   * bus has on connect ({@link LocalBus.onLinkConnect}).
+   */
+  private async inPlace(msg: BusPeerMessage): Promise<void> {
+    try {
+      await this.link.call(msg, CONTROL_TIMEOUT_MS);
+    } catch {
+      // Not reachable now (or slow): announced again when the link (re)connects.
+    }
+  }
+
   async publishControl(msg: ControlMessage): Promise<void> {
     if (this.closing) throw new BrokerError('the bus is closed');
     await this.link.call({ kind: 'control', message: msg }, CONTROL_TIMEOUT_MS);
@@ -167,7 +182,7 @@ export class LocalBus implements MessageBus {
   async consumeControl(onMessage: (msg: ControlMessage) => void): Promise<() => Promise<void>> {
     this.controlHandlers.add(onMessage);
     this.updatePersistence();
-    if (this.link.connected) this.link.post({ kind: 'consume-control', on: true });
+    await this.inPlace({ kind: 'consume-control', on: true });
     return async () => {
       if (!this.controlHandlers.delete(onMessage)) return;
       if (this.controlHandlers.size === 0) this.link.post({ kind: 'consume-control', on: false });
@@ -194,7 +209,7 @@ export class LocalBus implements MessageBus {
     const entry = { fn: onMessage, opts };
     this.subscribers.add(entry);
     this.updatePersistence();
-    if (this.link.connected) this.link.post({ kind: 'subscribe', on: true });
+    await this.inPlace({ kind: 'subscribe', on: true });
     return async () => {
       if (!this.subscribers.delete(entry)) return;
       if (this.subscribers.size === 0) this.link.post({ kind: 'subscribe', on: false });
