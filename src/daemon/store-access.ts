@@ -40,6 +40,8 @@ export function lazyStore(profile: Profile, logger: Logger): LazyStore {
             profile: { name: profile.name, uuid: profile.uuid },
             // SQLite: the daemon copies the WAL into the database in a thread, off every commit's path.
             checkpoints: 'background',
+            // PostgreSQL: the daemon analyzes a table that fills up, for every connection's plans.
+            keepStatistics: true,
           }),
         );
         store.catch((err: unknown) => {

@@ -33,6 +33,12 @@ export interface OpenStoreOptions {
   profile?: { name: string; uuid: string };
   /** SQLite: who checkpoints the WAL (default `'inline'`). */
   checkpoints?: SqliteCheckpoints;
+  /**
+   * PostgreSQL: analyze a hot table as soon as it doubled since its statistics were taken, so that
+   * the plans each connection keeps follow a table that fills up (see postgres/statistics.ts). The
+   * daemon's store does; default false.
+   */
+  keepStatistics?: boolean;
 }
 
 /**
@@ -104,7 +110,7 @@ export async function openStore(settings: StorageSettings, opts: OpenStoreOption
     }
     case 'postgres': {
       const { openPostgresStore } = await import('./postgres/postgres-store.js');
-      store = await openPostgresStore(settings.url, { logger: opts.logger });
+      store = await openPostgresStore(settings.url, { logger: opts.logger, keepStatistics: opts.keepStatistics });
       break;
     }
     default:

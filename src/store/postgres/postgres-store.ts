@@ -116,6 +116,7 @@ import type {
   StoreOwner,
 } from '../types.js';
 import { migratePostgres } from './migrations.js';
+import { STATISTICS_CHECK_MS, StatisticsKeeper } from './statistics.js';
 import { displayPostgresUrl } from './url.js';
 
 /** Options of {@link openPostgresStore}. */
@@ -131,6 +132,12 @@ export interface PostgresStoreOptions {
    * fails with {@link StoreUnavailableError} (default {@link DEFAULT_RETRY_MS}; 0: never retried).
    */
   retryMs?: number;
+  /**
+   * Analyze the hot tables as soon as one has doubled since its statistics were taken (the
+   * daemon's store does, once per machine): see statistics.ts. A number is the check interval in
+   * ms (tests); true is {@link STATISTICS_CHECK_MS}.
+   */
+  keepStatistics?: boolean | number;
 }
 
 /** Default of {@link PostgresStoreOptions.retryMs}: long enough for a server restart. */
@@ -493,7 +500,9 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       log?.info(`applied migration ${m.version}: ${m.description}`),
     );
     client.release();
-    return new PostgresStore(pool, where, version, options.retryMs ?? DEFAULT_RETRY_MS, throttle);
+    const keep = options.keepStatistics ?? false;
+    const keeper = keep === false ? null : new StatisticsKeeper(pool, log, keep === true ? STATISTICS_CHECK_MS : keep);
+    return new PostgresStore(pool, where, version, options.retryMs ?? DEFAULT_RETRY_MS, throttle, keeper);
   } catch (err) {
     client.release(true);
     await pool.end().catch(() => undefined);
@@ -536,6 +545,7 @@ export class PostgresStore implements ProcessStore {
     private readonly version: number,
     private readonly retryMs: number,
     private readonly throttle: LogThrottle | null,
+    private readonly statistics: StatisticsKeeper | null = null,
   ) {}
 
   private wrap(op: string, err: unknown): Error {
@@ -1466,7 +1476,10 @@ export class PostgresStore implements ProcessStore {
   }
 
   async close(): Promise<void> {
-    if (this.closing === null) this.closing = this.pool.end().catch(() => undefined);
+    this.closing ??= (async () => {
+      await this.statistics?.stop();
+      await this.pool.end().catch(() => undefined);
+    })();
     return this.closing;
   }
 }
