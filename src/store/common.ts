@@ -285,16 +285,22 @@ export interface CheckedCompletion {
   owner: string;
   claim: number;
   o: OutcomeColumns;
+  /** {@link Completion.parentId}: undefined when not given. */
+  parentId: number | null | undefined;
 }
 
 /** Checks the items of `completeMany`. */
 export function checkCompletions(items: unknown): CheckedCompletion[] {
   if (!Array.isArray(items)) throw new InputError('completeMany: items must be an array');
-  return items.map((it: { id?: unknown; owner?: unknown; claim?: unknown; outcome?: unknown }) => ({
+  return items.map((it: { id?: unknown; owner?: unknown; claim?: unknown; outcome?: unknown; parentId?: unknown }) => ({
     id: checkId(it.id, 'complete'),
     owner: checkOwner(it.owner, `complete(${String(it.id)})`),
     claim: checkClaim(it.claim, `complete(${String(it.id)})`),
     o: checkOutcome(it.outcome, `complete(${String(it.id)})`),
+    parentId:
+      it.parentId === undefined || it.parentId === null
+        ? it.parentId
+        : checkId(it.parentId, `complete(${String(it.id)}): parentId`),
   }));
 }
 

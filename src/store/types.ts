@@ -214,6 +214,21 @@ export interface AdoptResult {
   adopted: boolean;
 }
 
+/** An item of {@link ProcessStore.completeMany}. */
+export interface Completion {
+  id: number;
+  owner: string;
+  claim: number;
+  outcome: ProcessOutcome;
+  /**
+   * The process's parent as the caller's record has it (null: top-level), when known: a hint.
+   * The PostgreSQL store records a child's outcome in the transaction that wakes its parent
+   * straight away, without first trying the statement for top-level processes (a round trip of the
+   * six). A wrong hint costs that round trip, never a wrong result: the store reads the parent.
+   */
+  parentId?: number | null;
+}
+
 /** The interface every store adapter implements (see the conformance suite in test/store/). */
 export interface ProcessStore {
   /** `sqlite` or `postgres`. */
@@ -305,9 +320,7 @@ export interface ProcessStore {
   /** Records the outcome of a run; conditional on `owner` holding the lease by the claim `claim`. */
   complete(id: number, owner: string, claim: number, outcome: ProcessOutcome): Promise<CompleteResult>;
   /** Completes several processes in one transaction (one result per item, in order). */
-  completeMany(
-    items: ReadonlyArray<{ id: number; owner: string; claim: number; outcome: ProcessOutcome }>,
-  ): Promise<CompleteResult[]>;
+  completeMany(items: readonly Completion[]): Promise<CompleteResult[]>;
   /**
    * Appends a journal entry; conditional on `owner` holding the lease by the claim `claim` (throws
    * LeaseLostError otherwise). An entry at a seq that holds another entry is refused (StoreError);

@@ -439,7 +439,13 @@ export class Worker {
       if (todo.length === 0) break;
       try {
         const results = await this.opts.store.completeMany(
-          todo.map((c) => ({ id: c.record.id, owner: this.workerId, claim: c.claim, outcome: c.outcome })),
+          todo.map((c) => ({
+            id: c.record.id,
+            owner: this.workerId,
+            claim: c.claim,
+            outcome: c.outcome,
+            parentId: c.record.parentId,
+          })),
         );
         const woken: number[] = [];
         for (let i = 0; i < todo.length; i++) {

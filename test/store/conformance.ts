@@ -751,6 +751,59 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.ok((await pending()).has(parent));
       });
 
+      it("completeMany's parentId hints change no result, right or wrong; a malformed one is refused, writing nothing", async function () {
+        const { parent, children } = await family('w1', 3);
+        const [c1, c2, c3] = children as [number, number, number];
+        const { ids: tops } = await make(2);
+        const [t1, t2] = tops as [number, number];
+        await store.claim([...children, t1, t2], 'w2', 30_000);
+        assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });
+        await assert.rejects(
+          store.completeMany([
+            { id: c1, owner: 'w2', claim: 1, outcome: finished(), parentId: parent },
+            { id: c2, owner: 'w2', claim: 1, outcome: finished(), parentId: -3 },
+          ]),
+          (err: unknown) => err instanceof InputError && err.message.includes(`complete(${c2}): parentId`),
+        );
+        assert.equal((await store.getProcess(c1))!.state, 'running', 'nothing written');
+        // Right hints, one child alone and then a child with a top-level process wrongly hinted as a
+        // child and one hinted as top-level.
+        assert.deepEqual(
+          await store.completeMany([{ id: c1, owner: 'w2', claim: 1, outcome: finished(), parentId: parent }]),
+          [{ ok: true, wokenParentId: null }],
+        );
+        assert.deepEqual(
+          await store.completeMany([
+            { id: c2, owner: 'w2', claim: 1, outcome: finished(), parentId: parent },
+            { id: t1, owner: 'w2', claim: 1, outcome: finished({ n: 1 }), parentId: c3 },
+            { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 2 }), parentId: null },
+          ]),
+          [
+            { ok: true, wokenParentId: null },
+            { ok: true, wokenParentId: null },
+            { ok: true, wokenParentId: null },
+          ],
+        );
+        // A child hinted as top-level still wakes its parent; a lease it does not hold is refused.
+        assert.deepEqual(
+          await store.completeMany([
+            { id: c3, owner: 'intruder', claim: 1, outcome: finished(), parentId: parent },
+            { id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null },
+          ]),
+          [
+            { ok: false, wokenParentId: null },
+            { ok: false, wokenParentId: null },
+          ],
+        );
+        assert.deepEqual(
+          await store.completeMany([{ id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null }]),
+          [{ ok: true, wokenParentId: parent }],
+        );
+        const [p1, p2] = [(await store.getProcess(t1))!, (await store.getProcess(t2))!];
+        assert.deepEqual([p1.state, p1.outputs, p2.state, p2.outputs], ['finished', { n: 1 }, 'finished', { n: 2 }]);
+        assert.ok((await pending()).has(parent));
+      });
+
       it('a repeat of a checkpoint that went through reports waiting again, for its owner only', async function () {
         const { parent, children } = await family('w1', 1);
         assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, children), { waiting: true });

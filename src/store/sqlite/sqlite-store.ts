@@ -104,6 +104,7 @@ import type { CheckpointerData } from './checkpointer.js';
 import type {
   ClaimResult,
   CompleteResult,
+  Completion,
   DaemonRegistration,
   DeleteResult,
   KillOutcome,
@@ -854,9 +855,7 @@ export class SqliteStore implements ProcessStore {
     return r!;
   }
 
-  async completeMany(
-    items: ReadonlyArray<{ id: number; owner: string; claim: number; outcome: ProcessOutcome }>,
-  ): Promise<CompleteResult[]> {
+  async completeMany(items: readonly Completion[]): Promise<CompleteResult[]> {
     const checked = checkCompletions(items);
     if (checked.length === 0) return [];
     return this.guard('complete', () => this.tx.complete.immediate(checked));
