@@ -47,6 +47,21 @@ class TestHub {
   }
 }
 
+/** A state event: process `processId` is running. */
+function running(processId: number): StateBroadcast {
+  return {
+    v: 1,
+    kind: 'state',
+    processId,
+    type: 't',
+    state: 'running',
+    paused: false,
+    parentId: null,
+    exitStatus: null,
+    time: Date.now(),
+  };
+}
+
 function bus(socket: string): LocalBus {
   return new LocalBus(new SocketLink(socket, 'conformance', silentLogger), { logger: silentLogger });
 }
@@ -152,17 +167,7 @@ describe('local bus: the daemon is the hub', function () {
       const controls: number[] = [];
       const fresh = open();
       await fresh.subscribeEvents((m) => seen.push(m.processId));
-      other.publishState({
-        v: 1,
-        kind: 'state',
-        processId: round,
-        type: 't',
-        state: 'running',
-        paused: false,
-        parentId: null,
-        exitStatus: null,
-        time: Date.now(),
-      });
+      other.publishState(running(round));
       const fresh2 = open();
       await fresh2.consumeControl((m) => controls.push(m.processId));
       await other.publishControl({ v: 1, kind: 'control', action: 'pause', processId: round });
@@ -189,17 +194,7 @@ describe('local bus: the daemon is the hub', function () {
     h.hub = again;
     await waitUntil(() => got.includes(id!), 10_000, 'the consumer to get work from the new hub');
     await waitUntil(() => gaps === 1, 10_000, 'the subscriber to be told it may have missed events');
-    open().publishState({
-      v: 1,
-      kind: 'state',
-      processId: 99,
-      type: 't',
-      state: 'running',
-      paused: false,
-      parentId: null,
-      exitStatus: null,
-      time: Date.now(),
-    });
+    open().publishState(running(99));
     await waitUntil(() => seen.includes(99), 10_000, 'events to flow again');
   });
 
