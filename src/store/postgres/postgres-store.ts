@@ -287,6 +287,19 @@ function firsts(columns: readonly unknown[][]): unknown[] {
   return columns.map((col) => col[0]);
 }
 
+/** The statements of {@link Q} that have a `…One` variant over scalars. */
+type WithOne = 'create' | 'markDispatched' | 'completeTop' | 'complete' | 'lockWithParents' | 'wakeParents';
+
+/**
+ * The named statement `name` over `columns` (its parameter arrays, of one length), or its `…One`
+ * variant over their single elements when they hold one.
+ */
+function overColumns(name: WithOne, columns: unknown[][]): { name: string; text: string; values: unknown[] } {
+  if (columns[0]!.length !== 1) return { name, text: Q[name], values: columns };
+  const one = `${name}One` as const;
+  return { name: one, text: Q[one], values: firsts(columns) };
+}
+
 /** The columns of a completion, in parameter order, and their types. */
 const COMPLETION = `v(id, owner, claim, state, outputs, exit_status, exit_message, exception)`;
 const COMPLETION_TYPES = ['bigint', 'text', 'integer', 'text', 'text', 'integer', 'text', 'text'];
@@ -788,11 +801,7 @@ export class PostgresStore implements ProcessStore {
         specs.map((s) => s.parentId),
       ];
       r = await c.query<{ id: number; uuid: string }>(
-        again
-          ? { name: 'createAgain', text: Q.createAgain, values }
-          : specs.length === 1
-            ? { name: 'createOne', text: Q.createOne, values: firsts(values) }
-            : { name: 'create', text: Q.create, values },
+        again ? { name: 'createAgain', text: Q.createAgain, values } : overColumns('create', values),
       );
     } catch (err) {
       if (pgCode(err) === '23503') {
@@ -860,9 +869,8 @@ export class PostgresStore implements ProcessStore {
     if (ids.length === 0) return;
     const values = [[...ids], upTo];
     // One id (a client's submits confirmed one at a time, a woken parent): see the `…One` statements.
-    if (ids.length === 1)
-      await this.q('markDispatched', 'write', 'markDispatchedOne', Q.markDispatchedOne, firsts(values));
-    else await this.q('markDispatched', 'write', 'markDispatched', Q.markDispatched, values);
+    const st = overColumns('markDispatched', values);
+    await this.q('markDispatched', 'write', st.name, st.text, st.values);
   }
 
   async pendingDispatches(olderThanMs: number, limit: number): Promise<number[]> {
@@ -1022,11 +1030,8 @@ export class PostgresStore implements ProcessStore {
       const maybeTop = unique.filter((it) => typeof it.parentId !== 'number');
       if (!a.afterMaybeApplied && maybeTop.length > 0) {
         // One completion (a worker under light load): see the `…One` statements.
-        const values = completionValues(maybeTop);
-        const r =
-          maybeTop.length === 1
-            ? await this.stmt<{ id: number }>(c, a, 'write', 'completeTopOne', Q.completeTopOne, firsts(values))
-            : await this.stmt<{ id: number }>(c, a, 'write', 'completeTop', Q.completeTop, values);
+        const st = overColumns('completeTop', completionValues(maybeTop));
+        const r = await this.stmt<{ id: number }>(c, a, 'write', st.name, st.text, st.values);
         for (const row of r.rows) top.add(row.id);
         items = unique.filter((it) => !top.has(it.id));
       }
@@ -1047,15 +1052,9 @@ export class PostgresStore implements ProcessStore {
   ): Promise<Map<number, CompleteResult>> {
     // Parents first (they have the lower ids), then the children, all in id order. One child
     // (a workflow's children ending one at a time): the `…One` statements.
-    const ids = items.map((it) => it.id);
-    await (ids.length === 1
-      ? c.query({ name: 'lockWithParentsOne', text: Q.lockWithParentsOne, values: ids })
-      : c.query({ name: 'lockWithParents', text: Q.lockWithParents, values: [ids] }));
-    const values = completionValues(items);
+    await c.query(overColumns('lockWithParents', [items.map((it) => it.id)]));
     const done = await c.query<{ id: number; parent_id: number | null }>(
-      items.length === 1
-        ? { name: 'completeOne', text: Q.completeOne, values: firsts(values) }
-        : { name: 'complete', text: Q.complete, values },
+      overColumns('complete', completionValues(items)),
     );
     const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
     // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
@@ -1117,9 +1116,7 @@ export class PostgresStore implements ProcessStore {
     const out = new Map<number, number>();
     if (pairs.length === 0) return out;
     const r = await c.query<{ id: number; waiting_on: number; children: (string | number)[] }>(
-      pairs.length === 1
-        ? { name: 'wakeParentsOne', text: Q.wakeParentsOne, values: pairs[0]! }
-        : { name: 'wakeParents', text: Q.wakeParents, values: [pairs.map((p) => p[0]), pairs.map((p) => p[1])] },
+      overColumns('wakeParents', [pairs.map((p) => p[0]), pairs.map((p) => p[1])]),
     );
     for (const row of r.rows) {
       if (row.waiting_on !== 0) continue;
@@ -1248,7 +1245,7 @@ export class PostgresStore implements ProcessStore {
     // Idempotent in effect: a repeat of a kill that committed finds the process terminal.
     return this.tx('requestKill', true, async (c): Promise<KillOutcome> => {
       // Parent (if any) then the process itself, in id order: killing ends a child like complete().
-      const locked = await c.query<LeaseRow>({ name: 'lockWithParentsOne', text: Q.lockWithParentsOne, values: [id] });
+      const locked = await c.query<LeaseRow>(overColumns('lockWithParents', [[id]]));
       const row = locked.rows.find((r) => r.id === id);
       if (row === undefined) return { result: 'not-found', wokenParentId: null };
       if (isTerminal(row.state)) return { result: 'terminal', wokenParentId: null };
