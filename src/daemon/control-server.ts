@@ -53,6 +53,7 @@ import {
   encodeControlResponse,
   handleControlLine,
   type BusHubMessage,
+  type ControlErrorBody,
   type ControlHandler,
   type ControlResponse,
 } from '../protocol/index.js';
@@ -372,6 +373,15 @@ export class ControlServer {
       return result;
     };
 
+    // A bus notification expects no answer: what the hub refused is said in the log instead (loud
+    // once per connection, so that a sender repeating a bad message cannot flood the log).
+    let refusals = 0;
+    const onRefused = (e: ControlErrorBody): void => {
+      const text = `control connection ${state.id}: refused a bus notification (${e.code}): ${e.message}`;
+      if (refusals++ === 0) this.logger.warn(text);
+      else this.logger.debug(text);
+    };
+
     const splitter = new LineSplitter(limits.maxLineBytes);
     let chain: Promise<void> = Promise.resolve();
     let finished = false; // no more requests will be read
@@ -422,15 +432,15 @@ export class ControlServer {
         state.pending++;
         armIdle();
         chain = chain.then(async () => {
-          let response: ControlResponse;
+          let response: ControlResponse | null;
           try {
-            response = await handleControlLine(handler, line, busHandler);
+            response = await handleControlLine(handler, line, busHandler, onRefused);
           } catch (err) {
             // handleControlLine never rejects; this is a last line of defence.
             response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
           }
           state.pending--;
-          reply(response);
+          if (response !== null) reply(response);
           if (!state.closed) armIdle();
         });
       }

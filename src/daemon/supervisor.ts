@@ -548,7 +548,7 @@ export class Supervisor {
         break;
       }
       case 'bus':
-        this.opts.bus?.message(inst.workerId, msg.message);
+        for (const m of msg.messages) this.opts.bus?.message(inst.workerId, m);
         break;
       case 'groups':
         this.trackGroups(inst, msg.pgids);

@@ -1,11 +1,12 @@
 /**
  * Messages of the `local` message bus, between the daemon (the hub) and its peers: its workers
- * (over their IPC channel, wrapped as `{kind: "bus", workerId, message}`) and other programs of the
+ * (over their IPC channel, wrapped as `{kind: "bus", workerId, messages}`) and other programs of the
  * user (over the control socket, as requests of method `bus` whose params are the message; the
  * hub's messages to a socket peer are pushed as lines `{"v":1,"bus":<message>}`).
  *
  * Every message is validated on receipt, on both sides: a malformed one is a {@link ProtocolError}
- * (the socket answers it with `PARAMS_INVALID`), never trusted and never fatal.
+ * (the socket answers a request with `PARAMS_INVALID`, and logs a refused notification), never
+ * trusted and never fatal.
  *
  * @module
  */

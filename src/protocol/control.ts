@@ -3,7 +3,10 @@
  *
  * Transport: newline-delimited JSON over the daemon's Unix socket (`<runtimeDir>/daemon.sock`).
  * Each line is one request or one response; a connection may carry any number of requests, which
- * are answered in order.
+ * are answered in order. The one exception is a notification of the local bus: a `bus` request
+ * without an `id` (`{"v":1,"method":"bus","params":...}`) is handled in its turn and answered with
+ * nothing, because its sender (a hint, an ack, state events) has nothing to wait for, and a reply
+ * per post cost the daemon a write and the sender a wake-up for each.
  *
  * ```text
  * request   {"v":1,"id":7,"method":"increaseWorkers","params":{"n":2}}
@@ -422,6 +425,12 @@ export function controlErrorResponse(id: ControlRequestId | null, code: string, 
 }
 
 /** The code and message to send for an error thrown by a handler. */
+/** Why the hub refused a bus message: a malformed one is the sender's fault, not an internal error. */
+function busErrorBody(err: unknown): ControlErrorBody {
+  const b = errorBody(err);
+  return b.code === 'PROTOCOL_INVALID' ? { code: 'PARAMS_INVALID', message: b.message } : b;
+}
+
 function errorBody(err: unknown): ControlErrorBody {
   if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string') {
     return { code: (err as unknown as { code: string }).code, message: err.message };
@@ -460,28 +469,38 @@ export type BusMethodHandler = (params: unknown) => unknown;
 
 /**
  * Handles one request line end to end: JSON decoding, validation, the handler call and error
- * mapping. Never rejects: every outcome is a response. `bus` handles the {@link BUS_METHOD}
- * (absent: that method is unknown).
+ * mapping. Never rejects: every outcome is a response, except for a bus notification (a
+ * {@link BUS_METHOD} request without an `id`), which gets none: null, and a notification the hub
+ * refused is handed to `onRefused` (the daemon logs it; its sender expects no answer). `bus`
+ * handles the {@link BUS_METHOD} (absent: that method is unknown).
  */
 export async function handleControlLine(
   handler: ControlHandler,
   line: string,
   bus?: BusMethodHandler,
-): Promise<ControlResponse> {
+  onRefused?: (error: ControlErrorBody) => void,
+): Promise<ControlResponse | null> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
   } catch {
     return controlErrorResponse(null, 'PROTOCOL_INVALID', `request is not valid JSON: ${describe(line)}`);
   }
+  if (bus && isJsonObject(raw) && raw.method === BUS_METHOD && !('id' in raw) && raw.v === CONTROL_PROTOCOL_VERSION) {
+    try {
+      await bus(raw.params);
+    } catch (err) {
+      onRefused?.(busErrorBody(err));
+    }
+    return null;
+  }
   const id = isJsonObject(raw) && isRequestId(raw.id) ? raw.id : null;
   if (bus && isJsonObject(raw) && raw.method === BUS_METHOD && id !== null && raw.v === CONTROL_PROTOCOL_VERSION) {
     try {
       return { v: 1, id, ok: true, result: (await bus(raw.params)) ?? {} };
     } catch (err) {
-      const b = errorBody(err);
-      // A malformed bus message is the sender's fault, not an internal error.
-      return controlErrorResponse(id, b.code === 'PROTOCOL_INVALID' ? 'PARAMS_INVALID' : b.code, b.message);
+      const b = busErrorBody(err);
+      return controlErrorResponse(id, b.code, b.message);
     }
   }
   let request: ControlRequest;

@@ -36,8 +36,15 @@ export type WorkerToDaemon =
    * releases the worker's leases.
    */
   | { kind: 'groups'; workerId: string; pgids: number[] }
-  /** A message of the local bus for the hub. */
-  | { kind: 'bus'; workerId: string; message: BusPeerMessage };
+  /**
+   * Messages of the local bus for the hub, in order: what the worker posted in one event-loop
+   * turn, at most {@link MAX_IPC_BUS_MESSAGES}. (A worker of an earlier version sends `message`,
+   * a single one: read as a list of one.)
+   */
+  | { kind: 'bus'; workerId: string; messages: BusPeerMessage[] };
+
+/** Most local-bus messages in one IPC message of a worker (a sender splits). */
+export const MAX_IPC_BUS_MESSAGES = 1000;
 
 /** Validates a message received by a worker. */
 export function parseDaemonToWorker(raw: unknown): DaemonToWorker {
@@ -79,8 +86,13 @@ export function parseWorkerToDaemon(raw: unknown): WorkerToDaemon {
         throw new ProtocolError('IPC groups message: pgids must be an array of integers > 1');
       }
       return { kind: 'groups', workerId: raw.workerId, pgids: raw.pgids as number[] };
-    case 'bus':
-      return { kind: 'bus', workerId: raw.workerId, message: parseBusPeerMessage(raw.message) };
+    case 'bus': {
+      const list = raw.messages === undefined ? [raw.message] : raw.messages;
+      if (!Array.isArray(list) || list.length > MAX_IPC_BUS_MESSAGES) {
+        throw new ProtocolError(`IPC bus message: messages must be an array of at most ${MAX_IPC_BUS_MESSAGES}`);
+      }
+      return { kind: 'bus', workerId: raw.workerId, messages: list.map(parseBusPeerMessage) };
+    }
     default:
       throw new ProtocolError(`unknown IPC message kind ${JSON.stringify(raw.kind)}`);
   }

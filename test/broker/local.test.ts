@@ -12,7 +12,7 @@ import { LocalBus, SocketLink } from '../../src/broker/index.js';
 import { ControlServer } from '../../src/daemon/control-server.js';
 import { DaemonHub } from '../../src/daemon/bus-hub.js';
 import type { LazyStore } from '../../src/daemon/store-access.js';
-import { silentLogger } from '../../src/logging/index.js';
+import { createLogger, silentLogger, type Logger } from '../../src/logging/index.js';
 import { ControlError, type ControlHandler, type StateBroadcast } from '../../src/protocol/index.js';
 import { openStore, type ProcessStore } from '../../src/store/index.js';
 import { cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
@@ -31,11 +31,12 @@ class TestHub {
     readonly socket: string,
     readonly store: ProcessStore,
     readonly pollMs?: number,
+    readonly logger: Logger = silentLogger,
   ) {}
   async start(): Promise<this> {
     const lazy: LazyStore = { get: async () => this.store, close: async () => undefined };
-    this.hub = new DaemonHub(lazy, silentLogger, 30_000, this.pollMs);
-    this.server = new ControlServer(this.socket, noControl, silentLogger);
+    this.hub = new DaemonHub(lazy, this.logger, 30_000, this.pollMs);
+    this.server = new ControlServer(this.socket, noControl, this.logger);
     this.server.bus = this.hub.socketHooks();
     await this.server.listen();
     this.hub.start();
@@ -210,6 +211,40 @@ describe('local bus: the daemon is the hub', function () {
     const un = await b.subscribeEvents(() => undefined);
     assert.equal(b.health().connected, false);
     await un();
+  });
+
+  it('answers no post (a notification without id), logs a refused one, and answers the next request', async () => {
+    const warnings: string[] = [];
+    await h.hub.stop();
+    h.hub = await new TestHub(
+      h.socket,
+      h.store,
+      undefined,
+      createLogger({ level: 'warn', sinks: [{ write: (_l, _s, m) => warnings.push(m) }] }),
+    ).start();
+    const got: number[] = [];
+    await open().consumeTasks({ slots: 5, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+    const [id] = await h.store.createProcesses([{ type: 'posted', inputs: null }]);
+    const first = await new Promise<string>((resolve, reject) => {
+      const s = net.createConnection(h.socket);
+      const lines = [
+        { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [-1] } },
+        { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } },
+        { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
+      ];
+      s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
+      s.on('data', (d) => {
+        s.destroy();
+        resolve(d.toString().split('\n')[0]!);
+      });
+      s.on('error', reject);
+    });
+    // The first line back is the reply to the request: the two posts got none.
+    assert.deepEqual(JSON.parse(first), { v: 1, id: 7, ok: true, result: {} });
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0]!, /refused a bus notification \(PARAMS_INVALID\): .*positive integer/);
+    // The good post did its work.
+    await waitUntil(() => got.includes(id!), 10_000, 'the posted hint dispatched');
   });
 
   it('answers malformed bus messages with PARAMS_INVALID and keeps working', async () => {

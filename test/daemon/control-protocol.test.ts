@@ -18,6 +18,7 @@ import {
   type ControlHandler,
   type DaemonStatus,
 } from '../../src/protocol/index.js';
+import { ProtocolError } from '../../src/errors/index.js';
 
 const status: DaemonStatus = {
   profile: 'p',
@@ -114,9 +115,9 @@ describe('control protocol', () => {
     const incr = await handleControlLine(h, '{"v":1,"id":2,"method":"increaseWorkers","params":{"n":3}}');
     assert.deepEqual(incr, { v: 1, id: 2, ok: true, result: { numberOfWorkers: 4 } });
     const notJson = await handleControlLine(h, '{"v":1,');
-    assert.equal(notJson.ok, false);
+    assert.ok(notJson !== null && !notJson.ok);
     assert.equal(notJson.id, null);
-    assert.equal(!notJson.ok && notJson.error.code, 'PROTOCOL_INVALID');
+    assert.equal(notJson.error.code, 'PROTOCOL_INVALID');
     const refused = await handleControlLine(h, '{"v":1,"id":3,"method":"decreaseWorkers","params":{"n":5}}');
     assert.deepEqual(refused, {
       v: 1,
@@ -133,8 +134,30 @@ describe('control protocol', () => {
     });
     // The id of an otherwise invalid request is echoed so the client can match the reply.
     const bad = await handleControlLine(h, '{"v":1,"id":5,"method":"nope"}');
-    assert.equal(bad.id, 5);
+    assert.equal(bad?.id, 5);
+    // Only the bus method has notifications: any other request without an id is refused.
+    const noId = await handleControlLine(h, '{"v":1,"method":"status"}', () => ({}));
+    assert.ok(noId !== null && !noId.ok && noId.id === null, JSON.stringify(noId));
     assert.deepEqual(calls, ['status', 'incr 3']);
+  });
+
+  it('answers a bus notification (no id) with nothing, and reports one the hub refused', async () => {
+    const seen: unknown[] = [];
+    const refused: Array<{ code: string; message: string }> = [];
+    const bus = (params: unknown): unknown => {
+      if ((params as { kind?: unknown }).kind !== 'ack') throw new ProtocolError('unknown bus message kind');
+      seen.push(params);
+      return {};
+    };
+    const h = fakeHandler([]);
+    const line = (params: unknown): string => JSON.stringify({ v: 1, method: 'bus', params });
+    assert.equal(await handleControlLine(h, line({ kind: 'ack', ids: [1] }), bus, (e) => refused.push(e)), null);
+    assert.equal(await handleControlLine(h, line({ kind: 'nonsense' }), bus, (e) => refused.push(e)), null);
+    assert.deepEqual(seen, [{ kind: 'ack', ids: [1] }]);
+    assert.deepEqual(refused, [{ code: 'PARAMS_INVALID', message: 'unknown bus message kind' }]);
+    // With an id it is a request, answered as before.
+    const answered = await handleControlLine(h, JSON.stringify({ v: 1, id: 9, method: 'bus', params: {} }), bus);
+    assert.ok(answered !== null && !answered.ok && answered.id === 9 && answered.error.code === 'PARAMS_INVALID');
   });
 
   it('validates replies on the client side', () => {

@@ -18,6 +18,7 @@ import {
   LineSplitter,
   MAX_BUS_BATCH,
   MAX_CONTROL_LINE_BYTES,
+  MAX_IPC_BUS_MESSAGES,
   parseBusHubMessage,
   type BusHubMessage,
   type BusPeerMessage,
@@ -31,8 +32,11 @@ export interface BusLink {
   readonly connected: boolean;
   /** Who is at the other end, for status: `daemon pid 123`, or null. */
   readonly peerName: string | null;
-  /** Sends a message; silently dropped when the hub cannot be reached (hints, credit). */
-  post(msg: BusPeerMessage): void;
+  /**
+   * Sends messages, in order and together (one IPC message, one socket write); silently dropped
+   * when the hub cannot be reached (hints, credit). The hub does not answer them.
+   */
+  post(msgs: readonly BusPeerMessage[]): void;
   /** Sends a message and waits for the hub's reply; throws {@link BrokerError} when unreachable. */
   call(msg: BusPeerMessage, timeoutMs: number): Promise<BusReply>;
   /** Receives the hub's messages. */
@@ -85,12 +89,17 @@ export class IpcLink implements BusLink {
     return this.connected ? 'daemon (IPC)' : null;
   }
 
-  post(msg: BusPeerMessage): void {
-    if (!this.connected || !this.channel.send) return;
-    for (const part of splitByCount(msg)) {
+  post(msgs: readonly BusPeerMessage[]): void {
+    if (!this.connected || !this.channel.send || msgs.length === 0) return;
+    const parts = msgs.flatMap(splitByCount);
+    for (let i = 0; i < parts.length; i += MAX_IPC_BUS_MESSAGES) {
       try {
+        // One IPC message for all of them: each send is a write the daemon wakes up for.
         // The callback keeps a write to a channel that closes meanwhile from throwing.
-        this.channel.send({ kind: 'bus', workerId: this.workerId, message: part }, () => undefined);
+        this.channel.send(
+          { kind: 'bus', workerId: this.workerId, messages: parts.slice(i, i + MAX_IPC_BUS_MESSAGES) },
+          () => undefined,
+        );
       } catch {
         // The daemon is gone; the worker notices through 'disconnect'.
       }
@@ -99,7 +108,7 @@ export class IpcLink implements BusLink {
 
   async call(msg: BusPeerMessage): Promise<BusReply> {
     if (!this.connected) throw new BrokerError('the daemon is gone (IPC channel closed)');
-    this.post(msg);
+    this.post([msg]);
     return {};
   }
 
@@ -221,7 +230,7 @@ export class SocketLink implements BusLink {
     }
     if (typeof raw.id !== 'number') return;
     const c = this.calls.get(raw.id);
-    if (!c) return; // the reply to a post
+    if (!c) return; // a call that timed out
     this.calls.delete(raw.id);
     if (raw.ok === true) {
       const r = isJsonObject(raw.result) ? raw.result : {};
@@ -232,23 +241,46 @@ export class SocketLink implements BusLink {
     }
   }
 
-  /** Writes `msg` (split when its line would be too long); returns the request id of the last part. */
-  private write(msg: BusPeerMessage): number {
+  /**
+   * Writes `msg` (split when its line would be too long) as notifications (no `id`: the daemon
+   * does not answer), or with `call` its last part as a request; returns that request's id (0 for
+   * notifications). The lines of one event-loop turn go out in one write (the socket is corked
+   * until the next tick), which the daemon reads in one wake-up.
+   */
+  private write(msg: BusPeerMessage, call: boolean): number {
     const socket = this.connect();
+    const parts = encodeToFit(msg);
     let id = 0;
-    for (const params of encodeToFit(msg)) {
-      id = this.nextId++;
-      // The request `{ v, id, method: 'bus', params }`, around params encoded once.
-      const line = `{"v":${CONTROL_PROTOCOL_VERSION},"id":${id},"method":"bus","params":${params}}\n`;
-      if (this.isConnected) socket.write(line);
-      else this.queued.push(line);
-    }
+    parts.forEach((params, i) => {
+      // `{ v, [id,] method: 'bus', params }`, around params encoded once.
+      const head =
+        call && i === parts.length - 1
+          ? `{"v":${CONTROL_PROTOCOL_VERSION},"id":${(id = this.nextId++)},`
+          : `{"v":${CONTROL_PROTOCOL_VERSION},`;
+      const line = `${head}"method":"bus","params":${params}}\n`;
+      if (!this.isConnected) {
+        this.queued.push(line);
+        return;
+      }
+      if (!this.corked) {
+        this.corked = true;
+        socket.cork();
+        process.nextTick(() => {
+          this.corked = false;
+          socket.uncork();
+        });
+      }
+      socket.write(line);
+    });
     return id;
   }
 
-  post(msg: BusPeerMessage): void {
+  /** True while the socket is corked for this tick's lines (see {@link SocketLink.write}). */
+  private corked = false;
+
+  post(msgs: readonly BusPeerMessage[]): void {
     if (this.closed) return;
-    this.write(msg);
+    for (const msg of msgs) this.write(msg, false);
   }
 
   call(msg: BusPeerMessage, timeoutMs: number): Promise<BusReply> {
@@ -258,7 +290,7 @@ export class SocketLink implements BusLink {
         this.calls.delete(id);
         reject(new BrokerError(`the daemon of profile '${this.profileName}' did not answer within ${timeoutMs} ms`));
       }, timeoutMs);
-      const id = this.write(msg);
+      const id = this.write(msg, true);
       this.calls.set(id, {
         resolve: (r) => {
           clearTimeout(timer);

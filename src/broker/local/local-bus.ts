@@ -42,7 +42,7 @@ class LocalTaskConsumer implements TaskConsumer {
   announce(): void {
     // What is still to be sent is part of `credits` already.
     this.unsent = 0;
-    if (!this.cancelled) this.bus.link.post({ kind: 'consume', credit: this.credits, workerId: this.workerId });
+    if (!this.cancelled) this.bus.postNow({ kind: 'consume', credit: this.credits, workerId: this.workerId });
   }
 
   deliver(ids: number[]): void {
@@ -52,32 +52,33 @@ class LocalTaskConsumer implements TaskConsumer {
   }
 
   ack(tasks: readonly TaskDelivery[]): void {
-    if (tasks.length > 0) this.bus.link.post({ kind: 'ack', ids: tasks.map((t) => t.processId) });
+    if (tasks.length > 0) this.bus.postSoon({ kind: 'ack', ids: tasks.map((t) => t.processId) });
   }
 
   requeue(tasks: readonly TaskDelivery[]): void {
     if (tasks.length === 0) return;
     this.credits += tasks.length;
-    this.bus.link.post({ kind: 'requeue', ids: tasks.map((t) => t.processId) });
+    this.bus.postSoon({ kind: 'requeue', ids: tasks.map((t) => t.processId) });
   }
 
   credit(n: number): void {
     if (n <= 0 || this.cancelled) return;
     this.credits += n;
-    if (this.unsent === 0) {
-      setImmediate(() => {
-        const k = this.unsent;
-        this.unsent = 0;
-        if (k > 0 && !this.cancelled) this.bus.link.post({ kind: 'credit', n: k });
-      });
-    }
     this.unsent += n;
+    this.bus.postSoon(null);
+  }
+
+  /** The credit freed since the last send, as a message (null: none), counted as sent. */
+  takeCredit(): BusPeerMessage | null {
+    const k = this.unsent;
+    this.unsent = 0;
+    return k > 0 && !this.cancelled ? { kind: 'credit', n: k } : null;
   }
 
   async cancel(): Promise<void> {
     if (this.cancelled) return;
     this.cancelled = true;
-    this.bus.link.post({ kind: 'cancel' });
+    this.bus.postNow({ kind: 'cancel' });
     this.bus.forgetConsumer(this);
   }
 }
@@ -96,7 +97,14 @@ export class LocalBus implements MessageBus {
   private consumer: LocalTaskConsumer | null = null;
   private readonly controlHandlers = new Set<(msg: ControlMessage) => void>();
   private readonly subscribers = new Set<{ fn: (msg: StateBroadcast) => void; opts: SubscribeOptions }>();
+  /**
+   * What goes to the hub at the end of this event-loop turn, in one IPC message or socket write
+   * (each is a wake-up of the daemon): acks and requeues in order, then the credit freed and the
+   * state changes of the turn. A run's claim, start and end are so two messages, not four.
+   */
+  private outbox: BusPeerMessage[] = [];
   private pendingStates: StateBroadcast[] = [];
+  private flushScheduled = false;
   private closing: Promise<void> | null = null;
   private connects = 0;
 
@@ -113,9 +121,9 @@ export class LocalBus implements MessageBus {
     // A (new) hub knows nothing of us: tell it what we consume and listen to.
     const again = this.connects++ > 0;
     this.consumer?.announce();
-    if (this.controlHandlers.size > 0) this.link.post({ kind: 'consume-control', on: true });
+    if (this.controlHandlers.size > 0) this.postNow({ kind: 'consume-control', on: true });
     if (this.subscribers.size > 0) {
-      this.link.post({ kind: 'subscribe', on: true });
+      this.postNow({ kind: 'subscribe', on: true });
       if (again) for (const s of this.subscribers) s.opts.onGap?.();
     }
   }
@@ -140,8 +148,37 @@ export class LocalBus implements MessageBus {
     );
   }
 
+  /** @internal Sends `msg` now, after what the outbox holds (the order of posts is kept). */
+  postNow(msg: BusPeerMessage): void {
+    this.outbox.push(msg);
+    this.flush();
+  }
+
+  /** @internal Sends `msg` (null: only the consumer's credit) with the rest of this turn's messages. */
+  postSoon(msg: BusPeerMessage | null): void {
+    if (msg !== null) this.outbox.push(msg);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const msgs = this.outbox;
+    this.outbox = [];
+    const credit = this.consumer?.takeCredit() ?? null;
+    if (credit !== null) msgs.push(credit);
+    if (this.pendingStates.length > 0) {
+      msgs.push({ kind: 'states', events: this.pendingStates });
+      this.pendingStates = [];
+    }
+    if (msgs.length > 0) this.link.post(msgs);
+  }
+
   async publishContinue(ids: readonly number[]): Promise<void> {
-    if (ids.length > 0 && !this.closing) this.link.post({ kind: 'dispatch', ids: [...ids] });
+    // Now: a hint is what a waiting worker's start waits for. The events of this turn (a submit's
+    // `created`) go with it, after it.
+    if (ids.length > 0 && !this.closing) this.postNow({ kind: 'dispatch', ids: [...ids] });
   }
 
   async consumeTasks(opts: TaskConsumerOptions): Promise<TaskConsumer> {
@@ -167,6 +204,7 @@ export class LocalBus implements MessageBus {
    * bus has on connect ({@link LocalBus.onLinkConnect}).
    */
   private async inPlace(msg: BusPeerMessage): Promise<void> {
+    this.flush();
     try {
       await this.link.call(msg, CONTROL_TIMEOUT_MS);
     } catch {
@@ -176,6 +214,7 @@ export class LocalBus implements MessageBus {
 
   async publishControl(msg: ControlMessage): Promise<void> {
     if (this.closing) throw new BrokerError('the bus is closed');
+    this.flush();
     await this.link.call({ kind: 'control', message: msg }, CONTROL_TIMEOUT_MS);
   }
 
@@ -185,7 +224,7 @@ export class LocalBus implements MessageBus {
     await this.inPlace({ kind: 'consume-control', on: true });
     return async () => {
       if (!this.controlHandlers.delete(onMessage)) return;
-      if (this.controlHandlers.size === 0) this.link.post({ kind: 'consume-control', on: false });
+      if (this.controlHandlers.size === 0) this.postNow({ kind: 'consume-control', on: false });
       this.updatePersistence();
     };
   }
@@ -193,13 +232,7 @@ export class LocalBus implements MessageBus {
   publishState(msg: StateBroadcast): void {
     if (this.closing) return;
     this.pendingStates.push(msg);
-    if (this.pendingStates.length === 1) {
-      setImmediate(() => {
-        const events = this.pendingStates;
-        this.pendingStates = [];
-        if (events.length > 0) this.link.post({ kind: 'states', events });
-      });
-    }
+    this.postSoon(null);
   }
 
   async subscribeEvents(
@@ -212,7 +245,7 @@ export class LocalBus implements MessageBus {
     await this.inPlace({ kind: 'subscribe', on: true });
     return async () => {
       if (!this.subscribers.delete(entry)) return;
-      if (this.subscribers.size === 0) this.link.post({ kind: 'subscribe', on: false });
+      if (this.subscribers.size === 0) this.postNow({ kind: 'subscribe', on: false });
       this.updatePersistence();
     };
   }
@@ -228,9 +261,7 @@ export class LocalBus implements MessageBus {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      const events = this.pendingStates;
-      this.pendingStates = [];
-      if (events.length > 0) this.link.post({ kind: 'states', events });
+      this.flush();
       await this.consumer?.cancel();
       this.controlHandlers.clear();
       this.subscribers.clear();
