@@ -395,17 +395,25 @@ export class ControlServer {
         if (!socket.destroyed) socket.end();
       });
     };
+    // A client that does not read what it is sent (its replies, the events pushed to it) is not
+    // read from until it has: without this, a program that posts events faster than it reads its
+    // subscription's would have the daemon buffer all of them (bus notifications get no reply
+    // whose write could say so).
+    let draining = false;
+    const holdBack = (): void => {
+      if (finished || draining || !socket.writableNeedDrain) return;
+      draining = true;
+      socket.pause();
+      socket.once('drain', () => {
+        draining = false;
+        if (!finished) socket.resume();
+      });
+    };
     const reply = (response: ControlResponse): void => {
       if (socket.destroyed || !socket.writable) return;
       state.lastActivity = performance.now();
       try {
-        if (!socket.write(encodeControlResponse(response)) && !finished) {
-          // The client does not read its replies: stop reading its requests until it does.
-          socket.pause();
-          socket.once('drain', () => {
-            if (!finished) socket.resume();
-          });
-        }
+        socket.write(encodeControlResponse(response));
       } catch {
         socket.destroy();
       }
@@ -441,6 +449,7 @@ export class ControlServer {
           }
           state.pending--;
           if (response !== null) reply(response);
+          holdBack();
           if (!state.closed) armIdle();
         });
       }

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { BrokerError } from '../../src/errors/index.js';
 import { LocalBus, SocketLink } from '../../src/broker/index.js';
-import { ControlServer } from '../../src/daemon/control-server.js';
+import { ControlServer, type ControlServerLimits } from '../../src/daemon/control-server.js';
 import { DaemonHub } from '../../src/daemon/bus-hub.js';
 import type { LazyStore } from '../../src/daemon/store-access.js';
 import { createLogger, silentLogger, type Logger } from '../../src/logging/index.js';
@@ -32,11 +32,12 @@ class TestHub {
     readonly store: ProcessStore,
     readonly pollMs?: number,
     readonly logger: Logger = silentLogger,
+    readonly limits: Partial<ControlServerLimits> = {},
   ) {}
   async start(): Promise<this> {
     const lazy: LazyStore = { get: async () => this.store, close: async () => undefined };
     this.hub = new DaemonHub(lazy, this.logger, 30_000, this.pollMs);
-    this.server = new ControlServer(this.socket, noControl, this.logger);
+    this.server = new ControlServer(this.socket, noControl, this.logger, this.limits);
     this.server.bus = this.hub.socketHooks();
     await this.server.listen();
     this.hub.start();
@@ -245,6 +246,51 @@ describe('local bus: the daemon is the hub', function () {
     assert.match(warnings[0]!, /refused a bus notification \(PARAMS_INVALID\): .*positive integer/);
     // The good post did its work.
     await waitUntil(() => got.includes(id!), 10_000, 'the posted hint dispatched');
+  });
+
+  it('stops reading a peer that posts events faster than it reads its own subscription: all arrive, it is not cut off', async () => {
+    await h.hub.stop();
+    h.hub = await new TestHub(h.socket, h.store, undefined, silentLogger, { maxPushBufferBytes: 1024 * 1024 }).start();
+    const lines = 300;
+    const perLine = 100; // about 15 KB a line, 4.5 MB in all: more than the peer's push buffer may hold
+    const events = (l: number): StateBroadcast[] =>
+      Array.from({ length: perLine }, (_, i) => ({ ...running(l * perLine + i + 1), type: 'x'.repeat(100) }));
+    const outcome = await new Promise<{ got: number; closed: boolean }>((resolve) => {
+      const s = net.createConnection(h.socket);
+      let buf = '';
+      let got = 0;
+      let subscribed = false;
+      s.on('data', (d) => {
+        buf += d.toString();
+        const parts = buf.split('\n');
+        buf = parts.pop()!;
+        for (const line of parts) {
+          const o = JSON.parse(line) as { id?: number; bus?: { events: unknown[] } };
+          if (o.id === 1 && !subscribed) {
+            subscribed = true;
+            // Subscribed: flood it without reading what comes back, then read it all.
+            s.pause();
+            for (let l = 0; l < lines; l++) {
+              s.write(JSON.stringify({ v: 1, method: 'bus', params: { kind: 'states', events: events(l) } }) + '\n');
+            }
+            setTimeout(() => s.resume(), 500);
+          } else if (o.bus) {
+            got += o.bus.events.length;
+            if (got === lines * perLine) {
+              s.destroy();
+              resolve({ got, closed: false });
+            }
+          }
+        }
+      });
+      s.on('connect', () =>
+        s.write(JSON.stringify({ v: 1, id: 1, method: 'bus', params: { kind: 'subscribe', on: true } }) + '\n'),
+      );
+      // Cut off by the daemon: the close, or a write that finds the connection gone (EPIPE).
+      s.on('close', () => resolve({ got, closed: true }));
+      s.on('error', () => resolve({ got, closed: true }));
+    });
+    assert.deepEqual(outcome, { got: lines * perLine, closed: false });
   });
 
   it('answers malformed bus messages with PARAMS_INVALID and keeps working', async () => {
