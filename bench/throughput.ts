@@ -7,6 +7,8 @@
  *   the rest, the better one counts); 2,000 publishes awaited one by one (publish-and-confirm-each);
  *   the AMQP request/reply round trip over 500 sequential requests.
  * - bulk: N trivial `core.arithmetic.add` processes submitted in one go to a daemon with 2 workers,
+ *   and again with 1 (the default; on SQLite a second writer of the store costs more than its core
+ *   brings: `bulk.<store>.<bus>.w1` next to `bulk.<store>.<bus>`),
  *   until all are `finished`, for each store (SQLite, PostgreSQL) and each bus (local, rabbitmq).
  * - one by one: 2,000 submits awaited one by one with a `ProcessClient`, and (SQLite) with the
  *   top-level `submit()`; each loop opens its connection inside its timing, and SQLite runs the two
@@ -293,8 +295,8 @@ async function rawRoundTrip(): Promise<Lat> {
 
 // ---- drover sections ----
 
-async function bulk(bus: Bus, store: Store, raw: () => number): Promise<void> {
-  const d = await daemonProfile(bus, store);
+async function bulk(bus: Bus, store: Store, raw: () => number, workers: 1 | 2): Promise<void> {
+  const d = await daemonProfile(bus, store, workers);
   try {
     await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
     // Where the CPU goes (the machine has few cores, so CPU per process bounds the rate).
@@ -309,9 +311,10 @@ async function bulk(bus: Bus, store: Store, raw: () => number): Promise<void> {
     const perK = (ms: number): string => f0((ms * 1000) / N);
     const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
     report(
-      `bulk.${store}.${bus}`,
+      `bulk.${store}.${bus}${workers === 1 ? '.w1' : ''}`,
       rate,
-      `bulk ${N}, ${store} ${bus.padEnd(8)}: ${f0(rate)} processes/s (${f2(rate / raw())}× the raw bulk before); ` +
+      `bulk ${N}, ${store} ${bus.padEnd(8)}, ${workers} worker${workers === 1 ? ' ' : 's'}: ${f0(rate)} processes/s ` +
+        `(${f2(rate / raw())}× the raw bulk before); ` +
         `CPU ms per 1000: daemon ${perK(cpu[0]!)}, workers ${cpu.slice(1).map(perK).join('/')}, ` +
         `submitter ${perK((self.user + self.system) / 1000)}`,
     );
@@ -520,7 +523,10 @@ const rawBest = (): number => Math.max(...rawRuns);
 if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk(RABBIT, N));
 const rawEach = ONLY.has('raw') || ONLY.has('seq') ? await rawConfirmEach() : NaN;
 const rtt = ONLY.has('raw') || ONLY.has('latency') ? await rawRoundTrip() : { p50: NaN, p95: NaN, p99: NaN };
-if (ONLY.has('bulk')) for (const store of STORES) for (const bus of BUSES) await bulk(bus, store, rawBest);
+if (ONLY.has('bulk')) {
+  for (const store of STORES)
+    for (const bus of BUSES) for (const w of [2, 1] as const) await bulk(bus, store, rawBest, w);
+}
 if (ONLY.has('seq')) for (const store of STORES) for (const bus of BUSES) await oneByOne(bus, store, rawEach);
 if (ONLY.has('latency')) for (const bus of BUSES) await latency(bus, rtt);
 if (ONLY.has('revive')) for (const bus of BUSES) await revive(bus);
@@ -534,7 +540,7 @@ if (rawRuns.length > 0) {
   );
 }
 for (const [k, v] of Object.entries(results)) {
-  if (/^bulk\.[a-z]+\.[a-z]+$/.test(k)) {
+  if (/^bulk\.[a-z]+\.[a-z]+(\.w1)?$/.test(k)) {
     results[`${k}.ratio`] = v / rawBest();
     console.log(`${k}: ${f2(v / rawBest())}× the best raw amqplib bulk of this run`);
   }
