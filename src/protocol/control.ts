@@ -424,13 +424,13 @@ export function controlErrorResponse(id: ControlRequestId | null, code: string, 
   return { v: 1, id, ok: false, error: { code, message } };
 }
 
-/** The code and message to send for an error thrown by a handler. */
 /** Why the hub refused a bus message: a malformed one is the sender's fault, not an internal error. */
 function busErrorBody(err: unknown): ControlErrorBody {
   const b = errorBody(err);
   return b.code === 'PROTOCOL_INVALID' ? { code: 'PARAMS_INVALID', message: b.message } : b;
 }
 
+/** The code and message to send for an error thrown by a handler. */
 function errorBody(err: unknown): ControlErrorBody {
   if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string') {
     return { code: (err as unknown as { code: string }).code, message: err.message };
