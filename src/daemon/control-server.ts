@@ -4,9 +4,11 @@
  *
  * Hostile or broken clients must never hurt the daemon, so every resource a connection can use is
  * bounded: line length (an oversized line gets an error reply and the connection is closed, since
- * its framing is lost), requests queued per connection, connections at once, and idle time.
- * Requests on one connection are answered in order; a client that half-closes its side still gets
- * the replies to what it sent, then the daemon closes.
+ * its framing is lost), requests queued per connection, connections at once, and idle time; bus
+ * notifications (no reply) read and not handled yet, and what a client leaves unread, stop the
+ * reading of its connection until they are handled or read. Requests on one connection are
+ * answered in order (notifications are handled in that order too); a client that half-closes its
+ * side still gets the replies to what it sent, then the daemon closes.
  *
  * ## Staying available to the owner
  *
@@ -51,7 +53,9 @@ import {
   MAX_CONTROL_LINE_BYTES,
   controlErrorResponse,
   encodeControlResponse,
-  handleControlLine,
+  decodeControlLine,
+  handleDecodedLine,
+  isBusNotification,
   type BusHubMessage,
   type ControlErrorBody,
   type ControlHandler,
@@ -97,6 +101,13 @@ export interface ControlServerLimits {
   idleTimeoutMs: number;
   /** Bytes pushed to a subscriber that it has not read yet; past it the subscriber is cut off. */
   maxPushBufferBytes: number;
+  /**
+   * Bytes of bus notifications read and not handled yet (they wait behind a slow request, or came
+   * in a burst); past it the connection is not read from until they were handled. Notifications
+   * are not requests: no reply is pending, so they never count toward `maxPendingPerConnection`
+   * (a peer whose small posts piled up while the daemon was busy was cut off with BUSY).
+   */
+  maxQueuedNotificationBytes: number;
 }
 
 /** Default limits. */
@@ -107,6 +118,7 @@ export const DEFAULT_CONTROL_LIMITS: ControlServerLimits = {
   firstRequestTimeoutMs: 5_000,
   idleTimeoutMs: 60_000,
   maxPushBufferBytes: 16 * 1024 * 1024,
+  maxQueuedNotificationBytes: 4 * 1024 * 1024,
 };
 
 /**
@@ -400,13 +412,20 @@ export class ControlServer {
     // subscription's would have the daemon buffer all of them (bus notifications get no reply
     // whose write could say so).
     let draining = false;
+    /** Bytes of notifications read and not handled yet (see the limit). */
+    let queuedNotes = 0;
+    const reading = (): void => {
+      if (finished) return;
+      if (draining || queuedNotes > limits.maxQueuedNotificationBytes) socket.pause();
+      else socket.resume();
+    };
     const holdBack = (): void => {
       if (finished || draining || !socket.writableNeedDrain) return;
       draining = true;
-      socket.pause();
+      reading();
       socket.once('drain', () => {
         draining = false;
-        if (!finished) socket.resume();
+        reading();
       });
     };
     const reply = (response: ControlResponse): void => {
@@ -424,6 +443,25 @@ export class ControlServer {
         if (line.trim() === '') continue;
         state.requests++;
         state.lastActivity = performance.now();
+        const decoded = decodeControlLine(line);
+        if ('raw' in decoded && isBusNotification(decoded.raw)) {
+          queuedNotes += line.length;
+          if (queuedNotes > limits.maxQueuedNotificationBytes) reading();
+          armIdle();
+          chain = chain.then(async () => {
+            try {
+              await handleDecodedLine(handler, decoded.raw, busHandler, onRefused);
+            } catch (err) {
+              // handleDecodedLine never rejects; this is a last line of defence.
+              onRefused({ code: 'INTERNAL_ERROR', message: (err as Error).message });
+            }
+            queuedNotes -= line.length;
+            reading();
+            holdBack();
+            if (!state.closed) armIdle();
+          });
+          continue;
+        }
         if (state.pending >= limits.maxPendingPerConnection) {
           chain = chain.then(() =>
             reply(
@@ -442,9 +480,9 @@ export class ControlServer {
         chain = chain.then(async () => {
           let response: ControlResponse | null;
           try {
-            response = await handleControlLine(handler, line, busHandler, onRefused);
+            response = 'error' in decoded ? decoded.error : await handleDecodedLine(handler, decoded.raw, busHandler);
           } catch (err) {
-            // handleControlLine never rejects; this is a last line of defence.
+            // handleDecodedLine never rejects; this is a last line of defence.
             response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
           }
           state.pending--;

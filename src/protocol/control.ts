@@ -27,7 +27,7 @@
  */
 import path from 'node:path';
 import { ProtocolError } from '../errors/index.js';
-import { isJsonObject, isJsonValue, jsonPreview, type JsonValue } from './json.js';
+import { isJsonObject, isJsonValue, jsonPreview, type JsonObject, type JsonValue } from './json.js';
 
 /** Version of the control protocol this code speaks. */
 export const CONTROL_PROTOCOL_VERSION = 1;
@@ -480,13 +480,32 @@ export async function handleControlLine(
   bus?: BusMethodHandler,
   onRefused?: (error: ControlErrorBody) => void,
 ): Promise<ControlResponse | null> {
-  let raw: unknown;
+  const decoded = decodeControlLine(line);
+  return 'error' in decoded ? decoded.error : handleDecodedLine(handler, decoded.raw, bus, onRefused);
+}
+
+/** A request line decoded from JSON (not validated yet), or the error reply to a line that is not JSON. */
+export function decodeControlLine(line: string): { raw: unknown } | { error: ControlResponse } {
   try {
-    raw = JSON.parse(line);
+    return { raw: JSON.parse(line) as unknown };
   } catch {
-    return controlErrorResponse(null, 'PROTOCOL_INVALID', `request is not valid JSON: ${describe(line)}`);
+    return { error: controlErrorResponse(null, 'PROTOCOL_INVALID', `request is not valid JSON: ${describe(line)}`) };
   }
-  if (bus && isJsonObject(raw) && raw.method === BUS_METHOD && !('id' in raw) && raw.v === CONTROL_PROTOCOL_VERSION) {
+}
+
+/** True for a bus notification: a {@link BUS_METHOD} request without an `id`, answered with nothing. */
+export function isBusNotification(raw: unknown): raw is JsonObject {
+  return isJsonObject(raw) && raw.method === BUS_METHOD && !('id' in raw) && raw.v === CONTROL_PROTOCOL_VERSION;
+}
+
+/** {@link handleControlLine} for a line already decoded by {@link decodeControlLine}. */
+export async function handleDecodedLine(
+  handler: ControlHandler,
+  raw: unknown,
+  bus?: BusMethodHandler,
+  onRefused?: (error: ControlErrorBody) => void,
+): Promise<ControlResponse | null> {
+  if (bus && isBusNotification(raw)) {
     try {
       await bus(raw.params);
     } catch (err) {

@@ -293,6 +293,41 @@ describe('local bus: the daemon is the hub', function () {
     assert.deepEqual(outcome, { got: lines * perLine, closed: false });
   });
 
+  for (const queued of [undefined, 100]) {
+    const limit = queued === undefined ? '' : ` (reading paused past ${queued} bytes of posts not yet handled)`;
+    it(`takes a burst of posts larger than the pending-request limit without BUSY, and answers the request after it${limit}`, async () => {
+      if (queued !== undefined) {
+        await h.hub.stop();
+        h.hub = await new TestHub(h.socket, h.store, undefined, silentLogger, {
+          maxQueuedNotificationBytes: queued,
+        }).start();
+      }
+      const got: number[] = [];
+      await open().consumeTasks({ slots: 500, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+      const ids = await h.store.createProcesses(Array.from({ length: 300 }, () => ({ type: 'burst', inputs: null })));
+      const first = await new Promise<string>((resolve, reject) => {
+        const s = net.createConnection(h.socket);
+        // 300 posts (the limit for requests is 64) and a request, in one write: read in one go.
+        const lines = [
+          ...ids.map((id) => ({ v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } })),
+          { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
+        ];
+        s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
+        s.on('data', (d) => {
+          s.destroy();
+          resolve(d.toString().split('\n')[0]!);
+        });
+        s.on('error', reject);
+      });
+      assert.deepEqual(JSON.parse(first), { v: 1, id: 7, ok: true, result: {} });
+      await waitUntil(() => got.length === 300, 10_000, 'every burst process dispatched');
+      assert.deepEqual(
+        [...got].sort((a, b) => a - b),
+        ids,
+      );
+    });
+  }
+
   it('answers malformed bus messages with PARAMS_INVALID and keeps working', async () => {
     const replies = await new Promise<string[]>((resolve, reject) => {
       const s = net.createConnection(h.socket);
