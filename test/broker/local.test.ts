@@ -64,6 +64,19 @@ function running(processId: number): StateBroadcast {
   };
 }
 
+/** Writes `lines` to the daemon's socket in one write; resolves with the first line it answers. */
+function firstLineBack(socket: string, lines: unknown[]): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const s = net.createConnection(socket);
+    s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
+    s.on('data', (d) => {
+      s.destroy();
+      resolve(d.toString().split('\n')[0]!);
+    });
+    s.on('error', reject);
+  });
+}
+
 function bus(socket: string): LocalBus {
   return new LocalBus(new SocketLink(socket, 'conformance', silentLogger), { logger: silentLogger });
 }
@@ -226,20 +239,11 @@ describe('local bus: the daemon is the hub', function () {
     const got: number[] = [];
     await open().consumeTasks({ slots: 5, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
     const [id] = await h.store.createProcesses([{ type: 'posted', inputs: null }]);
-    const first = await new Promise<string>((resolve, reject) => {
-      const s = net.createConnection(h.socket);
-      const lines = [
-        { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [-1] } },
-        { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } },
-        { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
-      ];
-      s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
-      s.on('data', (d) => {
-        s.destroy();
-        resolve(d.toString().split('\n')[0]!);
-      });
-      s.on('error', reject);
-    });
+    const first = await firstLineBack(h.socket, [
+      { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [-1] } },
+      { v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } },
+      { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
+    ]);
     // The first line back is the reply to the request: the two posts got none.
     assert.deepEqual(JSON.parse(first), { v: 1, id: 7, ok: true, result: {} });
     assert.equal(warnings.length, 1, warnings.join('\n'));
@@ -305,20 +309,11 @@ describe('local bus: the daemon is the hub', function () {
       const got: number[] = [];
       await open().consumeTasks({ slots: 500, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
       const ids = await h.store.createProcesses(Array.from({ length: 300 }, () => ({ type: 'burst', inputs: null })));
-      const first = await new Promise<string>((resolve, reject) => {
-        const s = net.createConnection(h.socket);
-        // 300 posts (the limit for requests is 64) and a request, in one write: read in one go.
-        const lines = [
-          ...ids.map((id) => ({ v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } })),
-          { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
-        ];
-        s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
-        s.on('data', (d) => {
-          s.destroy();
-          resolve(d.toString().split('\n')[0]!);
-        });
-        s.on('error', reject);
-      });
+      // 300 posts (the limit for requests is 64) and a request, in one write: read in one go.
+      const first = await firstLineBack(h.socket, [
+        ...ids.map((id) => ({ v: 1, method: 'bus', params: { kind: 'dispatch', ids: [id] } })),
+        { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: false } },
+      ]);
       assert.deepEqual(JSON.parse(first), { v: 1, id: 7, ok: true, result: {} });
       await waitUntil(() => got.length === 300, 10_000, 'every burst process dispatched');
       assert.deepEqual(
