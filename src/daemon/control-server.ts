@@ -444,49 +444,46 @@ export class ControlServer {
         state.requests++;
         state.lastActivity = performance.now();
         const decoded = decodeControlLine(line);
-        if ('raw' in decoded && isBusNotification(decoded.raw)) {
+        // A notification is not a request: no reply is pending, so it counts toward its own limit.
+        const note = 'raw' in decoded && isBusNotification(decoded.raw);
+        if (note) {
           queuedNotes += line.length;
           if (queuedNotes > limits.maxQueuedNotificationBytes) reading();
-          armIdle();
-          chain = chain.then(async () => {
-            try {
-              await handleDecodedLine(handler, decoded.raw, busHandler, onRefused);
-            } catch (err) {
-              // handleDecodedLine never rejects; this is a last line of defence.
-              onRefused({ code: 'INTERNAL_ERROR', message: (err as Error).message });
-            }
-            queuedNotes -= line.length;
-            reading();
-            holdBack();
-            if (!state.closed) armIdle();
-          });
-          continue;
-        }
-        if (state.pending >= limits.maxPendingPerConnection) {
-          chain = chain.then(() =>
-            reply(
-              controlErrorResponse(
-                null,
-                'BUSY',
-                `more than ${limits.maxPendingPerConnection} requests pending on one connection; closing`,
+        } else {
+          if (state.pending >= limits.maxPendingPerConnection) {
+            chain = chain.then(() =>
+              reply(
+                controlErrorResponse(
+                  null,
+                  'BUSY',
+                  `more than ${limits.maxPendingPerConnection} requests pending on one connection; closing`,
+                ),
               ),
-            ),
-          );
-          finish();
-          return;
+            );
+            finish();
+            return;
+          }
+          state.pending++;
         }
-        state.pending++;
         armIdle();
         chain = chain.then(async () => {
           let response: ControlResponse | null;
           try {
-            response = 'error' in decoded ? decoded.error : await handleDecodedLine(handler, decoded.raw, busHandler);
+            response =
+              'error' in decoded ? decoded.error : await handleDecodedLine(handler, decoded.raw, busHandler, onRefused);
           } catch (err) {
             // handleDecodedLine never rejects; this is a last line of defence.
-            response = controlErrorResponse(null, 'INTERNAL_ERROR', (err as Error).message);
+            const message = (err as Error).message;
+            response = controlErrorResponse(null, 'INTERNAL_ERROR', message);
+            if (note) onRefused({ code: 'INTERNAL_ERROR', message });
           }
-          state.pending--;
-          if (response !== null) reply(response);
+          if (note) {
+            queuedNotes -= line.length;
+            reading();
+          } else {
+            state.pending--;
+            if (response !== null) reply(response);
+          }
           holdBack();
           if (!state.closed) armIdle();
         });

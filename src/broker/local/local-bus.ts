@@ -65,7 +65,7 @@ class LocalTaskConsumer implements TaskConsumer {
     if (n <= 0 || this.cancelled) return;
     this.credits += n;
     this.unsent += n;
-    this.bus.postSoon(null);
+    this.bus.flushSoon();
   }
 
   /** The credit freed since the last send, as a message (null: none), counted as sent. */
@@ -154,9 +154,14 @@ export class LocalBus implements MessageBus {
     this.flush();
   }
 
-  /** @internal Sends `msg` (null: only the consumer's credit) with the rest of this turn's messages. */
-  postSoon(msg: BusPeerMessage | null): void {
-    if (msg !== null) this.outbox.push(msg);
+  /** @internal Sends `msg` with the rest of this turn's messages. */
+  postSoon(msg: BusPeerMessage): void {
+    this.outbox.push(msg);
+    this.flushSoon();
+  }
+
+  /** @internal Sends what this turn gathered (outbox, freed credit, state changes) at its end. */
+  flushSoon(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(() => this.flush());
@@ -232,7 +237,7 @@ export class LocalBus implements MessageBus {
   publishState(msg: StateBroadcast): void {
     if (this.closing) return;
     this.pendingStates.push(msg);
-    this.postSoon(null);
+    this.flushSoon();
   }
 
   async subscribeEvents(
