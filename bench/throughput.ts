@@ -48,6 +48,12 @@ type Store = 'sqlite' | 'postgres';
 const N = Number(process.env.BENCH_N ?? 10_000);
 const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 2000);
 const LATENCY_N = Number(process.env.BENCH_LATENCY_N ?? 500);
+/**
+ * Rounds run before the latency rounds are timed, for Drover and for the raw round trip alike: a
+ * daemon runs for days, so its steady state is what a user meets; without them the 500 rounds
+ * measured mostly V8 still compiling the path (p50 1.1 ms over the first 500 rounds, 0.77 over 5,000).
+ */
+const LATENCY_WARMUP = Number(process.env.BENCH_LATENCY_WARMUP ?? 500);
 const QUEUED_N = Number(process.env.BENCH_QUEUED_N ?? 100_000);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'raw,bulk,seq,latency,revive,queued').split(','));
 const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Bus[];
@@ -278,7 +284,7 @@ async function rawRoundTrip(): Promise<Lat> {
   const waiting = new Map<string, () => void>();
   await ch.consume(replies.queue, (m) => m && waiting.get(m.properties.correlationId as string)?.(), { noAck: true });
   const ms: number[] = [];
-  for (let i = 0; i < LATENCY_N; i++) {
+  for (let i = -LATENCY_WARMUP; i < LATENCY_N; i++) {
     const id = String(i);
     const s = performance.now();
     await new Promise<void>((resolve) => {
@@ -286,7 +292,7 @@ async function rawRoundTrip(): Promise<Lat> {
       ch.sendToQueue(q, Buffer.from('{}'), { correlationId: id, replyTo: replies.queue });
     });
     waiting.delete(id);
-    ms.push(performance.now() - s);
+    if (i >= 0) ms.push(performance.now() - s);
   }
   await conn.close();
   await server.close();
@@ -390,6 +396,12 @@ async function latency(bus: Bus, rtt: Lat): Promise<void> {
   const d = await daemonProfile(bus, 'sqlite');
   try {
     await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
+    for (let i = 0; i < LATENCY_WARMUP; i++) {
+      await waitForProcesses(d.client, [await d.client.submit('core.arithmetic.add', { x: i, y: 1 })]);
+    }
+    const pids = [d.daemonPid, ...workerPids(d.out())];
+    const cpu0 = pids.map(cpuMs);
+    const self0 = process.cpuUsage();
     const ms: number[] = [];
     for (let i = 0; i < LATENCY_N; i++) {
       const s = performance.now();
@@ -397,11 +409,18 @@ async function latency(bus: Bus, rtt: Lat): Promise<void> {
       await waitForProcesses(d.client, [id]);
       ms.push(performance.now() - s);
     }
+    // CPU per process and round: on two cores a round's hops run one after another, so these add up
+    // to most of the p50 (USER_HZ ticks: read over 500 rounds, not one).
+    const self = process.cpuUsage(self0);
+    const perRound = (msCpu: number): string => f0((msCpu * 1000) / LATENCY_N);
+    const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
     const l = latencies(ms);
     report(
       `latency.${bus}.p50`,
       l.p50,
-      `latency, sqlite ${bus.padEnd(8)}: p50 ${f2(l.p50)} ms (${f2(l.p50 / rtt.p50)}× raw round trip), p95 ${f2(l.p95)}, p99 ${f2(l.p99)} ms`,
+      `latency, sqlite ${bus.padEnd(8)}: p50 ${f2(l.p50)} ms (${f2(l.p50 / rtt.p50)}× raw round trip), p95 ${f2(l.p95)}, p99 ${f2(l.p99)} ms; ` +
+        `CPU µs per round: client ${perRound((self.user + self.system) / 1000)}, daemon ${perRound(cpu[0]!)}, ` +
+        `workers ${cpu.slice(1).map(perRound).join('/')}`,
     );
     results[`latency.${bus}.p95`] = l.p95;
     results[`latency.${bus}.p99`] = l.p99;
