@@ -31,7 +31,13 @@ import { openBus, type IpcChannel, type MessageBus } from '../broker/index.js';
 import { openStore } from '../store/index.js';
 import type { ProcessStore } from '../store/types.js';
 import { ProcessRegistry, processGroups } from '../engine/index.js';
-import { DAEMON_LOG_FILE, parseDaemonToWorker, type WorkerToDaemon } from '../protocol/index.js';
+import {
+  DAEMON_LOG_FILE,
+  isJsonObject,
+  parseDaemonToWorker,
+  type DaemonToWorker,
+  type WorkerToDaemon,
+} from '../protocol/index.js';
 import { Worker, type WorkerStats } from './worker.js';
 
 /** Grace given to running processes when the daemon vanished. */
@@ -115,6 +121,23 @@ export async function startWorker(
     await bus?.close();
     await store?.close();
     throw err;
+  }
+}
+
+/**
+ * What a message from the daemon asks of the worker itself; null for the local bus's messages,
+ * which the worker's IpcLink reads from the same channel (parsing them here too cost a second parse
+ * of every delivery, and answering them with `stats` an extra IPC message, and a wake-up of the
+ * daemon, for each one), and for a malformed message (logged).
+ */
+export function daemonRequest(raw: unknown, logger: Logger): Exclude<DaemonToWorker, { kind: 'bus' }> | null {
+  if (isJsonObject(raw) && raw.kind === 'bus') return null;
+  try {
+    const m = parseDaemonToWorker(raw);
+    return m.kind === 'bus' ? null : m;
+  } catch (err) {
+    logger.warn(`ignored malformed IPC message: ${errorMessage(err)}`);
+    return null;
   }
 }
 
@@ -206,13 +229,8 @@ export async function runWorker(opts: RunWorkerOptions = {}): Promise<number> {
         limit.unref();
       });
       process.on('message', (raw: unknown) => {
-        let m;
-        try {
-          m = parseDaemonToWorker(raw);
-        } catch (err) {
-          logger.warn(`ignored malformed IPC message: ${errorMessage(err)}`);
-          return;
-        }
+        const m = daemonRequest(raw, logger);
+        if (m === null) return;
         if (m.kind === 'drain') drain(m.graceSeconds, 'drain requested');
         else if (m.kind === 'sweep') void worker.sweep(0);
         else send({ kind: 'stats', ...worker.stats() });

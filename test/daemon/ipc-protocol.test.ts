@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { IpcLink } from '../../src/broker/local/link.js';
-import { silentLogger } from '../../src/logging/index.js';
+import { createLogger, silentLogger } from '../../src/logging/index.js';
+import { daemonRequest } from '../../src/worker/main.js';
 import { MAX_IPC_BUS_MESSAGES, parseWorkerToDaemon, type BusPeerMessage } from '../../src/protocol/index.js';
 import { ProtocolError } from '../../src/errors/index.js';
 
@@ -111,5 +112,18 @@ describe('worker IPC of the local bus', () => {
         JSON.stringify(raw).slice(0, 100),
       );
     }
+  });
+
+  it("leaves the daemon's bus messages to the IpcLink and answers only what asks the worker", () => {
+    const warned: string[] = [];
+    const logger = createLogger({ sinks: [{ write: (_level, _scope, message) => void warned.push(message) }] });
+    // A delivery is not a question: before, each one was answered with a stats message.
+    assert.equal(daemonRequest({ kind: 'bus', message: { kind: 'tasks', ids: [1] } }, logger), null);
+    assert.deepEqual(daemonRequest({ kind: 'stats?' }, logger), { kind: 'stats?' });
+    assert.deepEqual(daemonRequest({ kind: 'drain', graceSeconds: 5 }, logger), { kind: 'drain', graceSeconds: 5 });
+    assert.deepEqual(daemonRequest({ kind: 'sweep' }, logger), { kind: 'sweep' });
+    assert.deepEqual(warned, []);
+    assert.equal(daemonRequest({ kind: 'reboot' }, logger), null);
+    assert.match(warned.join('\n'), /ignored malformed IPC message: unknown IPC message kind "reboot"/);
   });
 });
