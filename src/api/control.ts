@@ -120,6 +120,8 @@ export async function waitForProcesses(
   };
   // One subscription per client, shared by every wait: nothing to set up or tear down per call.
   const listening = await client.listen({
+    // Waiting for the end (the default) with nobody to tell of each change, the others are not needed.
+    terminalOnly: opts.until === undefined && opts.onState === undefined,
     onState: (m) => {
       opts.onState?.(m);
       // Waiting for the end (the default), a change to a state that is not an end cannot be it:

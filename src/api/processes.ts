@@ -52,6 +52,14 @@ export interface EventListener {
   onState(msg: StateBroadcast): void;
   /** The subscription was re-established: changes in between are only in the store. */
   onGap?(): void;
+  /** Only changes that reach an end (finished, excepted, killed): all a wait for the end needs. */
+  terminalOnly?: boolean;
+}
+
+/** One shared subscription of a {@link ProcessClient} and who listens to it. */
+interface Feed {
+  subscription: Promise<(() => Promise<void>) | null> | null;
+  readonly listeners: Set<EventListener>;
 }
 
 /** Where a call acts: a profile name or a resolved profile (default: the default profile). */
@@ -152,34 +160,43 @@ export class ProcessClient {
     return this.busConn;
   }
 
-  private events: Promise<(() => Promise<void>) | null> | null = null;
-  private readonly listeners = new Set<EventListener>();
+  /**
+   * The client's two subscriptions of the bus, each shared by its listeners and made on first use:
+   * to every change, and to the changes that reach an end (what waits listen to).
+   */
+  private readonly feeds: Record<'all' | 'terminal', Feed> = {
+    all: { subscription: null, listeners: new Set() },
+    terminal: { subscription: null, listeners: new Set() },
+  };
 
   /**
-   * Receives every state change of the profile (and `onGap` when the subscription was re-established
-   * and may have missed some) until the returned function is called. All listeners of a client share
-   * one subscription of the bus, made on first use and kept until {@link ProcessClient.close}: a wait
-   * costs nothing to set up. Resolves once the subscription is in place; false when the bus cannot
-   * be reached (then only the store tells).
+   * Receives every state change of the profile, or with `terminalOnly` those reaching an end (and
+   * `onGap` when the subscription was re-established and may have missed some) until the returned
+   * function is called. The listeners of a client share its subscriptions, kept until
+   * {@link ProcessClient.close}: a wait costs nothing to set up. Resolves once the subscription is
+   * in place; false when the bus cannot be reached (then only the store tells).
    */
   async listen(listener: EventListener): Promise<{ live: boolean; stop: () => void }> {
-    this.listeners.add(listener);
-    this.events ??= this.bus().then((bus) =>
+    const terminalOnly = listener.terminalOnly === true;
+    const feed = this.feeds[terminalOnly ? 'terminal' : 'all'];
+    feed.listeners.add(listener);
+    feed.subscription ??= this.bus().then((bus) =>
       bus
         ? bus.subscribeEvents(
             (m) => {
-              for (const l of this.listeners) l.onState(m);
+              for (const l of feed.listeners) l.onState(m);
             },
             {
+              terminalOnly,
               onGap: () => {
-                for (const l of this.listeners) l.onGap?.();
+                for (const l of feed.listeners) l.onGap?.();
               },
             },
           )
         : null,
     );
-    const live = (await this.events) !== null;
-    return { live, stop: () => void this.listeners.delete(listener) };
+    const live = (await feed.subscription) !== null;
+    return { live, stop: () => void feed.listeners.delete(listener) };
   }
 
   /** Submits one process; returns its id. */
@@ -373,9 +390,11 @@ export class ProcessClient {
       );
       this.markNow?.();
       await Promise.allSettled([...this.markings]);
-      const unsubscribe = this.events ? await this.events : null;
-      await unsubscribe?.();
-      this.listeners.clear();
+      for (const feed of Object.values(this.feeds)) {
+        const unsubscribe = feed.subscription ? await feed.subscription : null;
+        await unsubscribe?.();
+        feed.listeners.clear();
+      }
       const b = this.busConn ? await this.busConn : null;
       await b?.close();
       await this.store.close();

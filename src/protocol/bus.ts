@@ -37,8 +37,12 @@ export type BusPeerMessage =
   | { kind: 'consume-control'; on: boolean }
   /** State changes to broadcast. */
   | { kind: 'states'; events: StateBroadcast[] }
-  /** Start or stop receiving every state change. */
-  | { kind: 'subscribe'; on: boolean };
+  /**
+   * Start or stop receiving state changes: every one, or with `terminalOnly` those reaching an end
+   * (finished, excepted, killed), all a waiting client needs (the rest cost it and the hub a write
+   * and a wake-up each). Absent from older peers: every change.
+   */
+  | { kind: 'subscribe'; on: boolean; terminalOnly?: boolean };
 
 /** Hub → peer. */
 export type BusHubMessage =
@@ -117,8 +121,12 @@ export function parseBusPeerMessage(raw: unknown): BusPeerMessage {
       return { kind: 'consume-control', on: flag(raw.on, where) };
     case 'states':
       return { kind: 'states', events: events(raw.events, where) };
-    case 'subscribe':
-      return { kind: 'subscribe', on: flag(raw.on, where) };
+    case 'subscribe': {
+      const on = flag(raw.on, where);
+      if (raw.terminalOnly === undefined) return { kind: 'subscribe', on };
+      if (typeof raw.terminalOnly !== 'boolean') throw new ProtocolError(`${where}: 'terminalOnly' must be a boolean`);
+      return { kind: 'subscribe', on, terminalOnly: raw.terminalOnly };
+    }
     default:
       throw new ProtocolError(`unknown bus message kind ${JSON.stringify(raw.kind)}`);
   }

@@ -263,6 +263,59 @@ export function busConformance(name: string, setup: (ctx: Mocha.Context) => Prom
       assert.equal(s1.length, 300);
     });
 
+    it('a subscriber of ends gets only the changes that reach one, in order, beside one of every change', async () => {
+      const pub = await open();
+      const ends: StateBroadcast[] = [];
+      const all: StateBroadcast[] = [];
+      const mixedEnds: StateBroadcast[] = [];
+      const mixedAll: StateBroadcast[] = [];
+      await (await open()).subscribeEvents((m) => ends.push(m), { terminalOnly: true });
+      await (await open()).subscribeEvents((m) => all.push(m));
+      // One bus with both kinds of subscriber: each still gets what it asked for.
+      const mixed = await open();
+      await mixed.subscribeEvents((m) => mixedEnds.push(m), { terminalOnly: true });
+      const unAll = await mixed.subscribeEvents((m) => mixedAll.push(m));
+      await sleep(100);
+      const states = ['running', 'finished', 'waiting', 'excepted', 'created', 'killed'] as const;
+      const publishAll = (from: number): void => {
+        for (let i = from; i < from + 60; i++) pub.publishState({ ...state(778, i), state: states[i % 6]! });
+      };
+      publishAll(0);
+      await waitUntil(
+        () => all.length >= 60 && mixedAll.length >= 60 && ends.length >= 30 && mixedEnds.length >= 30,
+        10_000,
+        'every change at the full subscribers and the ends at the others',
+      );
+      const endIndexes = Array.from({ length: 60 }, (_, i) => i).filter((i) => i % 2 === 1);
+      assert.deepEqual(
+        all.map((e) => e.exitStatus),
+        Array.from({ length: 60 }, (_, i) => i),
+      );
+      assert.deepEqual(
+        mixedAll.map((e) => e.exitStatus),
+        all.map((e) => e.exitStatus),
+      );
+      assert.deepEqual(
+        ends.map((e) => e.exitStatus),
+        endIndexes,
+      );
+      assert.deepEqual(
+        mixedEnds.map((e) => [e.exitStatus, e.state]),
+        endIndexes.map((i) => [i, states[i % 6]]),
+      );
+      // The bus's full subscriber leaves: its ends-only one goes on with the ends alone.
+      await unAll();
+      publishAll(60);
+      await waitUntil(() => ends.length >= 60 && mixedEnds.length >= 60, 10_000, 'the second round of ends');
+      await sleep(200);
+      assert.deepEqual(
+        mixedEnds.map((e) => e.exitStatus),
+        ends.map((e) => e.exitStatus),
+      );
+      assert.equal(mixedEnds.length, 60);
+      assert.equal(mixedAll.length, 60, 'nothing after unsubscribe');
+    });
+
     it('reports its health, and close() is safe twice', async () => {
       const bus = await h.open();
       // A local bus connects on first use; RabbitMQ at open.

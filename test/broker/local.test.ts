@@ -339,23 +339,26 @@ describe('local bus: the daemon is the hub', function () {
           method: 'bus',
           params: { kind: 'dispatch', ids: Array.from({ length: 6000 }, (_, i) => i + 1) },
         },
+        { v: 1, id: 7, method: 'bus', params: { kind: 'subscribe', on: true, terminalOnly: 'yes' } },
       ];
       s.on('connect', () => s.write(lines.map((l) => JSON.stringify(l) + '\n').join('')));
       s.on('data', (d) => {
         buf += d.toString();
         const got = buf.split('\n').filter((x) => x !== '');
-        if (got.length >= 5) {
+        if (got.length >= 7) {
           s.destroy();
           resolve(got);
         }
       });
       s.on('error', reject);
     });
-    for (const r of replies.slice(0, 5)) {
+    for (const r of replies) {
       const o = JSON.parse(r) as { ok: boolean; error?: { code: string } };
       assert.equal(o.ok, false, r);
       assert.equal(o.error!.code, 'PARAMS_INVALID', r);
     }
+    const last = JSON.parse(replies.find((r) => r.includes('"id":7'))!) as { error: { message: string } };
+    assert.match(last.error.message, /'terminalOnly' must be a boolean/);
     // The hub still works.
     const got: number[] = [];
     await open().consumeTasks({ slots: 5, onTasks: (t) => got.push(...t.map((x) => x.processId)) });

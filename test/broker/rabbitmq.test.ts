@@ -50,6 +50,46 @@ async function makeHarness(ctx: Mocha.Context): Promise<BusHarness & { profile: 
 
 busConformance('rabbitmq', makeHarness);
 
+describe('rabbitmq bus: state events of older senders', function () {
+  this.timeout(60_000);
+  let h: Awaited<ReturnType<typeof makeHarness>>;
+  const opened: MessageBus[] = [];
+  before(async function () {
+    h = await makeHarness(this);
+  });
+  after(async () => {
+    for (const b of opened) await b.close();
+    await h?.teardown();
+  });
+
+  it("a subscriber of ends still hears an older sender's batches, which used one key for every change", async () => {
+    const bus = await h.open();
+    opened.push(bus);
+    const got: Array<[number, string]> = [];
+    await bus.subscribeEvents((m) => got.push([m.processId, m.state]), { terminalOnly: true });
+    const conn = await amqp.connect(RABBIT_URL);
+    const ch = await conn.createChannel();
+    const event = (processId: number, state: string): object => ({
+      v: 1,
+      kind: 'state',
+      processId,
+      type: 't',
+      state,
+      paused: false,
+      parentId: null,
+      exitStatus: null,
+      time: Date.now(),
+    });
+    // As a sender of the version before routed them: key 'states', ends and other changes mixed.
+    const batch = { v: 1, kind: 'states', events: [event(1, 'running'), event(1, 'finished'), event(2, 'running')] };
+    ch.publish(topologyFor(h.profile.uuid).eventsExchange, 'states', Buffer.from(JSON.stringify(batch)));
+    await waitUntil(() => got.length >= 1, 10_000, 'the end in the older batch');
+    await new Promise((r) => setTimeout(r, 200));
+    await conn.close();
+    assert.deepEqual(got, [[1, 'finished']]);
+  });
+});
+
 describe('rabbitmq bus: broker errors', function () {
   this.timeout(60_000);
   let h: Awaited<ReturnType<typeof makeHarness>>;

@@ -23,6 +23,7 @@ import { errorMessage } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
 import {
   MAX_BUS_BATCH,
+  isTerminal,
   type BusHubMessage,
   type BusPeerMessage,
   type BusReply,
@@ -69,9 +70,13 @@ interface PeerState {
   credit: number;
   readonly inflight: Set<number>;
   control: boolean;
-  subscribed: boolean;
+  /** Which state changes the peer receives. */
+  subscribed: Subscription;
   workerId: string | null;
 }
+
+/** What a peer subscribed to: nothing, every state change, or only those reaching an end. */
+type Subscription = 'none' | 'all' | 'terminal';
 
 /** The hub. Create it, attach peers as they come, feed it their messages. */
 export class LocalHub {
@@ -113,7 +118,7 @@ export class LocalHub {
       credit: 0,
       inflight: new Set(),
       control: false,
-      subscribed: false,
+      subscribed: 'none',
       workerId: null,
     });
   }
@@ -184,7 +189,7 @@ export class LocalHub {
         this.flushStates();
         return {};
       case 'subscribe':
-        st.subscribed = msg.on;
+        st.subscribed = !msg.on ? 'none' : msg.terminalOnly === true ? 'terminal' : 'all';
         return {};
     }
   }
@@ -196,7 +201,14 @@ export class LocalHub {
     if (events.length === 0) return;
     for (let i = 0; i < events.length; i += MAX_BUS_BATCH) {
       const chunk = events.slice(i, i + MAX_BUS_BATCH);
-      for (const st of this.peers.values()) if (st.subscribed) st.peer.send({ kind: 'states', events: chunk });
+      let ends: StateBroadcast[] | null = null;
+      for (const st of this.peers.values()) {
+        if (st.subscribed === 'all') st.peer.send({ kind: 'states', events: chunk });
+        else if (st.subscribed === 'terminal') {
+          ends ??= chunk.filter((e) => isTerminal(e.state));
+          if (ends.length > 0) st.peer.send({ kind: 'states', events: ends });
+        }
+      }
     }
   }
 
@@ -319,7 +331,7 @@ export class LocalHub {
         credit += st.credit;
       }
       inflight += st.inflight.size;
-      if (st.subscribed) subscribers++;
+      if (st.subscribed !== 'none') subscribers++;
     }
     return { consumers, credit, inflight, subscribers, dispatched: this.dispatched, caughtUp: this.caughtUp };
   }

@@ -244,8 +244,10 @@ export class SocketLink implements BusLink {
   /**
    * Writes `msg` (split when its line would be too long) as notifications (no `id`: the daemon
    * does not answer), or with `call` its last part as a request; returns that request's id (0 for
-   * notifications). The lines of one event-loop turn go out in one write (the socket is corked
-   * until the next tick), which the daemon reads in one wake-up.
+   * notifications). The lines written together go out in one write, which the daemon reads in one
+   * wake-up: the socket is corked until the microtasks queued so far ran. Not until the next tick:
+   * that waits for every microtask, and a submit's hint then waited for the store read of the
+   * wait that followed it (about 60 us of each round trip).
    */
   private write(msg: BusPeerMessage, call: boolean): number {
     const socket = this.connect();
@@ -265,7 +267,7 @@ export class SocketLink implements BusLink {
       if (!this.corked) {
         this.corked = true;
         socket.cork();
-        process.nextTick(() => {
+        queueMicrotask(() => {
           this.corked = false;
           socket.uncork();
         });
@@ -275,7 +277,7 @@ export class SocketLink implements BusLink {
     return id;
   }
 
-  /** True while the socket is corked for this tick's lines (see {@link SocketLink.write}). */
+  /** True while the socket is corked for the lines written together (see {@link SocketLink.write}). */
   private corked = false;
 
   post(msgs: readonly BusPeerMessage[]): void {

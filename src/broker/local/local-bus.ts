@@ -10,7 +10,13 @@
  */
 import { BrokerError } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
-import type { BusHubMessage, BusPeerMessage, ControlMessage, StateBroadcast } from '../../protocol/index.js';
+import {
+  isTerminal,
+  type BusHubMessage,
+  type BusPeerMessage,
+  type ControlMessage,
+  type StateBroadcast,
+} from '../../protocol/index.js';
 import type {
   BusHealth,
   MessageBus,
@@ -123,7 +129,7 @@ export class LocalBus implements MessageBus {
     this.consumer?.announce();
     if (this.controlHandlers.size > 0) this.postNow({ kind: 'consume-control', on: true });
     if (this.subscribers.size > 0) {
-      this.postNow({ kind: 'subscribe', on: true });
+      this.postNow(this.subscription());
       if (again) for (const s of this.subscribers) s.opts.onGap?.();
     }
   }
@@ -137,7 +143,10 @@ export class LocalBus implements MessageBus {
         for (const fn of this.controlHandlers) fn(msg.message);
         break;
       case 'states':
-        for (const s of this.subscribers) for (const e of msg.events) s.fn(e);
+        for (const s of this.subscribers) {
+          // The hub sends every change when one of our subscribers wants them all.
+          for (const e of msg.events) if (s.opts.terminalOnly !== true || isTerminal(e.state)) s.fn(e);
+        }
         break;
     }
   }
@@ -247,12 +256,22 @@ export class LocalBus implements MessageBus {
     const entry = { fn: onMessage, opts };
     this.subscribers.add(entry);
     this.updatePersistence();
-    await this.inPlace({ kind: 'subscribe', on: true });
+    // Told again even when unchanged: the reply says the hub has it, so no change is missed after.
+    await this.inPlace(this.subscription());
     return async () => {
+      const was = this.subscription();
       if (!this.subscribers.delete(entry)) return;
-      if (this.subscribers.size === 0) this.postNow({ kind: 'subscribe', on: false });
+      const now = this.subscription();
+      if (now.on !== was.on || now.terminalOnly !== was.terminalOnly) this.postNow(now);
       this.updatePersistence();
     };
+  }
+
+  /** What the hub is to send us: every change if one subscriber wants them all, else only ends. */
+  private subscription(): Extract<BusPeerMessage, { kind: 'subscribe' }> {
+    if (this.subscribers.size === 0) return { kind: 'subscribe', on: false };
+    for (const s of this.subscribers) if (s.opts.terminalOnly !== true) return { kind: 'subscribe', on: true };
+    return { kind: 'subscribe', on: true, terminalOnly: true };
   }
 
   /** The hub holds no tasks: the store's outbox is the queue. */

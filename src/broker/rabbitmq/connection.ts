@@ -24,12 +24,20 @@ import { silentLogger } from '../../logging/index.js';
 import { deferred, sleep, type Deferred } from '../../util/index.js';
 import {
   encodeBrokerMessage,
+  isTerminal,
   type ContinueTask,
   type ControlMessage,
   type StateBroadcast,
   type StateBatch,
 } from '../../protocol/index.js';
-import { assertTopology, topologyFor, type TaskQueueType, type Topology } from './topology.js';
+import {
+  assertTopology,
+  STATES_CHANGES_KEY,
+  STATES_ENDS_KEY,
+  topologyFor,
+  type TaskQueueType,
+  type Topology,
+} from './topology.js';
 
 /** Options of {@link BrokerConnection.open}. */
 export interface BrokerConnectionOptions {
@@ -414,7 +422,8 @@ export class BrokerConnection {
     if (!ch || events.length === 0) return;
     try {
       const batch: StateBatch = { v: 1, kind: 'states', events };
-      ch.publish(this.topology.eventsExchange, 'states', encodeBrokerMessage(batch), {
+      const key = events.some((e) => isTerminal(e.state)) ? STATES_ENDS_KEY : STATES_CHANGES_KEY;
+      ch.publish(this.topology.eventsExchange, key, encodeBrokerMessage(batch), {
         contentType: 'application/json',
       });
     } catch (err) {

@@ -21,7 +21,7 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { errorMessage } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
-import { parseBrokerMessage, type ControlMessage, type StateBroadcast } from '../../protocol/index.js';
+import { isTerminal, parseBrokerMessage, type ControlMessage, type StateBroadcast } from '../../protocol/index.js';
 import type {
   BusHealth,
   MessageBus,
@@ -32,7 +32,7 @@ import type {
   TaskQueueState,
 } from '../bus.js';
 import type { BrokerConnection, ManagedChannel } from './connection.js';
-import { assertTopology } from './topology.js';
+import { assertTopology, STATES_ENDS_KEY, STATES_LEGACY_KEY } from './topology.js';
 
 /** Longest time a delivery may wait unacked for a free slot before it is handed back. */
 export const HOLD_LIMIT_MS = 60_000;
@@ -332,11 +332,18 @@ export class RabbitBus implements MessageBus {
     opts: SubscribeOptions = {},
   ): Promise<() => Promise<void>> {
     const topo = this.connection.topology;
+    const terminalOnly = opts.terminalOnly === true;
     let opened = 0;
     const m = this.connection.managedChannel('event subscription', false, async (ch) => {
       await assertTopology(ch, topo);
       const q = await ch.assertQueue('', { exclusive: true, autoDelete: true });
-      await ch.bindQueue(q.queue, topo.eventsExchange, '#');
+      if (terminalOnly) {
+        // Batches with an end; and every batch of an older sender, which used one key for all.
+        await ch.bindQueue(q.queue, topo.eventsExchange, STATES_ENDS_KEY);
+        await ch.bindQueue(q.queue, topo.eventsExchange, STATES_LEGACY_KEY);
+      } else {
+        await ch.bindQueue(q.queue, topo.eventsExchange, '#');
+      }
       await ch.consume(
         q.queue,
         (msg) => {
@@ -351,8 +358,12 @@ export class RabbitBus implements MessageBus {
             this.logger.debug(`dropped malformed broadcast: ${errorMessage(err)}`);
             return;
           }
-          if (parsed.kind === 'state') onMessage(parsed);
-          else if (parsed.kind === 'states') for (const e of parsed.events) onMessage(e);
+          // A batch with an end may hold other changes too.
+          const take = (e: StateBroadcast): void => {
+            if (!terminalOnly || isTerminal(e.state)) onMessage(e);
+          };
+          if (parsed.kind === 'state') take(parsed);
+          else if (parsed.kind === 'states') for (const e of parsed.events) take(e);
         },
         { noAck: true },
       );

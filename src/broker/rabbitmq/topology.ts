@@ -8,7 +8,9 @@
  *   so garbage never loops and never crashes a worker, yet stays inspectable.
  * - `drover.<uuid>.control`: fanout exchange of control requests (kill, pause, play); each worker
  *   binds an exclusive queue to it.
- * - `drover.<uuid>.events`: topic exchange of state broadcasts, routing key `state.<id>`.
+ * - `drover.<uuid>.events`: topic exchange of state broadcasts, in batches: routing key
+ *   `states.ends` for a batch holding a change that reaches an end, `states.changes` for the others
+ *   (see {@link STATES_ENDS_KEY}).
  *
  * Queue type: classic durable queues with persistent messages (see docs/broker.md for the
  * measurement that chose them over quorum queues on a single node).
@@ -16,6 +18,16 @@
  * @module
  */
 import type { Channel } from 'amqplib';
+
+/**
+ * Routing key of a batch of state changes holding at least one that reaches an end (finished,
+ * excepted, killed): what a wait subscribes to, without the other changes.
+ */
+export const STATES_ENDS_KEY = 'states.ends';
+/** Routing key of a batch of state changes none of which reaches an end. */
+export const STATES_CHANGES_KEY = 'states.changes';
+/** Routing key of every batch from senders older than the two keys above. */
+export const STATES_LEGACY_KEY = 'states';
 
 /** Names of a profile's queues and exchanges. */
 export interface Topology {
