@@ -468,11 +468,13 @@ export class Daemon {
     this.notifyListeners();
     const n = this.supervisor.numberOfWorkers;
     logger.info(`stopping (${reason}): draining ${n} worker${n === 1 ? '' : 's'} within ${grace}s`);
-    this.notifier.stopping(`stopping: draining ${n} workers, ${this.supervisor.runningProcesses} processes running`);
     // Ask systemd for the drain time plus the kill margin, and keep asking while it lasts.
     const budgetMs = grace * 1000 + 15_000;
     const stopDeadline = Date.now() + budgetMs;
-    this.notifier.extendTimeout(budgetMs);
+    this.notifier.stopping(
+      `stopping: draining ${n} workers, ${this.supervisor.runningProcesses} processes running`,
+      budgetMs,
+    );
     const extend = setInterval(
       () => this.notifier.extendTimeout(Math.max(5000, stopDeadline - Date.now() + 5000)),
       5000,

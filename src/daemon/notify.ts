@@ -55,8 +55,12 @@ export interface Notifier {
   status(text: string): void;
   /** `WATCHDOG=1`. */
   watchdog(): void;
-  /** `STOPPING=1` with a status line. */
-  stopping(status: string): void;
+  /**
+   * `STOPPING=1` with a status line, and with `extendMs` the `EXTEND_TIMEOUT_USEC=` of the drain in
+   * the same message: sent apart, the `systemd-notify` way runs one helper at a time, and a daemon
+   * whose drain took less than the first one exited with the second still queued.
+   */
+  stopping(status: string, extendMs?: number): void;
   /** `EXTEND_TIMEOUT_USEC=...`: asks for more time while stopping (or starting). */
   extendTimeout(ms: number): void;
 }
@@ -101,6 +105,10 @@ export function systemdNotifyProgram(env: NodeJS.ProcessEnv = process.env): stri
 function clean(text: string): string {
   // A newline would start a new assignment in the notification datagram.
   return text.replace(/[\r\n]+/g, ' ');
+}
+
+function extendLine(ms: number): string {
+  return `EXTEND_TIMEOUT_USEC=${Math.max(0, Math.round(ms * 1000))}`;
 }
 
 /** Keys whose messages may be merged with a queued one (later values win, nothing is lost). */
@@ -256,12 +264,12 @@ export function createNotifier(
     watchdog() {
       if (watchdogIntervalMs !== null) notify('WATCHDOG=1');
     },
-    stopping(status) {
+    stopping(status, extendMs) {
       lastStatus = clean(status);
-      notify(`STOPPING=1\nSTATUS=${lastStatus}`);
+      notify(`STOPPING=1\nSTATUS=${lastStatus}${extendMs === undefined ? '' : `\n${extendLine(extendMs)}`}`);
     },
     extendTimeout(ms) {
-      notify(`EXTEND_TIMEOUT_USEC=${Math.max(0, Math.round(ms * 1000))}`);
+      notify(extendLine(ms));
     },
   };
 }
