@@ -50,9 +50,12 @@ async function makeHarness(ctx: Mocha.Context): Promise<BusHarness & { profile: 
 
 busConformance('rabbitmq', makeHarness);
 
-describe('rabbitmq bus: state events of older senders', function () {
-  this.timeout(60_000);
-  let h: Awaited<ReturnType<typeof makeHarness>>;
+/**
+ * Registers in the calling describe a harness made in `before`, and an `open` whose buses are
+ * closed in `after` before the harness is torn down.
+ */
+function suiteHarness(): { harness: () => Harness; open: () => Promise<MessageBus> } {
+  let h: Harness | undefined;
   const opened: MessageBus[] = [];
   before(async function () {
     h = await makeHarness(this);
@@ -60,11 +63,26 @@ describe('rabbitmq bus: state events of older senders', function () {
   after(async () => {
     for (const b of opened) await b.close();
     await h?.teardown();
+    cleanupTempDirs();
   });
+  return {
+    harness: () => h!,
+    open: async () => {
+      const b = await h!.open();
+      opened.push(b);
+      return b;
+    },
+  };
+}
+
+type Harness = Awaited<ReturnType<typeof makeHarness>>;
+
+describe('rabbitmq bus: state events of older senders', function () {
+  this.timeout(60_000);
+  const { harness, open } = suiteHarness();
 
   it("a subscriber of ends still hears an older sender's batches, which used one key for every change", async () => {
-    const bus = await h.open();
-    opened.push(bus);
+    const bus = await open();
     const got: Array<[number, string]> = [];
     await bus.subscribeEvents((m) => got.push([m.processId, m.state]), { terminalOnly: true });
     const conn = await amqp.connect(RABBIT_URL);
@@ -82,7 +100,7 @@ describe('rabbitmq bus: state events of older senders', function () {
     });
     // As a sender of the version before routed them: key 'states', ends and other changes mixed.
     const batch = { v: 1, kind: 'states', events: [event(1, 'running'), event(1, 'finished'), event(2, 'running')] };
-    ch.publish(topologyFor(h.profile.uuid).eventsExchange, 'states', Buffer.from(JSON.stringify(batch)));
+    ch.publish(topologyFor(harness().profile.uuid).eventsExchange, 'states', Buffer.from(JSON.stringify(batch)));
     await waitUntil(() => got.length >= 1, 10_000, 'the end in the older batch');
     await new Promise((r) => setTimeout(r, 200));
     await conn.close();
@@ -92,20 +110,10 @@ describe('rabbitmq bus: state events of older senders', function () {
 
 describe('rabbitmq bus: broker errors', function () {
   this.timeout(60_000);
-  let h: Awaited<ReturnType<typeof makeHarness>>;
-  const opened: MessageBus[] = [];
-  before(async function () {
-    h = await makeHarness(this);
-  });
-  after(async () => {
-    for (const b of opened) await b.close();
-    await h?.teardown();
-    cleanupTempDirs();
-  });
+  const { harness, open } = suiteHarness();
 
   it('a consumer whose task queue is deleted under it re-declares the queue and keeps consuming', async () => {
-    const bus = await h.open();
-    opened.push(bus);
+    const bus = await open();
     const got: number[] = [];
     const c = await bus.consumeTasks({
       slots: 10,
@@ -119,7 +127,7 @@ describe('rabbitmq bus: broker errors', function () {
     await waitUntil(() => got.includes(1), 10_000, 'the first task');
     const conn = await amqp.connect(RABBIT_URL);
     const ch = await conn.createChannel();
-    await ch.deleteQueue(topologyFor(h.profile.uuid).taskQueue);
+    await ch.deleteQueue(topologyFor(harness().profile.uuid).taskQueue);
     await conn.close();
     // Publishing into the void until the consumer has declared the queue again; then it arrives.
     await waitUntil(
@@ -137,20 +145,10 @@ describe('rabbitmq bus: broker errors', function () {
 
 describe('rabbitmq bus: the task queue state (for the re-dispatch check)', function () {
   this.timeout(60_000);
-  let h: Awaited<ReturnType<typeof makeHarness>>;
-  const opened: MessageBus[] = [];
-  before(async function () {
-    h = await makeHarness(this);
-  });
-  after(async () => {
-    for (const b of opened) await b.close();
-    await h?.teardown();
-    cleanupTempDirs();
-  });
+  const { harness, open } = suiteHarness();
 
   it('counts the ready tasks and the consumers, and answers again after the queue was deleted', async () => {
-    const bus = await h.open();
-    opened.push(bus);
+    const bus = await open();
     assert.deepEqual(await bus.taskQueueState(), { ready: 0, consumers: 0 });
     await bus.publishContinue([1, 2, 3]);
     assert.deepEqual(await bus.taskQueueState(), { ready: 3, consumers: 0 });
@@ -169,7 +167,7 @@ describe('rabbitmq bus: the task queue state (for the re-dispatch check)', funct
     await c.cancel();
     const conn = await amqp.connect(RABBIT_URL);
     const ch = await conn.createChannel();
-    await ch.deleteQueue(topologyFor(h.profile.uuid).taskQueue);
+    await ch.deleteQueue(topologyFor(harness().profile.uuid).taskQueue);
     await conn.close();
     // The check's channel is closed by the 404 and re-opened, declaring the queue again.
     const state = await waitUntil(
