@@ -12,7 +12,8 @@
  *   until all are `finished`, for each store (SQLite, PostgreSQL) and each bus (local, rabbitmq).
  * - one by one: 2,000 submits awaited one by one with a `ProcessClient`, and (SQLite) with the
  *   top-level `submit()`; each loop opens its connection inside its timing, and SQLite runs the two
- *   loops four times each, alternating which goes first (the best of each counts).
+ *   loops four times each, alternating which goes first (the best of each counts); then with 1
+ *   worker, the `ProcessClient` loop only (`seq.<store>.<bus>.client.w1`).
  * - latency: 500 sequential processes, each submitted and awaited with the library's wait
  *   (`waitForProcesses`), p50/p95/p99.
  * - revive: a worker SIGKILLed 5 times; from the kill to the new worker consuming, next to a cold
@@ -329,8 +330,14 @@ async function bulk(bus: Bus, store: Store, raw: () => number, workers: 1 | 2): 
   }
 }
 
-async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> {
-  const d = await daemonProfile(bus, store);
+/**
+ * Awaited submits one at a time. With 2 workers both loops; with 1 (the default
+ * `daemon.default_workers`) the ProcessClient loop alone: on PostgreSQL one worker took 0.50-0.57x
+ * raw confirm-each where two took 0.42-0.46x, side by side (the second worker's claims and ends
+ * are transactions of their own, on two cores shared with the submitter, daemon and server).
+ */
+async function oneByOne(bus: Bus, store: Store, rawEach: number, workers: 1 | 2): Promise<void> {
+  const d = await daemonProfile(bus, store, workers);
   try {
     // Each loop opens its connection inside its timing, as a script does: ProcessClient.open, or the
     // top-level submit()'s first call (before, only the top-level loop paid for its open). SQLite
@@ -361,7 +368,7 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
         process.env.DROVER_HOME = saved;
       }
     };
-    const loops = store === 'sqlite' ? ['client', 'top'] : ['client'];
+    const loops = store === 'sqlite' && workers === 2 ? ['client', 'top'] : ['client'];
     const rounds = store === 'sqlite' ? 4 : 1;
     let rate = 0;
     let top = 0;
@@ -374,13 +381,15 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number): Promise<void> 
         await waitFinished(d.client, (done += SEQ_N));
       }
     }
+    const w = workers === 1 ? '.w1' : '';
     report(
-      `seq.${store}.${bus}.client`,
+      `seq.${store}.${bus}.client${w}`,
       rate,
-      `one by one, ${store} ${bus.padEnd(8)}, ProcessClient: ${f0(rate)} submits/s (${f2(rate / rawEach)}× raw confirm-each)`,
+      `one by one, ${store} ${bus.padEnd(8)}, ${workers} worker${workers === 1 ? ' ' : 's'}, ProcessClient: ` +
+        `${f0(rate)} submits/s (${f2(rate / rawEach)}× raw confirm-each)`,
     );
-    results[`seq.${store}.${bus}.client.ratio`] = rate / rawEach;
-    if (store === 'sqlite') {
+    results[`seq.${store}.${bus}.client${w}.ratio`] = rate / rawEach;
+    if (loops.includes('top')) {
       report(
         `seq.${store}.${bus}.toplevel`,
         top,
@@ -546,7 +555,10 @@ if (ONLY.has('bulk')) {
   for (const store of STORES)
     for (const bus of BUSES) for (const w of [2, 1] as const) await bulk(bus, store, rawBest, w);
 }
-if (ONLY.has('seq')) for (const store of STORES) for (const bus of BUSES) await oneByOne(bus, store, rawEach);
+if (ONLY.has('seq')) {
+  for (const store of STORES)
+    for (const bus of BUSES) for (const w of [2, 1] as const) await oneByOne(bus, store, rawEach, w);
+}
 if (ONLY.has('latency')) for (const bus of BUSES) await latency(bus, rtt);
 if (ONLY.has('revive')) for (const bus of BUSES) await revive(bus);
 if (ONLY.has('queued')) for (const bus of BUSES) await queued(bus);
