@@ -219,6 +219,8 @@ async function waitFinished(client: ProcessClient, total: number): Promise<void>
   let seen = 0;
   let wake: () => void = () => undefined;
   const listening = await client.listen({
+    // As waitForProcesses: the ends only, so the daemon does not wake this process for each start.
+    terminalOnly: true,
     onState: (m) => {
       if (m.state !== 'finished' && m.state !== 'excepted') return;
       seen++;
