@@ -15,7 +15,7 @@
  *   loops four times each, alternating which goes first (the best of each counts); then with 1
  *   worker, the `ProcessClient` loop only (`seq.<store>.<bus>.client.w1`).
  * - latency: 500 sequential processes, each submitted and awaited with the library's wait
- *   (`waitForProcesses`), p50/p95/p99.
+ *   (`waitForProcesses`), p50/p95/p99, after 500 untimed ones; with 2 workers and with 1.
  * - revive: a worker SIGKILLed 5 times; from the kill to the new worker consuming, next to a cold
  *   worker start (fork to consuming) measured in the same daemon.
  * - 100,000 queued: submitted in one go (submit rate), drained (drain rate), worker and daemon RSS
@@ -403,8 +403,14 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number, workers: 1 | 2)
   }
 }
 
-async function latency(bus: Bus, rtt: Lat): Promise<void> {
-  const d = await daemonProfile(bus, 'sqlite');
+/**
+ * With 2 workers, and with 1 (the default): on RabbitMQ, which hands deliveries to its consumers
+ * in turn, one worker took p50 1.02-1.04 ms where two took 1.26-1.27 (side by side; each of the
+ * two runs every other process, its store's page cache stale from the other's writes). The local
+ * hub gives an idle daemon's work to its first least-loaded worker, so there it made no difference.
+ */
+async function latency(bus: Bus, rtt: Lat, workers: 1 | 2): Promise<void> {
+  const d = await daemonProfile(bus, 'sqlite', workers);
   try {
     await waitForProcesses(d.client, await d.client.submitMany('core.arithmetic.add', add(50)));
     for (let i = 0; i < LATENCY_WARMUP; i++) {
@@ -426,16 +432,17 @@ async function latency(bus: Bus, rtt: Lat): Promise<void> {
     const perRound = (msCpu: number): string => f0((msCpu * 1000) / LATENCY_N);
     const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
     const l = latencies(ms);
+    const key = `latency.${bus}${workers === 1 ? '.w1' : ''}`;
     report(
-      `latency.${bus}.p50`,
+      `${key}.p50`,
       l.p50,
-      `latency, sqlite ${bus.padEnd(8)}: p50 ${f2(l.p50)} ms (${f2(l.p50 / rtt.p50)}× raw round trip), p95 ${f2(l.p95)}, p99 ${f2(l.p99)} ms; ` +
+      `latency, sqlite ${bus.padEnd(8)}, ${workers} worker${workers === 1 ? ' ' : 's'}: p50 ${f2(l.p50)} ms (${f2(l.p50 / rtt.p50)}× raw round trip), p95 ${f2(l.p95)}, p99 ${f2(l.p99)} ms; ` +
         `CPU µs per round: client ${perRound((self.user + self.system) / 1000)}, daemon ${perRound(cpu[0]!)}, ` +
         `workers ${cpu.slice(1).map(perRound).join('/')}`,
     );
-    results[`latency.${bus}.p95`] = l.p95;
-    results[`latency.${bus}.p99`] = l.p99;
-    results[`latency.${bus}.ratio`] = l.p50 / rtt.p50;
+    results[`${key}.p95`] = l.p95;
+    results[`${key}.p99`] = l.p99;
+    results[`${key}.ratio`] = l.p50 / rtt.p50;
   } finally {
     await d.stop();
   }
@@ -561,7 +568,7 @@ if (ONLY.has('seq')) {
   for (const store of STORES)
     for (const bus of BUSES) for (const w of [2, 1] as const) await oneByOne(bus, store, rawEach, w);
 }
-if (ONLY.has('latency')) for (const bus of BUSES) await latency(bus, rtt);
+if (ONLY.has('latency')) for (const bus of BUSES) for (const w of [2, 1] as const) await latency(bus, rtt, w);
 if (ONLY.has('revive')) for (const bus of BUSES) await revive(bus);
 if (ONLY.has('queued')) for (const bus of BUSES) await queued(bus);
 if (ONLY.has('raw') || ONLY.has('bulk')) rawRuns.push(await rawBulk(RABBIT, N));
