@@ -15,7 +15,7 @@
  *   loops four times each, alternating which goes first (the best of each counts); then with 1
  *   worker, the `ProcessClient` loop only (`seq.<store>.<bus>.client.w1`).
  * - latency: 500 sequential processes, each submitted and awaited with the library's wait
- *   (`waitForProcesses`), p50/p95/p99, after 500 untimed ones; with 2 workers and with 1.
+ *   (`waitForProcesses`), p50/p95/p99, after 1,500 untimed ones; with 2 workers and with 1.
  * - revive: a worker SIGKILLed 5 times; from the kill to the new worker consuming, next to a cold
  *   worker start (fork to consuming) measured in the same daemon.
  * - 100,000 queued: submitted in one go (submit rate), drained (drain rate), worker and daemon RSS
@@ -51,10 +51,12 @@ const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 2000);
 const LATENCY_N = Number(process.env.BENCH_LATENCY_N ?? 500);
 /**
  * Rounds run before the latency rounds are timed, for Drover and for the raw round trip alike: a
- * daemon runs for days, so its steady state is what a user meets; without them the 500 rounds
- * measured mostly V8 still compiling the path (p50 1.1 ms over the first 500 rounds, 0.77 over 5,000).
+ * daemon runs for days, so its steady state is what a user meets. Without them the 500 rounds
+ * measured mostly V8 still compiling the path (p50 1.1 ms over the first 500 rounds, 0.77 over
+ * 5,000); after 500 the local bus still read 0.72-0.78 ms, after 1,500 0.60-0.63 (raw 0.35 and
+ * 0.32), side by side.
  */
-const LATENCY_WARMUP = Number(process.env.BENCH_LATENCY_WARMUP ?? 500);
+const LATENCY_WARMUP = Number(process.env.BENCH_LATENCY_WARMUP ?? 1500);
 const QUEUED_N = Number(process.env.BENCH_QUEUED_N ?? 100_000);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'raw,bulk,seq,latency,revive,queued').split(','));
 const BUSES = (process.env.BENCH_BUSES ?? 'local,rabbitmq').split(',') as Bus[];
