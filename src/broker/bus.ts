@@ -26,7 +26,7 @@
  *
  * @module
  */
-import type { ControlMessage, StateBroadcast } from '../protocol/index.js';
+import { isTerminal, type ControlMessage, type StateBroadcast } from '../protocol/index.js';
 
 /** The bus kinds (the profile's `broker.kind`). */
 export type BusKind = 'local' | 'rabbitmq';
@@ -86,6 +86,11 @@ export interface SubscribeOptions {
    * a wake-up and a parse each. Default: every change.
    */
   terminalOnly?: boolean;
+}
+
+/** Whether a subscriber with `opts` is to be handed `e` (a bus may receive more than it asked for). */
+export function wantsEvent(opts: SubscribeOptions, e: StateBroadcast): boolean {
+  return opts.terminalOnly !== true || isTerminal(e.state);
 }
 
 /** What a bus's task queue holds now (see {@link MessageBus.taskQueueState}). */

@@ -10,20 +10,15 @@
  */
 import { BrokerError } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
+import type { BusHubMessage, BusPeerMessage, ControlMessage, StateBroadcast } from '../../protocol/index.js';
 import {
-  isTerminal,
-  type BusHubMessage,
-  type BusPeerMessage,
-  type ControlMessage,
-  type StateBroadcast,
-} from '../../protocol/index.js';
-import type {
-  BusHealth,
-  MessageBus,
-  SubscribeOptions,
-  TaskConsumer,
-  TaskConsumerOptions,
-  TaskDelivery,
+  wantsEvent,
+  type BusHealth,
+  type MessageBus,
+  type SubscribeOptions,
+  type TaskConsumer,
+  type TaskConsumerOptions,
+  type TaskDelivery,
 } from '../bus.js';
 import type { BusLink } from './link.js';
 
@@ -145,7 +140,7 @@ export class LocalBus implements MessageBus {
       case 'states':
         for (const s of this.subscribers) {
           // The hub sends every change when one of our subscribers wants them all.
-          for (const e of msg.events) if (s.opts.terminalOnly !== true || isTerminal(e.state)) s.fn(e);
+          for (const e of msg.events) if (wantsEvent(s.opts, e)) s.fn(e);
         }
         break;
     }

@@ -21,15 +21,16 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { errorMessage } from '../../errors/index.js';
 import type { Logger } from '../../logging/index.js';
-import { isTerminal, parseBrokerMessage, type ControlMessage, type StateBroadcast } from '../../protocol/index.js';
-import type {
-  BusHealth,
-  MessageBus,
-  SubscribeOptions,
-  TaskConsumer,
-  TaskConsumerOptions,
-  TaskDelivery,
-  TaskQueueState,
+import { parseBrokerMessage, type ControlMessage, type StateBroadcast } from '../../protocol/index.js';
+import {
+  wantsEvent,
+  type BusHealth,
+  type MessageBus,
+  type SubscribeOptions,
+  type TaskConsumer,
+  type TaskConsumerOptions,
+  type TaskDelivery,
+  type TaskQueueState,
 } from '../bus.js';
 import type { BrokerConnection, ManagedChannel } from './connection.js';
 import { assertTopology, STATES_ENDS_KEY, STATES_LEGACY_KEY } from './topology.js';
@@ -360,7 +361,7 @@ export class RabbitBus implements MessageBus {
           }
           // A batch with an end may hold other changes too.
           const take = (e: StateBroadcast): void => {
-            if (!terminalOnly || isTerminal(e.state)) onMessage(e);
+            if (wantsEvent(opts, e)) onMessage(e);
           };
           if (parsed.kind === 'state') take(parsed);
           else if (parsed.kind === 'states') for (const e of parsed.events) take(e);
