@@ -124,9 +124,17 @@ export async function waitForProcesses(
     terminalOnly: opts.until === undefined && opts.onState === undefined,
     onState: (m) => {
       opts.onState?.(m);
+      if (!pending.has(m.processId)) return;
+      // An end that carries the record as stored settles the wait without a store read.
+      if (m.record !== undefined && until(m.record)) {
+        records.set(m.processId, m.record);
+        pending.delete(m.processId);
+        wake();
+        return;
+      }
       // Waiting for the end (the default), a change to a state that is not an end cannot be it:
       // no store read for `created` and `running`.
-      if (pending.has(m.processId) && (opts.until !== undefined || isTerminal(m.state))) checkSoon(m.processId);
+      if (opts.until !== undefined || isTerminal(m.state)) checkSoon(m.processId);
     },
     // The subscription was re-established: what changed in between is only in the store.
     onGap: () => {

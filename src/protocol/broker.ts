@@ -7,7 +7,7 @@
  */
 import { ProtocolError } from '../errors/index.js';
 import { isJsonObject } from './json.js';
-import { PROCESS_STATES, type ProcessState } from './process.js';
+import { PROCESS_STATES, asProcessRecord, isTerminal, type ProcessRecord, type ProcessState } from './process.js';
 
 /** Version of the broker message bodies. */
 export const BROKER_PROTOCOL_VERSION = 1;
@@ -55,7 +55,20 @@ export interface StateBroadcast {
   runs?: number;
   /** Set by the worker running the process when it acted on a pause or play request. */
   control?: ControlEffect;
+  /**
+   * On an end the worker recorded: the process's record as the store now holds it, so that a wait
+   * needs no store read to return it. Sent only with the ends of small batches and when its JSON
+   * is short ({@link MAX_EVENT_RECORD_BYTES}); a receiver that finds it absent or malformed reads
+   * the store. Absent from older senders.
+   */
+  record?: ProcessRecord;
 }
+
+/**
+ * Longest JSON text of a {@link StateBroadcast.record}: an end with larger inputs or outputs goes
+ * without it (every subscriber receives every end; the waiter reads a large record from the store).
+ */
+export const MAX_EVENT_RECORD_BYTES = 4096;
 
 /**
  * State broadcasts are published in batches (all changes a process made in one event-loop turn),
@@ -95,7 +108,15 @@ export function parseStateBroadcast(raw: Record<string, unknown>): StateBroadcas
     ...(typeof raw.control === 'string' && (CONTROL_EFFECTS as readonly string[]).includes(raw.control)
       ? { control: raw.control as ControlEffect }
       : {}),
+    ...eventRecord(raw),
   };
+}
+
+/** The record of an end event when it is one of that very end, else nothing (see {@link StateBroadcast.record}). */
+function eventRecord(raw: Record<string, unknown>): { record?: ProcessRecord } {
+  if (raw.record === undefined) return {};
+  const r = asProcessRecord(raw.record);
+  return r !== null && r.id === raw.processId && r.state === raw.state && isTerminal(r.state) ? { record: r } : {};
 }
 
 /** Validates a control message given as an object (without its JSON envelope). */

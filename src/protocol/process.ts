@@ -55,6 +55,63 @@ export interface ProcessRecord {
   mtime: number;
 }
 
+/**
+ * `raw` as a {@link ProcessRecord} when it is one (every field present with its type), else null.
+ * For records received from other programs (see {@link StateBroadcast.record}), which are never
+ * trusted as they come.
+ */
+export function asProcessRecord(raw: unknown): ProcessRecord | null {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  const r = raw as Record<string, unknown>;
+  const int = (v: unknown): boolean => typeof v === 'number' && Number.isSafeInteger(v);
+  const intOrNull = (v: unknown): boolean => v === null || int(v);
+  const strOrNull = (v: unknown): boolean => v === null || typeof v === 'string';
+  const ok =
+    int(r.id) &&
+    (r.id as number) > 0 &&
+    typeof r.uuid === 'string' &&
+    typeof r.type === 'string' &&
+    strOrNull(r.label) &&
+    typeof r.state === 'string' &&
+    (PROCESS_STATES as readonly string[]).includes(r.state) &&
+    typeof r.paused === 'boolean' &&
+    typeof r.killRequested === 'boolean' &&
+    'inputs' in r &&
+    'outputs' in r &&
+    intOrNull(r.exitStatus) &&
+    strOrNull(r.exitMessage) &&
+    strOrNull(r.exception) &&
+    intOrNull(r.parentId) &&
+    strOrNull(r.workerId) &&
+    strOrNull(r.leaseOwner) &&
+    intOrNull(r.leaseExpiresAt) &&
+    int(r.runs) &&
+    int(r.ctime) &&
+    int(r.mtime);
+  if (!ok) return null;
+  return {
+    id: r.id as number,
+    uuid: r.uuid as string,
+    type: r.type as string,
+    label: r.label as string | null,
+    state: r.state as ProcessState,
+    paused: r.paused as boolean,
+    killRequested: r.killRequested as boolean,
+    inputs: r.inputs as JsonValue,
+    outputs: r.outputs as JsonValue | null,
+    exitStatus: r.exitStatus as number | null,
+    exitMessage: r.exitMessage as string | null,
+    exception: r.exception as string | null,
+    parentId: r.parentId as number | null,
+    workerId: r.workerId as string | null,
+    leaseOwner: r.leaseOwner as string | null,
+    leaseExpiresAt: r.leaseExpiresAt as number | null,
+    runs: r.runs as number,
+    ctime: r.ctime as number,
+    mtime: r.mtime as number,
+  };
+}
+
 /** What a worker reports when `run` ends. */
 export type ProcessOutcome =
   | { state: 'finished'; outputs: JsonValue; exitStatus: number; exitMessage: string | null }

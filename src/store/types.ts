@@ -68,6 +68,13 @@ export interface CompleteResult {
   ok: boolean;
   /** The parent that this completion woke up (its last awaited child ended); dispatch it. */
   wokenParentId: number | null;
+  /**
+   * When this call wrote the outcome: what the store wrote that the caller cannot know, its time
+   * and the outputs as the store holds them (PostgreSQL's jsonb orders an object's keys its own
+   * way). With the claimed record they make the record as stored (see `StateBroadcast.record`).
+   * Null when nothing was written, or when a repeat found the outcome written before.
+   */
+  stored: { mtime: number; outputs: JsonValue | null } | null;
 }
 
 /** Result of a checkpoint before waiting on children. */

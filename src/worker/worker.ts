@@ -60,9 +60,9 @@ import { describeStorage, keepsSharedOptions, processLogPath, type Profile } fro
 import type { Logger } from '../logging/index.js';
 import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/index.js';
 import { LogThrottle } from '../logging/throttle.js';
-import type { ControlMessage } from '../protocol/index.js';
+import { MAX_EVENT_RECORD_BYTES, type ControlMessage } from '../protocol/index.js';
 import type { MessageBus, TaskConsumer, TaskDelivery } from '../broker/index.js';
-import { REGISTRY_STALE_MS, type ProcessStore } from '../store/types.js';
+import { REGISTRY_STALE_MS, type CompleteResult, type ProcessStore } from '../store/types.js';
 import type { ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import type { ProcessRegistry } from '../engine/index.js';
 import { OutputLogFile, startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
@@ -87,6 +87,40 @@ export const LOST_HOST_CHECK_MS = 1_000;
  * again: a live consumer with credit claims within milliseconds, and one without credit is counted.
  */
 export const LOST_HOST_REDISPATCH_MS = 1_000;
+
+/**
+ * Largest batch of completions whose ends carry the record (`StateBroadcast.record`): a wait for
+ * one process then needs no store read. A larger batch is a bulk run, whose waiters read the ends
+ * of an event-loop turn in one go, and whose events every subscriber would receive grown.
+ */
+export const EVENT_RECORD_BATCH = 8;
+
+/**
+ * The record of a process as its completion stored it: the claimed record (nothing else changes a
+ * leased process's other columns) with what the completion wrote; null when the store did not say
+ * what it wrote, or when the record is too long to go with the event.
+ */
+function storedRecord(
+  claimed: ProcessRecord,
+  o: ProcessOutcome,
+  stored: CompleteResult['stored'],
+): ProcessRecord | null {
+  if (stored === null) return null;
+  const r: ProcessRecord = {
+    ...claimed,
+    state: o.state,
+    paused: false,
+    killRequested: false,
+    outputs: stored.outputs,
+    exitStatus: o.state === 'finished' ? o.exitStatus : null,
+    exitMessage: o.state === 'excepted' ? null : (o.exitMessage ?? null),
+    exception: o.state === 'excepted' ? o.exception : null,
+    leaseOwner: null,
+    leaseExpiresAt: null,
+    mtime: stored.mtime,
+  };
+  return Buffer.byteLength(JSON.stringify(r)) <= MAX_EVENT_RECORD_BYTES ? r : null;
+}
 
 /** `ids`, each `copies` times in a row (see the module comment on lost hosts). */
 function withCopies(ids: readonly number[], copies: number): readonly number[] {
@@ -189,6 +223,7 @@ export class Worker {
           time: Date.now(),
           runs: r.runs,
           ...(r.control !== undefined ? { control: r.control } : {}),
+          ...(r.stored !== undefined ? { record: r.stored } : {}),
         }),
     };
   }
@@ -459,11 +494,13 @@ export class Worker {
           const o = c.outcome;
           if (o.state === 'excepted')
             this.log.warn(`process ${c.record.id} (${c.record.type}) excepted: ${o.exception.split('\n')[0]}`);
+          const stored = todo.length <= EVENT_RECORD_BATCH ? storedRecord(c.record, o, r.stored) : null;
           this.host.announce({
             ...c.record,
             state: o.state,
             paused: false,
             exitStatus: o.state === 'finished' ? o.exitStatus : null,
+            ...(stored !== null ? { stored } : {}),
           });
         }
         if (woken.length > 0) await this.dispatch(woken);

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import type { MessageBus, TaskConsumer, TaskDelivery } from '../../src/broker/index.js';
-import type { ControlMessage, StateBroadcast } from '../../src/protocol/index.js';
+import type { ControlMessage, ProcessRecord, StateBroadcast } from '../../src/protocol/index.js';
 import type { ProcessStore } from '../../src/store/index.js';
 import { waitUntil } from '../helpers/env.js';
 
@@ -314,6 +314,50 @@ export function busConformance(name: string, setup: (ctx: Mocha.Context) => Prom
       );
       assert.equal(mixedEnds.length, 60);
       assert.equal(mixedAll.length, 60, 'nothing after unsubscribe');
+    });
+
+    it("an end's record reaches subscribers whole; a record that is not one of that very end is dropped, the event kept", async () => {
+      const pub = await open();
+      const got: StateBroadcast[] = [];
+      await (await open()).subscribeEvents((m) => got.push(m));
+      await sleep(100);
+      const record: ProcessRecord = {
+        id: 779,
+        uuid: crypto.randomUUID(),
+        type: 'conformance',
+        label: null,
+        state: 'finished',
+        paused: false,
+        killRequested: false,
+        inputs: { x: [1, 2] },
+        outputs: { zeta: 1, a: 'b' },
+        exitStatus: 0,
+        exitMessage: null,
+        exception: null,
+        parentId: null,
+        workerId: 'w1',
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        runs: 1,
+        ctime: 1,
+        mtime: 2,
+      };
+      const end = { ...state(779, 0), state: 'finished' as const, record };
+      pub.publishState(end);
+      const bad: unknown[] = [
+        { ...end, exitStatus: 1, record: { ...record, id: 780 } }, // another process's
+        { ...end, exitStatus: 2, state: 'excepted' }, // another state's
+        { ...end, exitStatus: 3, record: { ...record, runs: 'one' } }, // a malformed field
+        { ...end, exitStatus: 4, record: { ...record, mtime: undefined } }, // a missing field
+        { ...end, exitStatus: 5, state: 'running', record: { ...record, state: 'running' } }, // not an end
+      ];
+      for (const b of bad) pub.publishState(b as StateBroadcast);
+      await waitUntil(() => got.length >= 6, 10_000, 'every event at the subscriber');
+      assert.deepEqual(got[0]!.record, record);
+      assert.deepEqual(
+        got.slice(1).map((e) => [e.exitStatus, e.record]),
+        [1, 2, 3, 4, 5].map((i) => [i, undefined]),
+      );
     });
 
     it('reports its health, and close() is safe twice', async () => {

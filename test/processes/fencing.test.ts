@@ -31,6 +31,7 @@ import { pgClusterUnavailable, startPgCluster, type PgCluster } from '../helpers
 import { makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
 import { pidAlive } from '../daemon/helpers.js';
 import { BUSES, startPool, type Bus, type Pool, type PoolWorker } from '../helpers/pool.js';
+import { verdicts } from '../helpers/complete.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const done: ProcessOutcome = { state: 'finished', outputs: { late: true }, exitStatus: 0, exitMessage: null };
@@ -56,9 +57,9 @@ async function snapshot(
 /** Every write of a run with the claim `(owner, claim)`: each one must be refused. */
 async function assertAllRefused(store: ProcessStore, id: number, owner: string, claim: number): Promise<void> {
   const before = await snapshot(store, id);
-  assert.deepEqual(await store.complete(id, owner, claim, done), { ok: false, wokenParentId: null });
+  assert.deepEqual(await store.complete(id, owner, claim, done), { ok: false, wokenParentId: null, stored: null });
   assert.deepEqual(await store.completeMany([{ id, owner, claim, outcome: done }]), [
-    { ok: false, wokenParentId: null },
+    { ok: false, wokenParentId: null, stored: null },
   ]);
   await assert.rejects(
     store.appendJournal(id, owner, claim, { seq: 5, kind: 'step', name: 'late', result: 1 }),
@@ -129,7 +130,10 @@ for (const backend of BACKENDS) {
       await assertAllRefused(store, id!, 'w1', first.claim);
       // The new claim still writes: the refusals took nothing from it.
       await store.appendJournal(id!, 'w2', second.claim, { seq: 1, kind: 'step', name: 'b', result: 'w2' });
-      assert.deepEqual(await store.complete(id!, 'w2', second.claim, done), { ok: true, wokenParentId: null });
+      assert.deepEqual(verdicts(await store.complete(id!, 'w2', second.claim, done)), {
+        ok: true,
+        wokenParentId: null,
+      });
       const p = (await store.getProcess(id!))!;
       assert.equal(p.state, 'finished');
       assert.equal(p.workerId, 'w2');
@@ -181,12 +185,12 @@ for (const backend of BACKENDS) {
       await assert.rejects(store.waitForChildren(id!, 'w2', c1.claim, [child]), LeaseLostError);
       const cc = claimed((await store.claim([child], 'w3', 60_000))[0]);
       assert.equal(cc.claim, 1, 'a child counts its own claims');
-      assert.deepEqual(await store.complete(child, 'w3', cc.claim, done), { ok: true, wokenParentId: id });
+      assert.deepEqual(verdicts(await store.complete(child, 'w3', cc.claim, done)), { ok: true, wokenParentId: id });
       const c3 = claimed((await store.claim([id!], 'w1', 60_000))[0]);
       tokens.push(c3.claim);
       assert.deepEqual(tokens, [1, 2, 3]);
       assert.equal(c3.process.runs, c3.claim, 'the token is the claim counter');
-      assert.deepEqual(await store.complete(id!, 'w1', c3.claim, done), { ok: true, wokenParentId: null });
+      assert.deepEqual(verdicts(await store.complete(id!, 'w1', c3.claim, done)), { ok: true, wokenParentId: null });
     });
 
     it('checks the token argument like every other argument', async () => {

@@ -16,6 +16,7 @@ import {
   type TestProfile,
   type WorkerProc,
 } from '../helpers/profile.js';
+import { checkEndRecords } from '../helpers/end-record.js';
 
 describe('processes on a PostgreSQL profile', function () {
   this.timeout(120_000);
@@ -58,6 +59,10 @@ describe('processes on a PostgreSQL profile', function () {
     });
     const counts = countRuns(runs);
     assert.ok(ids.every((id) => counts.get(id) === 1));
+  });
+
+  it('a wait for one process returns the record as stored (jsonb key order), carried by its end event', async () => {
+    await checkEndRecords(client);
   });
 
   it('fans out 100 children with 2 × 20 slots and sums them', async () => {

@@ -14,6 +14,7 @@ import { waitForProcesses } from '../../src/api/control.js';
 import { RABBIT_URL, portOpen, requireService, runCli, runCliAsync, tempDir, cleanupTempDirs } from '../helpers/env.js';
 import { countRuns, makeProfile, waitUntil, type TestProfile } from '../helpers/profile.js';
 import { BUSES, startPool, type Pool } from '../helpers/pool.js';
+import { checkEndRecords } from '../helpers/end-record.js';
 
 for (const bus of BUSES) {
   describe(`processes run to completion (issues 3, 10; ${bus} bus)`, function () {
@@ -44,6 +45,11 @@ for (const bus of BUSES) {
     async function waitAllTerminal(ids: number[], timeoutMs = 60_000): Promise<void> {
       await waitForProcesses(client, ids, { timeoutSeconds: timeoutMs / 1000 });
     }
+
+    it('a wait for one process returns the record as stored, carried by its end event (no second store read)', async () => {
+      pool = await startPool(tp, 1);
+      await checkEndRecords(client);
+    });
 
     it('runs 1,000 additions on 2 workers: all finished, every sum right, each run exactly once', async () => {
       const runs = path.join(dir, 'runs-1000');

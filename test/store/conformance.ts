@@ -17,6 +17,7 @@ import {
 } from '../../src/errors/index.js';
 import { PROCESS_STATES, type JsonValue, type ProcessOutcome } from '../../src/protocol/index.js';
 import type { ProcessStore } from '../../src/store/index.js';
+import { verdicts } from '../helpers/complete.js';
 
 /** Access to one store location, given by the adapter's test file. */
 export interface StoreHarness {
@@ -533,7 +534,11 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const [a, b, c] = ids as [number, number, number];
         await store.claim(ids, 'w1', 30_000);
         await store.requestKill(c, 'stop');
-        assert.deepEqual(await store.complete(a, 'intruder', 1, finished()), { ok: false, wokenParentId: null });
+        assert.deepEqual(await store.complete(a, 'intruder', 1, finished()), {
+          ok: false,
+          wokenParentId: null,
+          stored: null,
+        });
         assert.equal((await store.getProcess(a))!.state, 'running');
         const rs = await store.completeMany([
           {
@@ -545,7 +550,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           { id: b, owner: 'w1', claim: 1, outcome: { state: 'excepted', exception: 'Error: boom\n  at x' } },
           { id: c, owner: 'w1', claim: 1, outcome: { state: 'killed', exitMessage: 'stop' } },
         ]);
-        assert.deepEqual(rs, [
+        assert.deepEqual(verdicts(rs), [
           { ok: true, wokenParentId: null },
           { ok: true, wokenParentId: null },
           { ok: true, wokenParentId: null },
@@ -555,9 +560,14 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           [pa!.state, pa!.outputs, pa!.exitStatus, pa!.exitMessage, pa!.leaseOwner, pa!.leaseExpiresAt, pa!.workerId],
           ['finished', { n: 42 }, 3, 'meh', null, null, 'w1'],
         );
+        // What each completion says it stored is what a read gives back.
+        assert.deepEqual(
+          rs.map((r) => r.stored),
+          [pa, pb, pc].map((p) => ({ mtime: p!.mtime, outputs: p!.outputs })),
+        );
         assert.deepEqual([pb!.state, pb!.exception, pb!.outputs], ['excepted', 'Error: boom\n  at x', null]);
         assert.deepEqual([pc!.state, pc!.exitMessage, pc!.killRequested], ['killed', 'stop', false]);
-        assert.deepEqual(await store.complete(a, 'w1', 1, finished()), { ok: false, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(a, 'w1', 1, finished())), { ok: false, wokenParentId: null });
         assert.equal((await store.getProcess(a))!.exitStatus, 3, 'a second completion changes nothing');
         assert.ok(!(await pending()).has(a));
         await assert.rejects(store.complete(a, 'w1', 1, { state: 'nope' } as never), InputError);
@@ -670,9 +680,9 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.equal(p.leaseExpiresAt, null);
         assert.ok(!(await pending()).has(parent), 'a waiting parent is not dispatched');
         assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
-        assert.deepEqual(await store.complete(c2, 'w2', 1, finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(c2, 'w2', 1, finished())), { ok: true, wokenParentId: null });
         assert.ok(!(await pending()).has(parent));
-        assert.deepEqual(await store.complete(c3, 'w2', 1, { state: 'excepted', exception: 'x' }), {
+        assert.deepEqual(verdicts(await store.complete(c3, 'w2', 1, { state: 'excepted', exception: 'x' })), {
           ok: true,
           wokenParentId: parent,
         });
@@ -691,9 +701,9 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const [c1, c2] = children as [number, number];
         await store.claim(children, 'w2', 30_000);
         assert.deepEqual(await store.waitForChildren(parent, 'w1', 1, [c2]), { waiting: true });
-        assert.deepEqual(await store.complete(c1, 'w2', 1, finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(c1, 'w2', 1, finished())), { ok: true, wokenParentId: null });
         assert.deepEqual(await store.claim([parent], 'w3', 30_000), [{ claimed: false, reason: 'waiting' }]);
-        assert.deepEqual(await store.complete(c2, 'w2', 1, finished()), { ok: true, wokenParentId: parent });
+        assert.deepEqual(verdicts(await store.complete(c2, 'w2', 1, finished())), { ok: true, wokenParentId: parent });
       });
 
       it('completeMany wakes a parent once, reported by the child that ended its wait', async function () {
@@ -707,7 +717,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           { id: c2, owner: 'w2', claim: 1, outcome: finished() },
           { id: c3, owner: 'intruder', claim: 1, outcome: finished() },
         ]);
-        assert.deepEqual(rs, [
+        assert.deepEqual(verdicts(rs), [
           { ok: true, wokenParentId: null },
           { ok: true, wokenParentId: null },
           { ok: false, wokenParentId: null },
@@ -718,7 +728,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           { id: c3, owner: 'w2', claim: 1, outcome: finished() },
           { id: c4, owner: 'w2', claim: 1, outcome: finished() },
         ]);
-        assert.deepEqual(rs2, [
+        assert.deepEqual(verdicts(rs2), [
           { ok: true, wokenParentId: parent },
           { ok: true, wokenParentId: null },
         ]);
@@ -737,7 +747,7 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
           { id: t1, owner: 'intruder', claim: 1, outcome: finished() },
           { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 3 }) },
         ]);
-        assert.deepEqual(rs, [
+        assert.deepEqual(verdicts(rs), [
           { ok: true, wokenParentId: null },
           { ok: true, wokenParentId: parent },
           { ok: false, wokenParentId: null },
@@ -746,8 +756,8 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const [p1, p2] = [(await store.getProcess(t1))!, (await store.getProcess(t2))!];
         assert.deepEqual([p1.state, p1.leaseOwner], ['running', 'w2']);
         assert.deepEqual([p2.state, p2.outputs, p2.leaseOwner], ['finished', { n: 2 }, null]);
-        assert.deepEqual(await store.complete(t1, 'w2', 1, finished()), { ok: true, wokenParentId: null });
-        assert.deepEqual(await store.complete(t1, 'w2', 1, finished()), { ok: false, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(t1, 'w2', 1, finished())), { ok: true, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(t1, 'w2', 1, finished())), { ok: false, wokenParentId: null });
         assert.ok((await pending()).has(parent));
       });
 
@@ -769,15 +779,19 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         // Right hints, one child alone and then a child with a top-level process wrongly hinted as a
         // child and one hinted as top-level.
         assert.deepEqual(
-          await store.completeMany([{ id: c1, owner: 'w2', claim: 1, outcome: finished(), parentId: parent }]),
+          verdicts(
+            await store.completeMany([{ id: c1, owner: 'w2', claim: 1, outcome: finished(), parentId: parent }]),
+          ),
           [{ ok: true, wokenParentId: null }],
         );
         assert.deepEqual(
-          await store.completeMany([
-            { id: c2, owner: 'w2', claim: 1, outcome: finished(), parentId: parent },
-            { id: t1, owner: 'w2', claim: 1, outcome: finished({ n: 1 }), parentId: c3 },
-            { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 2 }), parentId: null },
-          ]),
+          verdicts(
+            await store.completeMany([
+              { id: c2, owner: 'w2', claim: 1, outcome: finished(), parentId: parent },
+              { id: t1, owner: 'w2', claim: 1, outcome: finished({ n: 1 }), parentId: c3 },
+              { id: t2, owner: 'w2', claim: 1, outcome: finished({ n: 2 }), parentId: null },
+            ]),
+          ),
           [
             { ok: true, wokenParentId: null },
             { ok: true, wokenParentId: null },
@@ -786,17 +800,19 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         );
         // A child hinted as top-level still wakes its parent; a lease it does not hold is refused.
         assert.deepEqual(
-          await store.completeMany([
-            { id: c3, owner: 'intruder', claim: 1, outcome: finished(), parentId: parent },
-            { id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null },
-          ]),
+          verdicts(
+            await store.completeMany([
+              { id: c3, owner: 'intruder', claim: 1, outcome: finished(), parentId: parent },
+              { id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null },
+            ]),
+          ),
           [
             { ok: false, wokenParentId: null },
             { ok: false, wokenParentId: null },
           ],
         );
         assert.deepEqual(
-          await store.completeMany([{ id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null }]),
+          verdicts(await store.completeMany([{ id: c3, owner: 'w2', claim: 1, outcome: finished(), parentId: null }])),
           [{ ok: true, wokenParentId: parent }],
         );
         const [p1, p2] = [(await store.getProcess(t1))!, (await store.getProcess(t2))!];
@@ -812,7 +828,10 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         const p = (await store.getProcess(parent))!;
         assert.deepEqual([p.state, p.leaseOwner], ['waiting', null]);
         await store.claim(children, 'w2', 30_000);
-        assert.deepEqual(await store.complete(children[0]!, 'w2', 1, finished()), { ok: true, wokenParentId: parent });
+        assert.deepEqual(verdicts(await store.complete(children[0]!, 'w2', 1, finished())), {
+          ok: true,
+          wokenParentId: parent,
+        });
       });
 
       it('refuses non-children and callers without the lease, changing nothing', async function () {
@@ -921,7 +940,10 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         assert.equal(await store.requestKill(p2, 'stop the workflow'), 'killed');
         assert.equal((await store.getProcess(p2))!.state, 'killed');
         await store.claim(ch2, 'w2', 30_000);
-        assert.deepEqual(await store.complete(ch2[0]!, 'w2', 1, finished()), { ok: true, wokenParentId: null });
+        assert.deepEqual(verdicts(await store.complete(ch2[0]!, 'w2', 1, finished())), {
+          ok: true,
+          wokenParentId: null,
+        });
       });
     });
 

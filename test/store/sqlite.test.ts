@@ -16,6 +16,7 @@ import { JOURNAL_SIZE_LIMIT, openSqliteStore } from '../../src/store/sqlite/sqli
 import { REPO_ROOT, cleanupTempDirs, requireService, tempDir } from '../helpers/env.js';
 import { mountTmpfs, tmpfsUnavailable } from '../helpers/tmpfs.js';
 import { storeConformance, type StoreHarness } from './conformance.js';
+import { verdicts } from '../helpers/complete.js';
 
 function sqliteHarness(): StoreHarness {
   const file = path.join(tempDir('drover-store-'), 'data', 'store.db');
@@ -239,7 +240,9 @@ describe('SQLite store', function () {
       for (let i = 0; i < 20; i++) await s.createProcesses([{ type: 'x', inputs: big.slice(0, 64 * 1024) }]);
       assert.ok(fs.statSync(`${file}-wal`).size <= JOURNAL_SIZE_LIMIT + 300 * 1024, 'the WAL stays near its limit');
       assert.deepEqual(
-        await s.complete(id!, 'w1', 1, { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null }),
+        verdicts(
+          await s.complete(id!, 'w1', 1, { state: 'finished', outputs: null, exitStatus: 0, exitMessage: null }),
+        ),
         {
           ok: true,
           wokenParentId: null,

@@ -391,6 +391,14 @@ function completionValues(list: ReadonlyArray<CheckedCompletion>): unknown[][] {
   ];
 }
 
+/** What a completion stored that its caller cannot know (see `CompleteResult.stored`). */
+type Stored = NonNullable<CompleteResult['stored']>;
+/** The columns of {@link Stored} as the completion statements return them. */
+interface StoredRow {
+  mtime: number;
+  outputs: JsonValue | null;
+}
+
 /** Named (server-side prepared) statements of the hot paths. */
 const Q = {
   // The claim and the claimed processes' journals in one round trip; no explicit transaction is
@@ -401,12 +409,12 @@ const Q = {
     FROM processes WHERE id = ANY($1::bigint[])`,
   lockWithParents: lockWithParentsOf('unnest($1::bigint[])', 'id = ANY($1::bigint[])'),
   lockWithParentsOne: lockWithParentsOf('$1::bigint', 'id = $1::bigint'),
-  complete: `${COMPLETE} RETURNING p.id, p.parent_id`,
-  completeOne: `${COMPLETE_ONE} RETURNING p.id, p.parent_id`,
+  complete: `${COMPLETE} RETURNING p.id, p.parent_id, p.mtime, p.outputs`,
+  completeOne: `${COMPLETE_ONE} RETURNING p.id, p.parent_id, p.mtime, p.outputs`,
   // The same for processes without a parent, in one statement outside a transaction: no parent
   // row to lock first (parent_id never changes), so nothing to wake. Returns the ids recorded.
-  completeTop: `${COMPLETE} AND p.parent_id IS NULL RETURNING p.id`,
-  completeTopOne: `${COMPLETE_ONE} AND p.parent_id IS NULL RETURNING p.id`,
+  completeTop: `${COMPLETE} AND p.parent_id IS NULL RETURNING p.id, p.mtime, p.outputs`,
+  completeTopOne: `${COMPLETE_ONE} AND p.parent_id IS NULL RETURNING p.id, p.mtime, p.outputs`,
   wakeParents: wakeParentsFrom('unnest($1::bigint[], $2::bigint[])'),
   wakeParentsOne: wakeParentsFrom('(SELECT $1::bigint, $2::bigint)'),
   create: `${INSERT_PROCESS}
@@ -1024,21 +1032,22 @@ export class PostgresStore implements ProcessStore {
       // those): what it did not record has a parent to wake or lost its lease, and takes the
       // transaction below. A repeat after a lost answer skips it: the transaction's check for
       // outcomes recorded before recognizes these too.
-      const top = new Set<number>();
+      const top = new Map<number, Stored>();
       let items = unique;
       // Those the caller knows to be children go to the transaction at once.
       const maybeTop = unique.filter((it) => typeof it.parentId !== 'number');
       if (!a.afterMaybeApplied && maybeTop.length > 0) {
         // One completion (a worker under light load): see the `…One` statements.
         const st = overColumns('completeTop', completionValues(maybeTop));
-        const r = await this.stmt<{ id: number }>(c, a, 'write', st.name, st.text, st.values);
-        for (const row of r.rows) top.add(row.id);
+        const r = await this.stmt<{ id: number } & StoredRow>(c, a, 'write', st.name, st.text, st.values);
+        for (const row of r.rows) top.set(row.id, { mtime: row.mtime, outputs: row.outputs });
         items = unique.filter((it) => !top.has(it.id));
       }
       const rest = items.length === 0 ? null : await this.inTx(c, a, () => this.completeRest(c, a, items));
       return checked.map((it, i): CompleteResult => {
-        if (first.get(it.id) !== i) return { ok: false, wokenParentId: null };
-        if (top.has(it.id)) return { ok: true, wokenParentId: null };
+        if (first.get(it.id) !== i) return { ok: false, wokenParentId: null, stored: null };
+        const t = top.get(it.id);
+        if (t !== undefined) return { ok: true, wokenParentId: null, stored: t };
         return rest!.get(it.id)!;
       });
     });
@@ -1053,10 +1062,11 @@ export class PostgresStore implements ProcessStore {
     // Parents first (they have the lower ids), then the children, all in id order. One child
     // (a workflow's children ending one at a time): the `…One` statements.
     await c.query(overColumns('lockWithParents', [items.map((it) => it.id)]));
-    const done = await c.query<{ id: number; parent_id: number | null }>(
+    const done = await c.query<{ id: number; parent_id: number | null } & StoredRow>(
       overColumns('complete', completionValues(items)),
     );
     const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
+    const storedOf = new Map(done.rows.map((r): [number, Stored] => [r.id, { mtime: r.mtime, outputs: r.outputs }]));
     // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
     // there (terminal, in the state written, last claimed by this very claim, lease cleared): they
     // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
@@ -1096,13 +1106,13 @@ export class PostgresStore implements ProcessStore {
     const woken = await this.wakeParents(c, pairs);
     const out = new Map<number, CompleteResult>();
     for (const it of items) {
-      if (recordedBefore.has(it.id)) out.set(it.id, { ok: true, wokenParentId: null });
-      else if (!parentOf.has(it.id)) out.set(it.id, { ok: false, wokenParentId: null });
+      if (recordedBefore.has(it.id)) out.set(it.id, { ok: true, wokenParentId: null, stored: null });
+      else if (!parentOf.has(it.id)) out.set(it.id, { ok: false, wokenParentId: null, stored: null });
       else {
         const parent = parentOf.get(it.id)!;
         // The wake-up is reported by the child that took the count to 0 had the batch run item by item.
         const last = parent !== null && woken.has(parent) && woken.get(parent) === it.id;
-        out.set(it.id, { ok: true, wokenParentId: last ? parent : null });
+        out.set(it.id, { ok: true, wokenParentId: last ? parent : null, stored: storedOf.get(it.id)! });
       }
     }
     return out;

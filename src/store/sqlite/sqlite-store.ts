@@ -871,15 +871,22 @@ export class SqliteStore implements ProcessStore {
       const { id, owner, claim, o } = items[i]!;
       return [id, owner, claim, o.state, o.outputsJson, o.exitStatus, o.exitMessage, o.exception];
     });
-    const rows = this.s.complete.all({ items: JSON.stringify(values), now: Date.now() }) as {
+    const now = Date.now();
+    const rows = this.s.complete.all({ items: JSON.stringify(values), now }) as {
       id: number;
       parent_id: number | null;
     }[];
     const done = new Map(rows.map((r) => [r.id, r.parent_id]));
     return items.map((it, i): CompleteResult => {
-      if (first.get(it.id) !== i || !done.has(it.id)) return { ok: false, wokenParentId: null };
+      if (first.get(it.id) !== i || !done.has(it.id)) return { ok: false, wokenParentId: null, stored: null };
       const parent = done.get(it.id)!;
-      return { ok: true, wokenParentId: parent === null ? null : this.wakeParent(parent, it.id) };
+      // The outputs as a read gives them back: parsed from the text stored.
+      const outputs = it.o.outputsJson === null ? null : (JSON.parse(it.o.outputsJson) as JsonValue);
+      return {
+        ok: true,
+        wokenParentId: parent === null ? null : this.wakeParent(parent, it.id),
+        stored: { mtime: now, outputs },
+      };
     });
   }
 
