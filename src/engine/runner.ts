@@ -69,8 +69,8 @@ export interface RunnerHost {
   announce(
     record: Pick<ProcessRecord, 'id' | 'type' | 'state' | 'paused' | 'parentId' | 'exitStatus' | 'runs'> & {
       control?: ControlEffect;
-      /** An end's record as stored, sent along (see `StateBroadcast.record`). */
-      stored?: ProcessRecord;
+      /** An end's record as the store now holds it, sent along (`StateBroadcast.record`). */
+      endRecord?: ProcessRecord;
     },
   ): void;
   logger: Logger;

@@ -223,7 +223,7 @@ export class Worker {
           time: Date.now(),
           runs: r.runs,
           ...(r.control !== undefined ? { control: r.control } : {}),
-          ...(r.stored !== undefined ? { record: r.stored } : {}),
+          ...(r.endRecord !== undefined ? { record: r.endRecord } : {}),
         }),
     };
   }
@@ -494,13 +494,13 @@ export class Worker {
           const o = c.outcome;
           if (o.state === 'excepted')
             this.log.warn(`process ${c.record.id} (${c.record.type}) excepted: ${o.exception.split('\n')[0]}`);
-          const stored = todo.length <= EVENT_RECORD_BATCH ? storedRecord(c.record, o, r.stored) : null;
+          const endRecord = todo.length <= EVENT_RECORD_BATCH ? storedRecord(c.record, o, r.stored) : null;
           this.host.announce({
             ...c.record,
             state: o.state,
             paused: false,
             exitStatus: o.state === 'finished' ? o.exitStatus : null,
-            ...(stored !== null ? { stored } : {}),
+            ...(endRecord !== null ? { endRecord } : {}),
           });
         }
         if (woken.length > 0) await this.dispatch(woken);
