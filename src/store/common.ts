@@ -14,6 +14,7 @@ import {
   isTerminal,
   jsonPreview,
   type JournalEntry,
+  type JsonValue,
   type ProcessOutcome,
   type ProcessState,
 } from '../protocol/index.js';
@@ -25,6 +26,7 @@ import type {
   ReportPosition,
   RunClaim,
   StoreOwner,
+  StoredOutcome,
 } from './types.js';
 
 /** Milliseconds in a day, for {@link ProcessFilter.pastDays}. */
@@ -287,6 +289,18 @@ export interface CheckedCompletion {
   o: OutcomeColumns;
   /** {@link Completion.parentId}: undefined when not given. */
   parentId: number | null | undefined;
+}
+
+/** The outcome `o` as stored at `mtime`, its outputs as a read gives them back (see `CompleteResult.stored`). */
+export function storedOutcome(o: OutcomeColumns, outputs: JsonValue | null, mtime: number): StoredOutcome {
+  return {
+    state: o.state,
+    outputs,
+    exitStatus: o.exitStatus,
+    exitMessage: o.exitMessage,
+    exception: o.exception,
+    mtime,
+  };
 }
 
 /** Checks the items of `completeMany`. */

@@ -69,13 +69,19 @@ export interface CompleteResult {
   /** The parent that this completion woke up (its last awaited child ended); dispatch it. */
   wokenParentId: number | null;
   /**
-   * When this call wrote the outcome: what the store wrote that the caller cannot know, its time
-   * and the outputs as the store holds them (PostgreSQL's jsonb orders an object's keys its own
-   * way). With the claimed record they make the record as stored (see `StateBroadcast.record`).
-   * Null when nothing was written, or when a repeat found the outcome written before.
+   * When this call wrote the outcome: the outcome's columns as stored, with the outputs as a read
+   * gives them back (PostgreSQL's jsonb orders an object's keys its own way), and the time written.
+   * With the claimed record they make the record as stored (see `StateBroadcast.record`). Null
+   * when nothing was written, or when a repeat found the outcome written before.
    */
-  stored: { mtime: number; outputs: JsonValue | null } | null;
+  stored: StoredOutcome | null;
 }
+
+/** An outcome as a completion stored it (see {@link CompleteResult.stored}). */
+export type StoredOutcome = Pick<
+  ProcessRecord,
+  'state' | 'outputs' | 'exitStatus' | 'exitMessage' | 'exception' | 'mtime'
+>;
 
 /** Result of a checkpoint before waiting on children. */
 export interface WaitResult {

@@ -62,7 +62,7 @@ import { BrokerError, errorMessage, isRetryableStoreError } from '../errors/inde
 import { LogThrottle } from '../logging/throttle.js';
 import { MAX_EVENT_RECORD_BYTES, type ControlMessage } from '../protocol/index.js';
 import type { MessageBus, TaskConsumer, TaskDelivery } from '../broker/index.js';
-import { REGISTRY_STALE_MS, type CompleteResult, type ProcessStore } from '../store/types.js';
+import { REGISTRY_STALE_MS, type ProcessStore, type StoredOutcome } from '../store/types.js';
 import type { ProcessOutcome, ProcessRecord } from '../protocol/index.js';
 import type { ProcessRegistry } from '../engine/index.js';
 import { OutputLogFile, startRun, type RunEnd, type RunHandle, type RunnerHost } from '../engine/index.js';
@@ -97,27 +97,18 @@ export const EVENT_RECORD_BATCH = 8;
 
 /**
  * The record of a process as its completion stored it: the claimed record (nothing else changes a
- * leased process's other columns) with what the completion wrote; null when the store did not say
- * what it wrote, or when the record is too long to go with the event.
+ * leased process's other columns) with the outcome as stored and the flags a completion clears;
+ * null when the store did not say what it wrote, or when the record is too long to go with the event.
  */
-function storedRecord(
-  claimed: ProcessRecord,
-  o: ProcessOutcome,
-  stored: CompleteResult['stored'],
-): ProcessRecord | null {
+function storedRecord(claimed: ProcessRecord, stored: StoredOutcome | null): ProcessRecord | null {
   if (stored === null) return null;
   const r: ProcessRecord = {
     ...claimed,
-    state: o.state,
+    ...stored,
     paused: false,
     killRequested: false,
-    outputs: stored.outputs,
-    exitStatus: o.state === 'finished' ? o.exitStatus : null,
-    exitMessage: o.state === 'excepted' ? null : (o.exitMessage ?? null),
-    exception: o.state === 'excepted' ? o.exception : null,
     leaseOwner: null,
     leaseExpiresAt: null,
-    mtime: stored.mtime,
   };
   return Buffer.byteLength(JSON.stringify(r)) <= MAX_EVENT_RECORD_BYTES ? r : null;
 }
@@ -494,7 +485,7 @@ export class Worker {
           const o = c.outcome;
           if (o.state === 'excepted')
             this.log.warn(`process ${c.record.id} (${c.record.type}) excepted: ${o.exception.split('\n')[0]}`);
-          const endRecord = todo.length <= EVENT_RECORD_BATCH ? storedRecord(c.record, o, r.stored) : null;
+          const endRecord = todo.length <= EVENT_RECORD_BATCH ? storedRecord(c.record, r.stored) : null;
           this.host.announce({
             ...c.record,
             state: o.state,

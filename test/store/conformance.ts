@@ -563,7 +563,14 @@ export function storeConformance(name: string, setup: (ctx: Mocha.Context) => Pr
         // What each completion says it stored is what a read gives back.
         assert.deepEqual(
           rs.map((r) => r.stored),
-          [pa, pb, pc].map((p) => ({ mtime: p!.mtime, outputs: p!.outputs })),
+          [pa, pb, pc].map((p) => ({
+            state: p!.state,
+            outputs: p!.outputs,
+            exitStatus: p!.exitStatus,
+            exitMessage: p!.exitMessage,
+            exception: p!.exception,
+            mtime: p!.mtime,
+          })),
         );
         assert.deepEqual([pb!.state, pb!.exception, pb!.outputs], ['excepted', 'Error: boom\n  at x', null]);
         assert.deepEqual([pc!.state, pc!.exitMessage, pc!.killRequested], ['killed', 'stop', false]);

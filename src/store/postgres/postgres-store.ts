@@ -91,6 +91,7 @@ import {
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
+  storedOutcome,
   checkAdoptArgs,
   ownerFromRows,
   type CheckedNewProcess,
@@ -112,6 +113,7 @@ import type {
   ReleasedLease,
   ReportPosition,
   RunClaim,
+  StoredOutcome,
   WaitResult,
   AdoptResult,
   StoreOwner,
@@ -391,9 +393,7 @@ function completionValues(list: ReadonlyArray<CheckedCompletion>): unknown[][] {
   ];
 }
 
-/** What a completion stored that its caller cannot know (see `CompleteResult.stored`). */
-type Stored = NonNullable<CompleteResult['stored']>;
-/** The columns of {@link Stored} as the completion statements return them. */
+/** What the completion statements return besides the id: the time written and the outputs as stored. */
 interface StoredRow {
   mtime: number;
   outputs: JsonValue | null;
@@ -1032,7 +1032,7 @@ export class PostgresStore implements ProcessStore {
       // those): what it did not record has a parent to wake or lost its lease, and takes the
       // transaction below. A repeat after a lost answer skips it: the transaction's check for
       // outcomes recorded before recognizes these too.
-      const top = new Map<number, Stored>();
+      const top = new Map<number, StoredOutcome>();
       let items = unique;
       // Those the caller knows to be children go to the transaction at once.
       const maybeTop = unique.filter((it) => typeof it.parentId !== 'number');
@@ -1040,7 +1040,8 @@ export class PostgresStore implements ProcessStore {
         // One completion (a worker under light load): see the `…One` statements.
         const st = overColumns('completeTop', completionValues(maybeTop));
         const r = await this.stmt<{ id: number } & StoredRow>(c, a, 'write', st.name, st.text, st.values);
-        for (const row of r.rows) top.set(row.id, { mtime: row.mtime, outputs: row.outputs });
+        const byId = new Map(maybeTop.map((it) => [it.id, it]));
+        for (const row of r.rows) top.set(row.id, storedOutcome(byId.get(row.id)!.o, row.outputs, row.mtime));
         items = unique.filter((it) => !top.has(it.id));
       }
       const rest = items.length === 0 ? null : await this.inTx(c, a, () => this.completeRest(c, a, items));
@@ -1065,14 +1066,13 @@ export class PostgresStore implements ProcessStore {
     const done = await c.query<{ id: number; parent_id: number | null } & StoredRow>(
       overColumns('complete', completionValues(items)),
     );
-    const parentOf = new Map(done.rows.map((r) => [r.id, r.parent_id]));
-    const storedOf = new Map(done.rows.map((r): [number, Stored] => [r.id, { mtime: r.mtime, outputs: r.outputs }]));
+    const rowOf = new Map(done.rows.map((r) => [r.id, r]));
     // A repeat after a commit whose answer was lost: the outcomes the first attempt wrote are
     // there (terminal, in the state written, last claimed by this very claim, lease cleared): they
     // count as recorded. Their woken parents were marked for dispatch then; the sweep sends them.
     const recordedBefore = new Set<number>();
     if (a.afterMaybeApplied) {
-      const missing = items.filter((it) => !parentOf.has(it.id));
+      const missing = items.filter((it) => !rowOf.has(it.id));
       if (missing.length > 0) {
         const r = await c.query<{
           id: number;
@@ -1100,19 +1100,27 @@ export class PostgresStore implements ProcessStore {
     }
     const pairs: [number, number][] = [];
     for (const it of items) {
-      const parent = parentOf.get(it.id);
+      const parent = rowOf.get(it.id)?.parent_id;
       if (parent !== undefined && parent !== null) pairs.push([parent, it.id]);
     }
     const woken = await this.wakeParents(c, pairs);
     const out = new Map<number, CompleteResult>();
     for (const it of items) {
       if (recordedBefore.has(it.id)) out.set(it.id, { ok: true, wokenParentId: null, stored: null });
-      else if (!parentOf.has(it.id)) out.set(it.id, { ok: false, wokenParentId: null, stored: null });
       else {
-        const parent = parentOf.get(it.id)!;
+        const row = rowOf.get(it.id);
+        if (row === undefined) {
+          out.set(it.id, { ok: false, wokenParentId: null, stored: null });
+          continue;
+        }
+        const parent = row.parent_id;
         // The wake-up is reported by the child that took the count to 0 had the batch run item by item.
         const last = parent !== null && woken.has(parent) && woken.get(parent) === it.id;
-        out.set(it.id, { ok: true, wokenParentId: last ? parent : null, stored: storedOf.get(it.id)! });
+        out.set(it.id, {
+          ok: true,
+          wokenParentId: last ? parent : null,
+          stored: storedOutcome(it.o, row.outputs, row.mtime),
+        });
       }
     }
     return out;

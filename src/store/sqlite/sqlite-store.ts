@@ -97,6 +97,7 @@ import {
   deleteRefusal,
   leaseIsLive,
   emptyCounts,
+  storedOutcome,
   type CheckedCompletion,
   type CheckedNewProcess,
 } from '../common.js';
@@ -890,7 +891,7 @@ export class SqliteStore implements ProcessStore {
       return {
         ok: true,
         wokenParentId: parent === null ? null : this.wakeParent(parent, it.id),
-        stored: { mtime: now, outputs },
+        stored: storedOutcome(it.o, outputs, now),
       };
     });
   }
