@@ -381,7 +381,8 @@ async function oneByOne(bus: Bus, store: Store, rawEach: number, workers: 1 | 2)
       for (const loop of r === 1 || r === 2 ? [...loops].reverse() : loops) {
         if (loop === 'client') rate = Math.max(rate, await clientLoop());
         else top = Math.max(top, await topLevelLoop());
-        // A loop's processes run before the next loop: it must not compete with their runs.
+        // A loop's processes run before the next loop: it must not compete with their runs (its
+        // own run alongside it, as a script's do).
         await waitFinished(d.client, (done += SEQ_N));
       }
     }

@@ -46,6 +46,13 @@ const MARK_CHUNK = 5000;
  * confirm (bounds the memory a fast loop of submits holds in flight).
  */
 const MAX_UNCONFIRMED = 10_000;
+/**
+ * Longest a loop of awaited submits runs without returning to the event loop. On SQLite every
+ * await of a submit is of a settled promise, so such a loop never gets there by itself, and what
+ * waits for it waited for the loop's end: RabbitMQ's publishes (amqplib writes on the next turn)
+ * and the broker's confirms, so no process of a loop of 10,000 started before the loop ended.
+ */
+const TURN_AFTER_MS = 2;
 
 /** A listener of {@link ProcessClient.listen}. */
 export interface EventListener {
@@ -252,6 +259,7 @@ export class ProcessClient {
     }
     if (conn.dispatch === 'outbox') {
       await conn.publishContinue(ids); // a hint: resolves at once
+      await this.turnIfDue();
       return ids;
     }
     // Returned means stored: the commit above is what makes the submission durable, and the
@@ -260,7 +268,29 @@ export class ProcessClient {
     // them); a submit waits only when too many tasks are unconfirmed.
     const confirmed = this.publishInBackground(conn, ids, markedBy);
     if (this.unconfirmed > MAX_UNCONFIRMED) await confirmed;
+    else await this.turnIfDue();
     return ids;
+  }
+
+  /** When a turn of the event loop was last seen to pass (see {@link ProcessClient.turnIfDue}). */
+  private turnSeenAt = performance.now();
+  private turnWatch = false;
+
+  /**
+   * Returns to the event loop once the program has not for {@link TURN_AFTER_MS}: what a submit
+   * handed to the bus then leaves within that time even in a loop that never waits by itself. A
+   * program that does return to the loop pays nothing but the watch's `setImmediate`.
+   */
+  private async turnIfDue(): Promise<void> {
+    if (!this.turnWatch) {
+      this.turnWatch = true;
+      setImmediate(() => {
+        this.turnWatch = false;
+        this.turnSeenAt = performance.now();
+      });
+    }
+    if (performance.now() - this.turnSeenAt < TURN_AFTER_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Tasks handed to {@link ProcessClient.publishInBackground} whose confirm has not come yet. */

@@ -19,6 +19,13 @@ export { LocalHub, HUB_POLL_MS, type HubPeer, type HubOutbox, type HubStats } fr
 export { LocalBus } from './local/local-bus.js';
 export { IpcLink, SocketLink, type BusLink, type IpcChannel } from './local/link.js';
 
+/**
+ * How long opening the local bus waits for its socket to connect. A Unix socket connects or is
+ * refused at once; only a daemon too busy to accept (a full backlog) makes this wait, and then what
+ * is posted waits for the connection, as before the wait.
+ */
+const LOCAL_OPEN_TIMEOUT_MS = 1000;
+
 /** Options of {@link openBus}. */
 export interface OpenBusOptions {
   logger?: Logger;
@@ -36,21 +43,26 @@ export interface OpenBusOptions {
 
 /**
  * Opens the message bus of `profile`. For RabbitMQ this connects (and throws a BrokerError when
- * the broker cannot be reached within the timeout); the local bus connects to the daemon when first
- * needed and never fails to open (with no daemon running, hints go nowhere and processes wait in
- * the store).
+ * the broker cannot be reached within the timeout). The local bus connects to the daemon's socket
+ * too, but never fails to open: with no daemon running, hints go nowhere and processes wait in the
+ * store.
  */
 export async function openBus(profile: Profile, opts: OpenBusOptions = {}): Promise<MessageBus> {
   const logger = opts.logger ?? silentLogger;
   const broker = profile.broker;
   if (broker.kind === 'local') {
-    const link = opts.ipc
-      ? new IpcLink(opts.ipc, opts.workerId ?? 'worker', logger)
-      : new SocketLink(
-          daemonFilePaths(runtimeDir(profile.name, opts.env), logDir(profile.name, opts.env)).socket,
-          profile.name,
-          logger,
-        );
+    if (opts.ipc)
+      return new LocalBus(new IpcLink(opts.ipc, opts.workerId ?? 'worker', logger), {
+        logger,
+        workerId: opts.workerId ?? null,
+      });
+    const link = new SocketLink(
+      daemonFilePaths(runtimeDir(profile.name, opts.env), logDir(profile.name, opts.env)).socket,
+      profile.name,
+      logger,
+    );
+    // Connected (or known unreachable) before the first post: see SocketLink.open.
+    await link.open(LOCAL_OPEN_TIMEOUT_MS);
     return new LocalBus(link, { logger, workerId: opts.workerId ?? null });
   }
   const [{ BrokerConnection }, { RabbitBus }] = await Promise.all([

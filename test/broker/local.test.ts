@@ -8,14 +8,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { BrokerError } from '../../src/errors/index.js';
+import { spawnSync } from 'node:child_process';
 import { LocalBus, SocketLink } from '../../src/broker/index.js';
+import { logDir, runtimeDir } from '../../src/config/index.js';
 import { ControlServer, type ControlServerLimits } from '../../src/daemon/control-server.js';
 import { DaemonHub } from '../../src/daemon/bus-hub.js';
 import type { LazyStore } from '../../src/daemon/store-access.js';
 import { createLogger, silentLogger, type Logger } from '../../src/logging/index.js';
-import { ControlError, type ControlHandler, type StateBroadcast } from '../../src/protocol/index.js';
+import { ControlError, daemonFilePaths, type ControlHandler, type StateBroadcast } from '../../src/protocol/index.js';
 import { openStore, type ProcessStore } from '../../src/store/index.js';
-import { cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
+import { REPO_ROOT, cleanupTempDirs, tempDir, waitUntil } from '../helpers/env.js';
 import { busConformance, type BusHarness } from './conformance.js';
 
 const refuse = async (): Promise<never> => {
@@ -146,6 +148,42 @@ describe('local bus: the daemon is the hub', function () {
     await open().publishContinue(ids);
     await waitUntil(() => got.size === ids.length, 20_000, 'every hinted process');
     await c.cancel();
+  });
+
+  it('a bus is connected once opened: a hint posted right after goes out before the program next waits (the hub does not poll here)', async () => {
+    // A loop of awaited submits on SQLite never returns to the event loop, so a hint still waiting
+    // for the socket's connect callback waited for the loop's end (or the hub's poll, a second
+    // later) while the workers idled. The program here posts and exits at once, without close().
+    const home = tempDir('drover-bus-open-');
+    const env = { DROVER_HOME: home };
+    const rt = runtimeDir('quick', env);
+    fs.mkdirSync(rt, { recursive: true, mode: 0o700 });
+    const quiet = await new TestHub(daemonFilePaths(rt, logDir('quick', env)).socket, h.store, 3_600_000).start();
+    try {
+      const got: number[] = [];
+      const consumer = new LocalBus(new SocketLink(quiet.server.socketPath, 'quick', silentLogger), {
+        logger: silentLogger,
+      });
+      opened.push(consumer);
+      await consumer.consumeTasks({ slots: 5, onTasks: (t) => got.push(...t.map((x) => x.processId)) });
+      await waitUntil(() => quiet.hub.stats().consumers === 1, 5000, 'the consumer');
+      await new Promise((r) => setTimeout(r, 100)); // past the hub's poll at start: only a hint brings work now
+      const [id] = await h.store.createProcesses([{ type: 'posted-then-exit', inputs: null }]);
+      const script = `
+        const { openBus } = await import(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'src', 'broker', 'index.js'))});
+        const bus = await openBus({ name: 'quick', broker: { kind: 'local' }, options: {} }, { env: { DROVER_HOME: ${JSON.stringify(home)} } });
+        await bus.publishContinue([${id}]);
+        process.exit(0);
+      `;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      await waitUntil(() => got.includes(id!), 5000, 'the hint posted by the program that exited');
+    } finally {
+      await quiet.stop();
+    }
   });
 
   it("a bulk submit's state events, many lines' worth, reach a subscriber whole and in order", async () => {

@@ -51,6 +51,27 @@ for (const bus of BUSES) {
       await checkEndRecords(client);
     });
 
+    it('a loop of awaited submits that never waits otherwise: its first process runs while the loop goes on', async () => {
+      pool = await startPool(tp, 1);
+      const fresh = await tp.openClient();
+      const ids: number[] = [];
+      try {
+        const first = await fresh.submit('core.arithmetic.add', { x: 1, y: 1 });
+        ids.push(first);
+        let state = 'created';
+        // SQLite answers every await here with a settled promise: nothing in the loop itself waits
+        // for the event loop. Up to 3,000 submits, fewer than a client leaves unconfirmed.
+        while (state !== 'finished' && ids.length < 3000) {
+          ids.push(await fresh.submit('core.arithmetic.add', { x: ids.length, y: 1 }));
+          state = (await fresh.getProcess(first)).state;
+        }
+        assert.equal(state, 'finished', `the first process is still ${state} after ${ids.length} submits`);
+      } finally {
+        await waitForProcesses(fresh, ids, { timeoutSeconds: 60 });
+        await fresh.close();
+      }
+    });
+
     it('runs 1,000 additions on 2 workers: all finished, every sum right, each run exactly once', async () => {
       const runs = path.join(dir, 'runs-1000');
       pool = await startPool(tp, 2);

@@ -199,6 +199,33 @@ export class SocketLink implements BusLink {
     return socket;
   }
 
+  /**
+   * Connects now and resolves once the socket connected, or is known not to (no daemon listens), or
+   * after `timeoutMs`; true when connected. What is posted after it goes out at once. Posted while
+   * the socket connects, it waits for the connect callback, which runs only when the program next
+   * returns to the event loop: a loop of awaited submits never does (the SQLite store is
+   * synchronous), so its hints sat queued until the loop ended and the workers idled while it ran.
+   * The socket is kept referenced meanwhile: a script awaiting this must not end with it unsettled.
+   */
+  open(timeoutMs: number): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    if (this.isConnected) return Promise.resolve(true);
+    const socket = this.connect();
+    socket.ref();
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        socket.off('connect', done);
+        socket.off('close', done);
+        if (!this.persistent) socket.unref();
+        resolve(this.isConnected && this.socket === socket);
+      };
+      const timer = setTimeout(done, timeoutMs);
+      socket.once('connect', done);
+      socket.once('close', done);
+    });
+  }
+
   private scheduleReconnect(): void {
     if (!this.persistent || this.closed || this.reconnectTimer) return;
     this.reconnectTimer = setTimeout(() => {
