@@ -107,6 +107,37 @@ describe('SQLite store', function () {
     }
   });
 
+  it('a new store has 1 KiB pages, one made with 4 KiB keeps them, and either checkpoints its WAL at 1 MiB', async function () {
+    const dir = tempDir();
+    const older = path.join(dir, 'older.db');
+    // A database as SQLite (and Drover before 1 KiB pages) made it.
+    const raw = new Database(older);
+    raw.pragma('journal_mode = WAL');
+    raw.close();
+    for (const [file, pageSize] of [
+      [path.join(dir, 'new.db'), 1024],
+      [older, 4096],
+    ] as const) {
+      const s = openSqliteStore(file);
+      try {
+        let most = 0;
+        // 3 MiB in transactions of 8 KiB: the WAL grows to the mark, is copied back, starts over.
+        for (let i = 0; i < 384; i++) {
+          await s.createProcesses([{ type: 'x', inputs: 'p'.repeat(8 * 1024) }]);
+          most = Math.max(most, fs.statSync(`${file}-wal`).size);
+        }
+        const probe = new Database(file, { readonly: true });
+        assert.equal(probe.pragma('page_size', { simple: true }), pageSize, file);
+        probe.close();
+        assert.ok(most >= 0.9 * JOURNAL_SIZE_LIMIT, `${file}: the WAL was checkpointed at ${most} bytes`);
+        assert.ok(most <= JOURNAL_SIZE_LIMIT + 64 * 1024, `${file}: the WAL reached ${most} bytes`);
+        assert.equal((await s.listProcesses({ type: 'x' })).length, 384);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it('brings a store of schema 1 up to date, keeping its processes and their pending dispatches', async function () {
     const file = path.join(tempDir(), 'v1.db');
     const db = new Database(file);
@@ -278,7 +309,8 @@ describe('SQLite store', function () {
     // Without the daemon the worker's connection checkpoints past its fallback (64 MiB), not before.
     const alone = await write(66, 0);
     assert.ok(alone >= 60 * 1024 * 1024, `the WAL stayed at ${alone} bytes: someone checkpointed`);
-    assert.ok(alone <= 64 * 1024 * 1024 + 600 * 1024, `the WAL reached ${alone} bytes`);
+    // The mark counts pages; each frame of the WAL is a page (1 KiB) and a header of 24 bytes.
+    assert.ok(alone <= 64 * (1024 + 24) * 1024 + 600 * 1024, `the WAL reached ${alone} bytes`);
     assert.equal((await worker.listProcesses({ type: 'x' })).length, 69 * 16, 'every write is there');
     await worker.close();
   });
