@@ -154,9 +154,10 @@ const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
  * Page size of a new database: 1 KiB, not SQLite's 4 KiB. Every commit writes to the WAL each page
  * it changed, whole, and a submit, a claim and a completion each change a few pages of the table
  * and of each index they touch: with 4 KiB pages the commits of a one-at-a-time loop held the write
- * lock long enough that a submitter slept waiting for it about once every four submits. Awaited one-at-a-time submits ran 22-43% faster with 1 KiB pages (two runs each way, side
- * by side, 1 and 2 workers); bulk submits of 10,000 no slower. A database keeps the page size it
- * was created with (changing it takes a VACUUM outside WAL mode), so older stores keep 4 KiB.
+ * lock long enough that a submitter slept waiting for it about once every four submits. Awaited
+ * one-at-a-time submits ran 23-43% faster with 1 KiB pages (two runs each way, side by side, 1 and
+ * 2 workers); bulk submits of 10,000 no slower. A database keeps the page size it was created with
+ * (changing it takes a VACUUM outside WAL mode), so older stores keep 4 KiB.
  */
 export const NEW_DATABASE_PAGE_SIZE = 1024;
 
